@@ -1,0 +1,223 @@
+"""The ordered chain of segmentation steps.
+
+A step is a :class:`Backend` built by a registered factory; the chain runs the steps in
+the order the config lists them (never in pluggy's registration order), handing each the
+frame and the previous step's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import pydantic
+
+from liveseg.errors import ConfigError
+from liveseg.types import LABEL_DTYPE, Frame, FrameResult, FrameStatus, empty_labels
+
+if TYPE_CHECKING:
+    from liveseg.config import StepConfig
+
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "Pipeline",
+    "StepContext",
+    "StepError",
+    "validate_params",
+]
+
+log = logging.getLogger("liveseg.pipeline")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One step of the chain.
+
+    ``segment`` must return a :class:`FrameResult` whose ``labels`` have the frame's
+    height and width and dtype ``uint32``. It runs on a worker thread, never on the
+    acquisition thread. ``close`` releases models, files and devices.
+    """
+
+    def segment(self, frame: Frame, upstream: FrameResult | None) -> FrameResult:
+        """Segment ``frame``; ``upstream`` is the previous step's result (or None)."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; called once when the session ends."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a backend factory may need besides its own parameters."""
+
+    home: Path
+    threads: int = 1
+    device: str | None = None
+    step_name: str = ""
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("liveseg"))
+
+
+class BackendFactory(Protocol):
+    """``factory(params, context) -> Backend``; ``Params`` optionally validates params."""
+
+    def __call__(self, params: Any, context: StepContext) -> Backend: ...
+
+
+class StepError(RuntimeError):
+    """A step raised while segmenting a frame; carries the step's name."""
+
+    def __init__(self, step: str, frame_index: int, cause: BaseException) -> None:
+        super().__init__(f"step {step!r} failed on frame {frame_index}: {cause!r}")
+        self.step = step
+        self.frame_index = frame_index
+        self.cause = cause
+
+
+def validate_params(step: str, backend: str, factory: Callable[..., Any], params: Any) -> Any:
+    """Validate ``params`` against ``factory.Params`` with an error naming step and field."""
+    model = getattr(factory, "Params", None)
+    if model is None:
+        return dict(params or {})
+    try:
+        return model.model_validate(params or {})
+    except pydantic.ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(params)"
+            allowed = ""
+            ctx = err.get("ctx") or {}
+            if "expected" in ctx:
+                allowed = f" (allowed: {ctx['expected']})"
+            lines.append(f"  {loc}: {err['msg']}{allowed}")
+        fields = ", ".join(sorted(model.model_fields))
+        raise ConfigError(
+            f"invalid parameters for step {step!r} (backend {backend!r}):\n"
+            + "\n".join(lines)
+            + f"\n  valid fields: {fields}"
+        ) from None
+
+
+@dataclass
+class _Step:
+    name: str
+    backend_name: str
+    backend: Backend
+
+
+class Pipeline:
+    """An ordered chain of backends; ``run`` never raises for a step's failure."""
+
+    def __init__(self, steps: Sequence[tuple[str, str, Backend]]) -> None:
+        self._steps = [_Step(name, backend_name, b) for name, backend_name, b in steps]
+
+    @classmethod
+    def build(
+        cls,
+        steps: Sequence[StepConfig],
+        factories: Mapping[str, Callable[..., Any]],
+        context: StepContext,
+    ) -> Pipeline:
+        """Build the chain from config steps and the registered factories."""
+        built: list[tuple[str, str, Backend]] = []
+        try:
+            for i, step in enumerate(steps):
+                name = step.name or f"{i}:{step.backend}"
+                if step.backend not in factories:
+                    available = ", ".join(sorted(factories)) or "(none)"
+                    raise ConfigError(
+                        f"unknown backend {step.backend!r} in step {name!r}; "
+                        f"available backends: {available}"
+                    )
+                factory = factories[step.backend]
+                params = validate_params(name, step.backend, factory, step.params)
+                ctx = StepContext(
+                    home=context.home,
+                    threads=context.threads,
+                    device=context.device,
+                    step_name=name,
+                    logger=context.logger.getChild(step.backend),
+                )
+                built.append((name, step.backend, factory(params, ctx)))
+        except BaseException:
+            for _, _, backend in built:
+                _close_quietly(backend)
+            raise
+        return cls(built)
+
+    @property
+    def step_names(self) -> list[str]:
+        """Names of the steps, in run order."""
+        return [s.name for s in self._steps]
+
+    @property
+    def backend_names(self) -> list[str]:
+        """Backend of each step, in run order."""
+        return [s.backend_name for s in self._steps]
+
+    @property
+    def backends(self) -> list[Backend]:
+        """The backend objects, in run order."""
+        return [s.backend for s in self._steps]
+
+    def run(self, frame: Frame) -> FrameResult:
+        """Run every step on ``frame``; a failing step yields a ``FAILED`` result."""
+        upstream: FrameResult | None = None
+        timings: dict[str, float] = {}
+        image = np.asarray(frame.image)
+        if image.ndim != 2:
+            return _failed(frame, "chain", f"expected a 2-D image, got shape {image.shape}", {})
+        for step in self._steps:
+            t0 = time.perf_counter()
+            try:
+                result = step.backend.segment(frame, upstream)
+                _check_result(step.name, frame, result)
+            except Exception as exc:
+                timings[step.name] = (time.perf_counter() - t0) * 1e3
+                log.warning("step %r failed on frame %d: %r", step.name, frame.index, exc)
+                return _failed(frame, step.name, f"{type(exc).__name__}: {exc}", timings)
+            timings[step.name] = (time.perf_counter() - t0) * 1e3
+            upstream = result
+        if upstream is None:
+            return FrameResult(labels=empty_labels(frame.shape), timings_ms=timings)
+        return upstream.replace(timings_ms=timings)
+
+    def close(self) -> None:
+        """Close every backend (errors are logged, never raised)."""
+        for step in self._steps:
+            _close_quietly(step.backend)
+
+
+def _check_result(step: str, frame: Frame, result: FrameResult) -> None:
+    if not isinstance(result, FrameResult):
+        raise TypeError(f"step {step!r} returned {type(result).__name__}, not FrameResult")
+    if result.labels.shape != frame.shape:
+        raise ValueError(
+            f"step {step!r} returned labels of shape {result.labels.shape}, "
+            f"expected {frame.shape}"
+        )
+    if result.labels.dtype != LABEL_DTYPE:
+        raise TypeError(f"step {step!r} returned labels of dtype {result.labels.dtype}, not uint32")
+
+
+def _failed(frame: Frame, step: str, message: str, timings: dict[str, float]) -> FrameResult:
+    return FrameResult(
+        labels=empty_labels(frame.shape),
+        status=FrameStatus.FAILED,
+        error=message,
+        timings_ms=timings,
+        extra={"failed_step": step},
+    )
+
+
+def _close_quietly(backend: Backend) -> None:
+    try:
+        backend.close()
+    except Exception:
+        log.exception("closing backend %r failed", backend)

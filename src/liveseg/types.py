@@ -1,0 +1,144 @@
+"""Value types that travel along the hot path: frames in, results out.
+
+They are frozen, slotted dataclasses: cheap to create on the worker thread, safe to hand
+to other threads (the GUI, sinks) without copies, and impossible to mutate by accident
+in a plugin.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import useq
+
+__all__ = [
+    "LABEL_DTYPE",
+    "CLASS_DTYPE",
+    "Flag",
+    "Frame",
+    "FrameResult",
+    "FrameStatus",
+    "Proposal",
+    "empty_labels",
+    "input_image",
+]
+
+LABEL_DTYPE = np.dtype(np.uint32)
+"""Instance labels: 0 is background, 1..N are objects."""
+CLASS_DTYPE = np.dtype(np.uint8)
+"""Semantic class maps: 0 is background, 1..K index ``FrameResult.class_names``."""
+
+
+class FrameStatus(str, enum.Enum):
+    """What happened to a frame on its way through the chain."""
+
+    OK = "ok"
+    SKIPPED = "skipped"  # not segmented (``latest`` backlog policy); can be resegmented
+    FAILED = "failed"  # a step raised; the error is in events.jsonl
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One acquired (or offline) 2D image and where it came from.
+
+    ``index`` is the frame's position in the run (0, 1, 2, … in acquisition order) and
+    is the key that links images, labels, tables and events.
+    """
+
+    index: int
+    image: np.ndarray
+    event: useq.MDAEvent | None = None
+    time_s: float = 0.0
+    position: int = 0
+    stage_xy: tuple[float, float] | None = None
+    stage_z: float | None = None
+    pixel_size_um: float = 1.0
+    pixel_affine: tuple[float, float, float, float, float, float] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width in pixels."""
+        return (int(self.image.shape[-2]), int(self.image.shape[-1]))
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """The output of one chain step (and, after the last step, of the chain).
+
+    ``labels`` are instance labels (``uint32``, 0 = background). ``classes`` is an
+    optional semantic class map (``uint8``) whose values index ``class_names`` (index 0
+    is background). ``scores`` maps label id → confidence for backends that have one.
+    ``image`` is the processed image a step hands downstream (e.g. the normalised image);
+    ``None`` means "use the frame's raw image".
+    """
+
+    labels: np.ndarray
+    classes: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+    scores: Mapping[int, float] = field(default_factory=dict)
+    image: np.ndarray | None = None
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+    status: FrameStatus = FrameStatus.OK
+    error: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        """Number of objects (distinct non-zero labels)."""
+        if self.labels.size == 0:
+            return 0
+        ids = np.unique(self.labels)
+        return int(ids.size - (1 if ids[0] == 0 else 0))
+
+    def replace(self, **changes: Any) -> FrameResult:
+        """Return a copy with some fields changed."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values.update(changes)
+        return FrameResult(**values)
+
+
+def empty_labels(shape: tuple[int, int]) -> np.ndarray:
+    """All-background label image of ``shape``."""
+    return np.zeros(shape, dtype=LABEL_DTYPE)
+
+
+def input_image(frame: Frame, upstream: FrameResult | None) -> np.ndarray:
+    """The image a step should work on: the upstream step's output, else the raw frame."""
+    if upstream is not None and upstream.image is not None:
+        return upstream.image
+    return frame.image
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A trigger's request to add an acquisition event, before selection.
+
+    ``target_xy`` is the stage position (µm) the event is centred on, used for dedupe and
+    stage limits; ``label`` is the object that caused it (0 when not object-bound).
+    """
+
+    event: useq.MDAEvent
+    source: str
+    frame_index: int
+    label: int = 0
+    target_xy: tuple[float, float] | None = None
+    reason: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A frame marked for the retraining queue, by the operator or by a policy."""
+
+    frame_index: int
+    reason: str
+    source: str = "operator"
+    time_s: float = 0.0
