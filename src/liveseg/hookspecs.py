@@ -68,6 +68,17 @@ def register_flag_policies(register: Register) -> None:
 
 
 @hookspec
+def register_trainers(register: Register) -> None:
+    """Register fine-tuning functions by backend name (same shape as the others).
+
+    ``register("unet", finetune)`` where ``finetune(base_weights, items, out_dir, *,
+    epochs, learning_rate=None, seed=0, val_items=(), progress=True) -> FinetuneResult``
+    trains a *copy*: it writes new weights under ``out_dir`` and never modifies
+    ``base_weights``. The retraining loop finds a model's trainer by its backend name.
+    """
+
+
+@hookspec
 def measure_frame(frame: Frame, result: FrameResult) -> Mapping[str, np.ndarray] | None:
     """Add per-object measurement columns for one frame.
 

@@ -41,7 +41,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "liveseg.builtins.normalize",
     "liveseg.builtins.threshold",
     "liveseg.builtins.size_filter",
-    "liveseg.builtins.measure",
     "liveseg.builtins.triggers",
     "liveseg.builtins.flags",
 )
@@ -50,7 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 ErrorHandler = Callable[[str, str, BaseException, "int | None"], None]
 """``handler(plugin, hook, exception, frame_index)``: told about every guarded failure."""
 
-_REGISTRIES = ("backends", "triggers", "sinks", "flag_policies")
+_REGISTRIES = ("backends", "triggers", "sinks", "flag_policies", "trainers")
 
 
 @dataclass
@@ -220,6 +219,10 @@ class PluginHost:
     def flag_policies(self) -> dict[str, Callable[..., Any]]:
         """Flag policy factories by name."""
         return {n: f for n, (_, f) in self._collect()["flag_policies"].items()}
+
+    def trainers(self) -> dict[str, Callable[..., Any]]:
+        """Fine-tuning functions by backend name."""
+        return {n: f for n, (_, f) in self._collect()["trainers"].items()}
 
     def plugins(self) -> list[PluginInfo]:
         """Every loaded plugin, in registration order."""

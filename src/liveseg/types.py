@@ -24,7 +24,9 @@ __all__ = [
     "Frame",
     "FrameResult",
     "FrameStatus",
+    "FinetuneResult",
     "Proposal",
+    "TrainItem",
     "empty_labels",
     "input_image",
 ]
@@ -142,3 +144,29 @@ class Flag:
     reason: str
     source: str = "operator"
     time_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainItem:
+    """One training example: an image, its instance labels, and where they are valid.
+
+    ``valid`` (bool, same shape) marks the pixels the annotator vouched for; the loss
+    ignores the rest, so an operator may correct only a region of interest.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    valid: np.ndarray | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FinetuneResult:
+    """What a backend's ``finetune`` produced: loadable weights plus the training record."""
+
+    weights_path: str
+    train_losses: tuple[float, ...] = ()
+    val_losses: tuple[float, ...] = ()
+    epochs: int = 0
+    seconds: float = 0.0
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Built-in flags plugin module (filled in by its feature)."""

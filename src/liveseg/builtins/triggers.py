@@ -1,0 +1,1 @@
+"""Built-in triggers plugin module (filled in by its feature)."""
