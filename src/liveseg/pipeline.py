@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -21,6 +19,9 @@ from liveseg.errors import ConfigError
 from liveseg.types import LABEL_DTYPE, Frame, FrameResult, FrameStatus, empty_labels
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from pathlib import Path
+
     from liveseg.config import StepConfig
 
 __all__ = [
@@ -67,7 +68,9 @@ class StepContext:
 class BackendFactory(Protocol):
     """``factory(params, context) -> Backend``; ``Params`` optionally validates params."""
 
-    def __call__(self, params: Any, context: StepContext) -> Backend: ...
+    def __call__(self, params: Any, context: StepContext) -> Backend:
+        """Build the backend for one step."""
+        ...
 
 
 class StepError(RuntimeError):
@@ -199,11 +202,12 @@ def _check_result(step: str, frame: Frame, result: FrameResult) -> None:
         raise TypeError(f"step {step!r} returned {type(result).__name__}, not FrameResult")
     if result.labels.shape != frame.shape:
         raise ValueError(
-            f"step {step!r} returned labels of shape {result.labels.shape}, "
-            f"expected {frame.shape}"
+            f"step {step!r} returned labels of shape {result.labels.shape}, expected {frame.shape}"
         )
     if result.labels.dtype != LABEL_DTYPE:
-        raise TypeError(f"step {step!r} returned labels of dtype {result.labels.dtype}, not uint32")
+        raise TypeError(
+            f"step {step!r} returned labels of dtype {result.labels.dtype}, not uint32"
+        )
 
 
 def _failed(frame: Frame, step: str, message: str, timings: dict[str, float]) -> FrameResult:

@@ -115,7 +115,9 @@ class PluginHost:
         else:
             modname = type(plugin).__module__
         pname = name or (
-            _short_name(plugin.__name__) if isinstance(plugin, ModuleType) else type(plugin).__name__
+            _short_name(plugin.__name__)
+            if isinstance(plugin, ModuleType)
+            else type(plugin).__name__
         )
         if self.pm.has_plugin(pname):
             raise PluginError(f"a plugin named {pname!r} is already registered")
@@ -191,7 +193,8 @@ class PluginHost:
                     if name in regs[_kind]:
                         other = regs[_kind][name][0]
                         raise PluginError(
-                            f"{_kind[:-1]} {name!r} registered twice (by {other!r} and {_plugin!r})"
+                            f"{_kind[:-1]} {name!r} registered twice "
+                            f"(by {other!r} and {_plugin!r})"
                         )
                     regs[_kind][name] = (_plugin, factory)
 
@@ -207,6 +210,11 @@ class PluginHost:
     def backends(self) -> dict[str, Callable[..., Any]]:
         """Backend factories by name."""
         return {n: f for n, (_, f) in self._collect()["backends"].items()}
+
+    def backend_plugin(self, backend: str) -> str:
+        """The plugin that registered ``backend`` (empty if unknown)."""
+        entry = self._collect()["backends"].get(backend)
+        return entry[0] if entry else ""
 
     def triggers(self) -> dict[str, Callable[..., Any]]:
         """Trigger factories by name."""
@@ -246,7 +254,9 @@ class PluginHost:
     def measure_frame(self, frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
         """Merged per-object columns from every ``measure_frame`` implementation."""
         columns: dict[str, np.ndarray] = {}
-        for plugin, cols in self._guarded("measure_frame", frame.index, frame=frame, result=result):
+        for plugin, cols in self._guarded(
+            "measure_frame", frame.index, frame=frame, result=result
+        ):
             for key, values in dict(cols).items():
                 if key in columns:
                     log.debug("column %r from %r overrides an earlier one", key, plugin)

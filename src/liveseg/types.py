@@ -8,23 +8,24 @@ in a plugin.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import useq
 
 __all__ = [
-    "LABEL_DTYPE",
     "CLASS_DTYPE",
+    "LABEL_DTYPE",
+    "FinetuneResult",
     "Flag",
     "Frame",
     "FrameResult",
     "FrameStatus",
-    "FinetuneResult",
     "Proposal",
     "TrainItem",
     "empty_labels",
@@ -37,7 +38,7 @@ CLASS_DTYPE = np.dtype(np.uint8)
 """Semantic class maps: 0 is background, 1..K index ``FrameResult.class_names``."""
 
 
-class FrameStatus(str, enum.Enum):
+class FrameStatus(enum.StrEnum):
     """What happened to a frame on its way through the chain."""
 
     OK = "ok"

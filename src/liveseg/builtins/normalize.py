@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from liveseg.hookspecs import Register, hookimpl
-from liveseg.pipeline import StepContext
 from liveseg.types import Frame, FrameResult, empty_labels, input_image
+
+if TYPE_CHECKING:
+    from liveseg.pipeline import StepContext
 
 
 class NormalizeParams(BaseModel):

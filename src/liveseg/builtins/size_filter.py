@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from liveseg.hookspecs import Register, hookimpl
-from liveseg.pipeline import StepContext
 from liveseg.types import LABEL_DTYPE, Frame, FrameResult, empty_labels
+
+if TYPE_CHECKING:
+    from liveseg.pipeline import StepContext
 
 
 class SizeFilterParams(BaseModel):

@@ -6,7 +6,7 @@ distance-transform seeded watershed to split touching objects.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,8 +14,10 @@ from scipy import ndimage as ndi
 
 from liveseg.builtins.normalize import normalize_image
 from liveseg.hookspecs import Register, hookimpl
-from liveseg.pipeline import StepContext
 from liveseg.types import LABEL_DTYPE, Frame, FrameResult, input_image
+
+if TYPE_CHECKING:
+    from liveseg.pipeline import StepContext
 
 
 class ThresholdParams(BaseModel):

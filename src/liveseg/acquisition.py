@@ -1,0 +1,217 @@
+"""From the camera to the workers without ever slowing the camera.
+
+:class:`FrameQueue` is what pymmcore-plus's ``frameReady`` handler talks to: ``put`` is
+O(1) and never blocks. Under the ``all`` policy frames beyond ``maxsize`` are moved to a
+disk spool by a background thread (so memory stays bounded and nothing is lost); under
+``latest`` a new frame replaces the waiting one, which is reported as skipped.
+:class:`Controller` connects a ``CMMCorePlus`` MDA run to the queue.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from liveseg.types import Frame
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import useq
+    from pymmcore_plus import CMMCorePlus
+
+__all__ = ["Controller", "FrameQueue", "QueueItem"]
+
+log = logging.getLogger("liveseg.acquisition")
+
+
+@dataclass
+class QueueItem:
+    """A frame waiting for a worker; ``frame.image`` may live in the spool file instead."""
+
+    frame: Frame
+    enqueued: float
+    spool: Path | None = None
+    skipped: bool = False
+
+
+class FrameQueue:
+    """Bounded-memory frame queue between the acquisition thread and the workers."""
+
+    def __init__(
+        self,
+        policy: Literal["all", "latest"] = "all",
+        maxsize: int = 16,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.policy = policy
+        self.maxsize = maxsize
+        self.spool_dir = spool_dir
+        self._items: collections.deque[QueueItem] = collections.deque()
+        self._skipped: collections.deque[QueueItem] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._in_memory = 0
+        self.max_backlog = 0
+        self.spooled = 0
+        self._spooler: threading.Thread | None = None
+        if policy == "all" and spool_dir is not None:
+            self._spooler = threading.Thread(target=self._spool_loop, name="liveseg-spool")
+            self._spooler.daemon = True
+            self._spooler.start()
+
+    def put(self, frame: Frame) -> None:
+        """Enqueue a frame: O(1), never blocks, never drops pixels under ``all``."""
+        item = QueueItem(frame, time.perf_counter())
+        with self._cond:
+            if self.policy == "latest" and self._items:
+                old = self._items.popleft()
+                old.skipped = True
+                self._skipped.append(old)
+                self._in_memory -= 1
+            self._items.append(item)
+            self._in_memory += 1
+            self.max_backlog = max(self.max_backlog, len(self._items))
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        """Next item (skipped ones first, flagged ``skipped``); None when closed and empty."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._skipped:
+                    return self._skipped.popleft()
+                if self._items:
+                    item = self._items.popleft()
+                    if item.spool is None:
+                        self._in_memory -= 1
+                    break
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+        if item.spool is not None:
+            image = np.load(item.spool)
+            item.spool.unlink(missing_ok=True)
+            item.frame = replace(item.frame, image=image)
+            item.spool = None
+        return item
+
+    def backlog(self) -> int:
+        """Frames waiting (in memory or spooled)."""
+        with self._cond:
+            return len(self._items)
+
+    def close(self) -> None:
+        """No more frames will come; workers drain what is left, then get None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._spooler is not None:
+            self._spooler.join(timeout=5)
+
+    def _spool_loop(self) -> None:
+        assert self.spool_dir is not None
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            with self._cond:
+                while self._in_memory <= self.maxsize and not self._closed:
+                    self._cond.wait(0.5)
+                if self._closed and self._in_memory <= self.maxsize:
+                    return
+                # Spool the newest in-memory frame: the oldest ones go to workers next.
+                victim = next((it for it in reversed(self._items) if it.spool is None), None)
+                if victim is None:
+                    continue
+                image = victim.frame.image
+            path = self.spool_dir / f"{victim.frame.index:08d}.npy"
+            np.save(path, image)
+            with self._cond:
+                if victim in self._items and victim.spool is None:
+                    victim.spool = path
+                    victim.frame = replace(victim.frame, image=np.empty((0, 0), image.dtype))
+                    self._in_memory -= 1
+                    self.spooled += 1
+                else:
+                    path.unlink(missing_ok=True)
+
+
+class Controller:
+    """Runs an MDA on a core and feeds every frame into a :class:`FrameQueue`.
+
+    The ``frameReady`` handler only builds a small :class:`Frame` and enqueues it.
+    """
+
+    def __init__(self, core: CMMCorePlus, queue: FrameQueue) -> None:
+        self.core = core
+        self.queue = queue
+        self._index = 0
+        self._t0 = time.perf_counter()
+        self.frames_acquired = 0
+        self.geometry_md: dict[str, Any] = {}
+        self._affine: tuple[float, float, float, float, float, float] | None = None
+        self._pixel_size = 1.0
+
+    def prepare(self) -> None:
+        """Read camera geometry once (not per frame)."""
+        core = self.core
+        cam = core.getCameraDevice()
+        md: dict[str, Any] = {}
+        if cam:
+            for prop, key in (
+                ("TransposeXY", "transpose_xy"),
+                ("TransposeMirrorX", "mirror_x"),
+                ("TransposeMirrorY", "mirror_y"),
+            ):
+                if core.hasProperty(cam, prop):
+                    md[key] = core.getProperty(cam, prop) in ("1", 1)
+            # MM applies these only when TransposeCorrection is on; otherwise pixels are raw.
+            if core.hasProperty(cam, "TransposeCorrection") and core.getProperty(
+                cam, "TransposeCorrection"
+            ) in ("1", 1):
+                md = dict.fromkeys(md, False)
+        self.geometry_md = md
+        self._pixel_size = core.getPixelSizeUm() or 1.0
+        affine = tuple(float(v) for v in core.getPixelSizeAffine())
+        self._affine = affine if len(affine) == 6 else None  # type: ignore[assignment]
+
+    def on_frame(self, image: np.ndarray, event: useq.MDAEvent, meta: Any = None) -> None:
+        """FrameReady handler: O(1) — wrap and enqueue, nothing else."""
+        x, y = event.x_pos, event.y_pos
+        pos = meta.get("position") if isinstance(meta, dict) else None
+        if pos and pos.get("x") is not None and pos.get("y") is not None:
+            x, y = pos["x"], pos["y"]  # where the stage really was, not where it was sent
+        frame = Frame(
+            index=self._index,
+            image=image,
+            event=event,
+            time_s=time.perf_counter() - self._t0,
+            position=int(event.index.get("p", 0)),
+            stage_xy=(float(x), float(y)) if x is not None and y is not None else None,
+            stage_z=event.z_pos,
+            pixel_size_um=self._pixel_size,
+            pixel_affine=self._affine,
+            metadata=self.geometry_md,
+        )
+        self._index += 1
+        self.frames_acquired += 1
+        self.queue.put(frame)
+
+    def run(self, events: Any, output: Any = None) -> None:
+        """Run the MDA (blocking) with the handler connected; images go to ``output``."""
+        self.prepare()
+        self._t0 = time.perf_counter()
+        sig = self.core.mda.events.frameReady
+        sig.connect(self.on_frame)
+        try:
+            self.core.mda.run(events, output=output)
+        finally:
+            sig.disconnect(self.on_frame)

@@ -1,0 +1,437 @@
+"""The run directory: everything one acquisition (or batch) leaves behind.
+
+```
+<run>/images.ome.zarr               raw frames, written by pymmcore-plus's own sink
+<run>/images.ome.zarr/<p>/labels/   OME-NGFF label images beside each position's image
+<run>/frames.csv                    one row per frame attempt (append-only log)
+<run>/objects.csv                   one row per object per frame (+ objects.parquet at end)
+<run>/events.jsonl                  errors, skips, triggers, flags
+<run>/run.json                      config, versions, hardware, start/end, summary
+```
+
+Every table is append-only and flushed per frame, so a run killed at any moment leaves
+files that :class:`RunReader` can read: a frame's latest row in ``frames.csv`` wins
+(``liveseg resegment`` appends rather than rewrites), and a half-written last line is
+ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liveseg.errors import LivesegError
+from liveseg.measure import OBJECT_COLUMNS
+from liveseg.types import LABEL_DTYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "IMAGES",
+    "RunReader",
+    "RunStore",
+    "write_json_atomic",
+]
+
+log = logging.getLogger("liveseg.store")
+
+IMAGES = "images.ome.zarr"
+FRAME_COLUMNS: tuple[str, ...] = (
+    "index",
+    "time_s",
+    "position",
+    "t",
+    "c",
+    "z",
+    "stage_x_um",
+    "stage_y_um",
+    "count",
+    "mean_area_px",
+    "latency_ms",
+    "segment_ms",
+    "status",
+    "series",
+    "event_index",
+)
+_NAN = float("nan")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old or the new file, never half of one."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return repr(obj)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class _CsvLog:
+    """An append-only CSV file, flushed per write; thread-safe."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        new = not path.exists() or path.stat().st_size == 0
+        self._fh = path.open("a", newline="", encoding="utf-8")
+        if not new:
+            with path.open(encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
+            self.columns = header
+        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            self._writer.writeheader()
+            self._fh.flush()
+        self._lock = threading.Lock()
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
+        for row in rows:
+            w.writerow({k: _cell(v) for k, v in row.items()})
+        with self._lock:
+            self._fh.write(buf.getvalue())  # one write per frame: a kill cuts at most one line
+            self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.6g}"
+    if isinstance(v, bool | np.bool_):
+        return int(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+class RunStore:
+    """Writes one run directory. Thread-safe: workers write while the runner acquires."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        label_name: str = "segmentation",
+        extra_object_columns: Sequence[str] = ("score",),
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.images_path = self.path / IMAGES
+        self.label_name = label_name
+        self._frames = _CsvLog(self.path / "frames.csv", FRAME_COLUMNS)
+        obj_cols = ["frame", *OBJECT_COLUMNS, *extra_object_columns, "extra"]
+        self._objects = _CsvLog(self.path / "objects.csv", obj_cols)
+        self._events_fh = (self.path / "events.jsonl").open("a", encoding="utf-8")
+        self._events_lock = threading.Lock()
+        self._labels_lock = threading.Lock()
+        self._label_arrays: dict[int, tuple[Any, list[str]]] = {}
+        self._run_info: dict[str, Any] = {}
+
+    # -- run.json ---------------------------------------------------------------------
+    def start(self, info: Mapping[str, Any]) -> None:
+        """Write run.json at the start (status ``running``) so a killed run is described."""
+        self._run_info = {"status": "running", "started": _now(), **info}
+        write_json_atomic(self.path / "run.json", self._run_info)
+
+    def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
+        """Rewrite run.json with the summary and convert objects.csv to parquet."""
+        self._run_info.update(status=status, finished=_now(), summary=dict(summary))
+        write_json_atomic(self.path / "run.json", self._run_info)
+
+    # -- events -----------------------------------------------------------------------
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one event (a JSON line) to events.jsonl."""
+        record = {"time": _now(), "kind": kind, **fields}
+        line = json.dumps(record, default=_json_default) + "\n"
+        with self._events_lock:
+            self._events_fh.write(line)
+            self._events_fh.flush()
+
+    # -- tables -----------------------------------------------------------------------
+    def frame_row(self, row: Mapping[str, Any]) -> None:
+        """Append one frame row (see :data:`FRAME_COLUMNS`)."""
+        self._frames.write([row])
+
+    def object_rows(self, frame_index: int, columns: Mapping[str, np.ndarray]) -> None:
+        """Append the per-object rows of one frame (columns of equal length)."""
+        if not columns or len(columns.get("label", ())) == 0:
+            return
+        n = len(columns["label"])
+        known = set(self._objects.columns)
+        extra_cols = [k for k in columns if k not in known]
+        rows = []
+        for i in range(n):
+            row: dict[str, Any] = {"frame": frame_index}
+            for k, v in columns.items():
+                if k in known:
+                    row[k] = v[i]
+            if extra_cols:
+                row["extra"] = json.dumps(
+                    {k: _cell(columns[k][i]) for k in extra_cols}, default=_json_default
+                )
+            rows.append(row)
+        self._objects.write(rows)
+
+    # -- labels -----------------------------------------------------------------------
+    def write_labels(self, position: int, index: Mapping[str, int], labels: np.ndarray) -> None:
+        """Store ``labels`` for the image plane at ``index`` of position ``position``."""
+        arr, dims = self._label_array(position, labels.shape)
+        key = tuple(int(index.get(d, 0)) for d in dims[:-2])
+        if any(k >= s for k, s in zip(key, arr.shape[:-2], strict=False)):
+            new_shape = tuple(max(k + 1, s) for k, s in zip(key, arr.shape[:-2], strict=False))
+            with self._labels_lock:
+                arr.resize((*new_shape, *arr.shape[-2:]))
+        arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+
+    def _label_array(self, position: int, plane: tuple[int, ...]) -> tuple[Any, list[str]]:
+        with self._labels_lock:
+            if position in self._label_arrays:
+                return self._label_arrays[position]
+            self._label_arrays[position] = create_label_array(
+                self.images_path, position, self.label_name, plane
+            )
+            return self._label_arrays[position]
+
+    def close(self) -> None:
+        """Close the table files and write objects.parquet next to objects.csv."""
+        self._frames.close()
+        self._objects.close()
+        with self._events_lock:
+            self._events_fh.close()
+        try:
+            _csv_to_parquet(self.path / "objects.csv", self.path / "objects.parquet")
+        except Exception as exc:  # the CSV is the source of truth; parquet is a convenience
+            log.warning("could not write objects.parquet: %r", exc)
+
+
+def _image_array_meta(images: Path, position: int) -> tuple[list[int], list[str], dict[str, Any]]:
+    """Shape, dimension names and group attrs of a position's image array, if present."""
+    meta_file = images / str(position) / "0" / "zarr.json"
+    group_file = images / str(position) / "zarr.json"
+    if not meta_file.exists():
+        return [], [], {}
+    meta = json.loads(meta_file.read_text())
+    attrs = json.loads(group_file.read_text()).get("attributes", {}) if group_file.exists() else {}
+    dims = meta.get("dimension_names") or [f"d{i}" for i in range(len(meta["shape"]))]
+    return list(meta["shape"]), list(dims), attrs
+
+
+def create_label_array(
+    images: Path, position: int, name: str, plane: tuple[int, ...]
+) -> tuple[Any, list[str]]:
+    """Create (or open) the OME-NGFF label image for one position of an OME-Zarr store.
+
+    The label array mirrors the image array's shape and axes so that ome-zarr tools and
+    napari overlay the two; without an image array it is ``(t, y, x)`` and grows.
+    """
+    import zarr
+
+    shape, dims, attrs = _image_array_meta(images, position)
+    if not shape:
+        shape, dims = [1, *plane], ["t", "y", "x"]
+    labels_dir = images / str(position) / "labels"
+    root = zarr.open_group(str(labels_dir), mode="a", zarr_format=3)
+    ome_attrs: Any = root.attrs.get("ome") or {}
+    existing = list(ome_attrs.get("labels", []))
+    if name not in existing:
+        root.attrs["ome"] = {"version": "0.5", "labels": [*existing, name]}
+    grp = root.require_group(name)
+    multiscales = attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        multiscales = [
+            {
+                "axes": [{"name": d, "type": "space" if d in "yx" else "time"} for d in dims],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [1.0] * len(dims)}
+                        ],
+                    }
+                ],
+            }
+        ]
+    grp.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": multiscales,
+        "image-label": {"version": "0.5", "source": {"image": "../../"}},
+    }
+    if "0" in grp:
+        arr = grp["0"]
+    else:
+        chunks = tuple([1] * (len(shape) - 2) + list(shape[-2:]))
+        arr = grp.create_array(
+            "0",
+            shape=tuple(shape),
+            chunks=chunks,
+            dtype="uint32",
+            fill_value=0,
+            dimension_names=dims,
+        )
+    return arr, dims
+
+
+def _csv_to_parquet(src: Path, dst: Path) -> None:
+    if not src.exists():
+        return
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = pacsv.read_csv(src)
+    tmp = dst.with_name(dst.name + ".part")
+    pq.write_table(table, tmp)
+    os.replace(tmp, dst)
+
+
+# -- reading ------------------------------------------------------------------------------
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # a killed writer may leave half a line
+    reader = csv.DictReader(io.StringIO(text))
+    return [row for row in reader if None not in row.values()]
+
+
+def _convert(row: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if v is None or v == "":
+            out[k] = None
+            continue
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+class RunReader:
+    """Read a run directory, finished or killed mid-run."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise LivesegError(f"run directory not found: {self.path}")
+        if not (self.path / "run.json").exists() and not (self.path / "frames.csv").exists():
+            raise LivesegError(f"{self.path} is not a liveseg run (no run.json, no frames.csv)")
+
+    @property
+    def run_info(self) -> dict[str, Any]:
+        """run.json as a dict (empty if missing)."""
+        p = self.path / "run.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def frames(self) -> list[dict[str, Any]]:
+        """One row per frame (its latest attempt), ordered by frame index."""
+        latest: dict[int, dict[str, Any]] = {}
+        for row in _read_csv_rows(self.path / "frames.csv"):
+            r = _convert(row)
+            latest[int(r["index"])] = r
+        return [latest[i] for i in sorted(latest)]
+
+    def frame(self, index: int) -> dict[str, Any]:
+        """The latest row of one frame."""
+        for row in self.frames():
+            if row["index"] == index:
+                return row
+        raise LivesegError(f"frame {index} is not in run {self.path}")
+
+    def objects(self, frame: int | None = None) -> list[dict[str, Any]]:
+        """Object rows (all, or of one frame)."""
+        rows = [_convert(r) for r in _read_csv_rows(self.path / "objects.csv")]
+        if frame is not None:
+            rows = [r for r in rows if r["frame"] == frame]
+        return rows
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """events.jsonl records (all, or of one kind); a torn last line is skipped."""
+        p = self.path / "events.jsonl"
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if kind is None or rec.get("kind") == kind:
+                out.append(rec)
+        return out
+
+    def _plane_key(self, row: Mapping[str, Any], dims: Sequence[str]) -> tuple[int, ...]:
+        idx = json.loads(row["event_index"]) if row.get("event_index") else {}
+        return tuple(int(idx.get(d, row.get(d) or 0)) for d in dims[:-2])
+
+    def _open(self, position: int, sub: str) -> Any:
+        import zarr
+
+        return zarr.open_array(str(self.path / IMAGES / str(position) / sub), mode="r")
+
+    def image(self, index: int) -> np.ndarray:
+        """The raw image of frame ``index``."""
+        row = self.frame(index)
+        arr = self._open(int(row["position"]), "0")
+        dims = list(arr.metadata.dimension_names or [])
+        return np.asarray(arr[self._plane_key(row, dims)])
+
+    def labels(self, index: int, name: str = "segmentation") -> np.ndarray | None:
+        """The stored labels of frame ``index`` (None if it was never segmented)."""
+        row = self.frame(index)
+        if row.get("status") != "ok":
+            return None
+        try:
+            arr = self._open(int(row["position"]), f"labels/{name}/0")
+        except Exception:
+            return None
+        dims = list(arr.metadata.dimension_names or [])
+        return np.asarray(arr[self._plane_key(row, dims)])
+
+    def iter_frames(self) -> Iterator[tuple[dict[str, Any], np.ndarray, np.ndarray | None]]:
+        """(row, image, labels) for every frame."""
+        for row in self.frames():
+            yield row, self.image(row["index"]), self.labels(row["index"])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by status, read from the tables (works for killed runs)."""
+        frames = self.frames()
+        by_status: dict[str, int] = {}
+        for r in frames:
+            by_status[str(r["status"])] = by_status.get(str(r["status"]), 0) + 1
+        return {"frames": len(frames), "by_status": by_status, "time": time.time()}
