@@ -351,7 +351,8 @@ class Session:
         for cfg in self.config.flags:
             if cfg.policy not in factories:
                 raise ConfigError(
-                    f"unknown flag policy {cfg.policy!r}; available: {', '.join(sorted(factories))}"
+                    f"unknown flag policy {cfg.policy!r}; "
+                    f"available: {', '.join(sorted(factories))}"
                 )
             from liveseg.pipeline import validate_params
 
