@@ -1,0 +1,506 @@
+"""The model registry: versioned model directories, aliases, lineage, promotion.
+
+Layout under the data directory (:func:`liveseg.home.resolve_home`)::
+
+    <home>/models/<name>/<N>/            one immutable version: weights file + model.json
+    <home>/models/<name>/aliases.json    {"prod": 3, ...}
+    <home>/models/<name>/history.jsonl   promotions and validations, append-only
+
+A version is written into a hidden staging directory and renamed into place in one step,
+so readers never see half a version; after that its files are made read-only and never
+written again (clones and fine-tunes copy). Specs address versions as ``name@N``,
+``name@alias`` or plain ``name`` (its ``prod`` alias, else its newest version).
+
+The shipped default model (backend ``unet``, weights inside the ``liveseg_torch``
+package) is seeded automatically as ``default@1`` with alias ``prod`` the first time a
+spec names ``default`` (or the name of any shipped model); ``liveseg models
+import-default --name nuclei`` imports it under another name. Weights are only copied
+here, never loaded: backends load them (without running pickled code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from liveseg.errors import ModelError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "BUILTIN_PACKAGES",
+    "DEFAULT_ALIAS",
+    "ModelRegistry",
+    "ModelVersion",
+    "builtin_models",
+    "file_sha256",
+    "parse_spec",
+    "resolve_model",
+]
+
+log = logging.getLogger("liveseg.models")
+
+DEFAULT_ALIAS = "prod"
+BUILTIN_PACKAGES: tuple[str, ...] = ("liveseg_torch", "liveseg_cellpose")
+"""Packages searched for shipped models: each ``model.json`` inside one is a model."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (used for weights and training items)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``name@ref`` into ``(name, ref)``; ``ref`` is ``None`` when absent.
+
+    Raises
+    ------
+    ModelError
+        When the name or reference is malformed.
+    """
+    name, _, ref = str(spec).strip().partition("@")
+    if not _NAME_RE.match(name):
+        raise ModelError(
+            f"invalid model spec {spec!r}: expected name@version or name@alias "
+            f"(e.g. nuclei@3, nuclei@prod); names use letters, digits, '_', '-', '.'"
+        )
+    if ref == "":
+        return name, None
+    if not (ref.isdigit() or _ALIAS_RE.match(ref)):
+        raise ModelError(f"invalid model spec {spec!r}: {ref!r} is neither a version nor alias")
+    return name, ref
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model version (read-only view of its directory)."""
+
+    name: str
+    version: int
+    path: Path
+    card: Mapping[str, Any]
+
+    @property
+    def spec(self) -> str:
+        """``name@N``: the address that always means exactly this version."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def backend(self) -> str:
+        """The backend (and trainer) name that loads these weights, e.g. ``unet``."""
+        return str(self.card.get("backend", ""))
+
+    @property
+    def weights_path(self) -> Path:
+        """The weights file inside the version directory."""
+        return self.path / str(self.card.get("weights", "weights.pt"))
+
+    @property
+    def parent(self) -> str | None:
+        """``name@N`` of the version this one was cloned or fine-tuned from."""
+        parent = self.card.get("parent")
+        return str(parent) if parent else None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) held while the block runs."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_only(directory: Path) -> None:
+    for p in directory.iterdir():
+        if p.is_file():
+            p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def builtin_models() -> dict[str, Path]:
+    """Shipped models found in :data:`BUILTIN_PACKAGES`: name → directory with model.json.
+
+    A shipped ``model.json`` may say its ``name``; the first one of the ``liveseg_torch``
+    package is also available as ``default``.
+    """
+    import importlib.resources
+    import importlib.util
+
+    found: dict[str, Path] = {}
+    for package in BUILTIN_PACKAGES:
+        try:
+            if importlib.util.find_spec(package) is None:
+                continue
+            root = Path(str(importlib.resources.files(package)))
+        except (ModuleNotFoundError, ValueError, TypeError):
+            continue
+        for card_path in sorted(root.rglob("model.json")):
+            try:
+                card = json.loads(card_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable shipped model card %s", card_path)
+                continue
+            name = str(card.get("name") or card_path.parent.name)
+            found.setdefault(name, card_path.parent)
+            if package == "liveseg_torch":
+                found.setdefault("default", card_path.parent)
+    return found
+
+
+class ModelRegistry:
+    """All model versions under one data directory.
+
+    Safe for several processes at once: version numbers and aliases change under a file
+    lock, versions appear by an atomic rename, and nothing inside a version directory is
+    ever rewritten.
+    """
+
+    def __init__(self, home: str | os.PathLike[str]) -> None:
+        self.home = Path(home)
+        self.root = self.home / "models"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- reading --------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Model names that have at least one version."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Version numbers of ``name``, ascending."""
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "model.json").is_file()
+        )
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias → version for ``name``."""
+        f = self.root / name / "aliases.json"
+        if not f.is_file():
+            return {}
+        data = json.loads(f.read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in data.items()}
+
+    def get(self, name: str, version: int) -> ModelVersion:
+        """One version by number."""
+        d = self.root / name / str(version)
+        card_path = d / "model.json"
+        if not card_path.is_file():
+            known = ", ".join(f"{name}@{v}" for v in self.versions(name)) or "none"
+            raise ModelError(f"model {name}@{version} does not exist (versions: {known})")
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ModelError(f"{card_path} is not valid JSON: {exc}") from None
+        return ModelVersion(name=name, version=version, path=d, card=card)
+
+    def resolve(self, spec: str) -> ModelVersion:
+        """The version a spec means, seeding a shipped model on first use.
+
+        Raises
+        ------
+        ModelError
+            When the model, version or alias does not exist.
+        """
+        path = Path(spec)
+        if "@" not in spec and (path / "model.json").is_file():
+            return self._from_directory(path)
+        name, ref = parse_spec(spec)
+        if not self.versions(name):
+            shipped = builtin_models()
+            if name in shipped:
+                with _locked(self.root / ".seed.lock"):
+                    if not self.versions(name):  # another process may have seeded it
+                        self.import_dir(
+                            shipped[name], name=name, note="shipped model", promote=True
+                        )
+            else:
+                known = ", ".join(self.names()) or "none yet"
+                hint = ""
+                if name == "default":
+                    hint = " (the shipped default model needs the liveseg-torch plugin)"
+                raise ModelError(
+                    f"no model named {name!r} in {self.root} (models: {known}){hint}; "
+                    f"see `liveseg models list`"
+                )
+        if ref is None:
+            aliases = self.aliases(name)
+            version = aliases.get(DEFAULT_ALIAS, self.versions(name)[-1])
+        elif ref.isdigit():
+            version = int(ref)
+        else:
+            aliases = self.aliases(name)
+            if ref not in aliases:
+                known = ", ".join(f"{a}→{v}" for a, v in sorted(aliases.items())) or "none"
+                raise ModelError(f"model {name!r} has no alias {ref!r} (aliases: {known})")
+            version = aliases[ref]
+        return self.get(name, version)
+
+    def _from_directory(self, path: Path) -> ModelVersion:
+        card = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        return ModelVersion(
+            name=str(card.get("name", path.name)),
+            version=int(card.get("version", 0)),
+            path=path,
+            card=card,
+        )
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Promotions and validations of ``name``, oldest first."""
+        f = self.root / name / "history.jsonl"
+        if not f.is_file():
+            return []
+        out = []
+        for line in f.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    # -- writing --------------------------------------------------------------------
+    def add_version(
+        self,
+        name: str,
+        weights: str | os.PathLike[str],
+        *,
+        backend: str,
+        parent: ModelVersion | None = None,
+        card: Mapping[str, Any] | None = None,
+        extra_files: Mapping[str, str | os.PathLike[str]] | None = None,
+    ) -> ModelVersion:
+        """Create ``name@N+1`` from a weights file (copied) and card fields.
+
+        ``card`` adds fields (training items, hyper-parameters, metrics…); fields the
+        parent's card has that the registry does not manage (e.g. architecture) carry
+        over so the backend can rebuild the network.
+        """
+        parse_spec(name)
+        src = Path(weights)
+        if not src.is_file():
+            raise ModelError(f"weights file not found: {src}")
+        mdir = self.root / name
+        mdir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=mdir))
+        try:
+            weights_name = src.name
+            shutil.copyfile(src, staging / weights_name)
+            for fname, fpath in (extra_files or {}).items():
+                shutil.copyfile(fpath, staging / fname)
+            base: dict[str, Any] = {}
+            if parent is not None:
+                base = {k: v for k, v in parent.card.items() if k not in _MANAGED}
+            base.update(card or {})
+            base.update(
+                {
+                    "name": name,
+                    "backend": backend,
+                    "weights": weights_name,
+                    "weights_sha256": file_sha256(staging / weights_name),
+                    "parent": parent.spec if parent is not None else base.get("parent"),
+                    "parent_weights_sha256": (
+                        parent.card.get("weights_sha256") if parent is not None else None
+                    ),
+                    "created": _now(),
+                }
+            )
+            base.setdefault("metrics", [])
+            with _locked(mdir / ".lock"):
+                version = max(self.versions(name), default=0) + 1
+                base["version"] = version
+                _write_json_atomic(staging / "model.json", base)
+                _read_only(staging)
+                os.rename(staging, mdir / str(version))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("registered %s@%d (backend %s)", name, version, backend)
+        return self.get(name, version)
+
+    def clone(self, spec: str, *, name: str | None = None, note: str = "") -> ModelVersion:
+        """Copy a version to a new one (same name by default); the parent stays untouched."""
+        parent = self.resolve(spec)
+        return self.add_version(
+            name or parent.name,
+            parent.weights_path,
+            backend=parent.backend,
+            parent=parent,
+            card={"note": note or f"clone of {parent.spec}", "metrics": []},
+        )
+
+    def import_dir(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        backend: str | None = None,
+        note: str = "",
+        promote: bool = False,
+    ) -> ModelVersion:
+        """Register a model directory (weights + model.json, e.g. an export or shipped)."""
+        d = Path(directory)
+        card_path = d / "model.json"
+        if not card_path.is_file():
+            raise ModelError(f"{d} has no model.json; import needs a model directory")
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        weights = d / str(card.get("weights", "weights.pt"))
+        if not weights.is_file():
+            raise ModelError(f"{d}: weights file {weights.name!r} named by model.json is missing")
+        card_backend = backend or card.get("backend")
+        if not card_backend:
+            raise ModelError(f"{card_path} does not say its backend; pass --backend")
+        fields = {k: v for k, v in card.items() if k not in _MANAGED}
+        fields["imported_from"] = str(d)
+        if note:
+            fields["note"] = note
+        fields["parent"] = None
+        mv = self.add_version(
+            name or str(card.get("name") or d.name),
+            weights,
+            backend=str(card_backend),
+            card=fields,
+        )
+        if promote:
+            self.promote(mv.spec, reason=note or "imported", record_only_if_unset=True)
+        return mv
+
+    def promote(
+        self,
+        spec: str,
+        *,
+        alias: str = DEFAULT_ALIAS,
+        reason: str = "",
+        forced: bool = False,
+        record_only_if_unset: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Point ``name@alias`` at a version and record who/why in history.jsonl."""
+        if not _ALIAS_RE.match(alias) or alias.isdigit():
+            raise ModelError(f"invalid alias {alias!r}")
+        mv = self.resolve(spec)
+        mdir = self.root / mv.name
+        with _locked(mdir / ".lock"):
+            aliases = self.aliases(mv.name)
+            if record_only_if_unset and alias in aliases:
+                return mv
+            previous = aliases.get(alias)
+            aliases[alias] = mv.version
+            _write_json_atomic(mdir / "aliases.json", aliases)
+            self._append_history(
+                mv.name,
+                {
+                    "event": "promote",
+                    "alias": alias,
+                    "version": mv.version,
+                    "previous": previous,
+                    "reason": reason,
+                    "forced": forced,
+                    "user": _user(),
+                    **dict(extra or {}),
+                },
+            )
+        return mv
+
+    def record(self, mv: ModelVersion, event: str, data: Mapping[str, Any]) -> None:
+        """Append an event (e.g. a validation) about ``mv`` to its history."""
+        self._append_history(mv.name, {"event": event, "version": mv.version, **dict(data)})
+
+    def _append_history(self, name: str, entry: Mapping[str, Any]) -> None:
+        line = json.dumps({"time": _now(), **dict(entry)}, sort_keys=True, default=str)
+        with open(self.root / name / "history.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def export(self, spec: str, out: str | os.PathLike[str]) -> Path:
+        """Copy a version directory to ``out`` (importable again with ``import_dir``)."""
+        mv = self.resolve(spec)
+        dest = Path(out)
+        if dest.exists() and any(dest.iterdir()):
+            raise ModelError(f"export target {dest} exists and is not empty")
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in mv.path.iterdir():
+            if p.is_file():
+                shutil.copyfile(p, dest / p.name)
+        return dest
+
+
+_MANAGED = frozenset(
+    {
+        "name",
+        "version",
+        "backend",
+        "weights",
+        "weights_sha256",
+        "parent",
+        "parent_weights_sha256",
+        "created",
+        "metrics",
+        "training",
+        "note",
+        "imported_from",
+    }
+)
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def resolve_model(spec: str, home: str | os.PathLike[str] | None = None) -> ModelVersion:
+    """The :class:`ModelVersion` for ``spec`` (``name@N``, ``name@alias``, ``name``).
+
+    ``home`` is the data directory (``None``: ``--home``/``LIVESEG_HOME``/platform
+    default via :func:`liveseg.home.resolve_home`). A spec may also be the path of a model
+    directory (weights + model.json) outside the registry.
+    """
+    from liveseg.home import resolve_home
+
+    return ModelRegistry(resolve_home(home)).resolve(spec)

@@ -1,0 +1,119 @@
+"""Model registry: versions, aliases, clones that never touch the parent."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from liveseg.errors import ModelError
+from liveseg.models import ModelRegistry, file_sha256, parse_spec, resolve_model
+
+
+def _weights(tmp_path: Path, payload: bytes = b"weights-v1") -> Path:
+    p = tmp_path / "src" / "weights.pt"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(payload)
+    return p
+
+
+def _hashes(d: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(d.iterdir())}
+
+
+def test_parse_spec():
+    assert parse_spec("nuclei@3") == ("nuclei", "3")
+    assert parse_spec("nuclei@prod") == ("nuclei", "prod")
+    assert parse_spec("nuclei") == ("nuclei", None)
+    with pytest.raises(ModelError, match="invalid model spec"):
+        parse_spec("bad name@1")
+    with pytest.raises(ModelError, match="neither"):
+        parse_spec("nuclei@!x")
+
+
+def test_add_resolve_promote(tmp_path):
+    reg = ModelRegistry(tmp_path / "home")
+    v1 = reg.add_version("nuclei", _weights(tmp_path), backend="unet", card={"arch": {"c": 8}})
+    assert v1.spec == "nuclei@1"
+    assert v1.weights_path.read_bytes() == b"weights-v1"
+    assert v1.card["weights_sha256"] == file_sha256(v1.weights_path)
+    assert v1.backend == "unet"
+    # No alias yet: plain name and @prod behave as documented.
+    assert reg.resolve("nuclei").version == 1
+    with pytest.raises(ModelError, match="no alias 'prod'"):
+        reg.resolve("nuclei@prod")
+    reg.promote("nuclei@1", reason="first")
+    assert resolve_model("nuclei@prod", tmp_path / "home").version == 1
+    with pytest.raises(ModelError, match=r"nuclei@7 does not exist"):
+        reg.resolve("nuclei@7")
+    with pytest.raises(ModelError, match="no model named 'other'"):
+        reg.resolve("other@1")
+    hist = reg.history("nuclei")
+    assert hist[-1]["event"] == "promote" and hist[-1]["reason"] == "first"
+
+
+def test_clone_copies_and_parent_is_never_written(tmp_path):
+    reg = ModelRegistry(tmp_path / "home")
+    parent = reg.add_version("nuclei", _weights(tmp_path), backend="unet", card={"arch": {"c": 8}})
+    reg.promote(parent.spec)
+    before = _hashes(parent.path)
+    child = reg.clone("nuclei@prod")
+    assert child.spec == "nuclei@2"
+    assert child.parent == "nuclei@1"
+    assert child.card["arch"] == {"c": 8}  # unmanaged fields carry over
+    assert child.card["parent_weights_sha256"] == parent.card["weights_sha256"]
+    assert child.weights_path != parent.weights_path
+    # Files are read-only; writing through the registry API never touches the parent.
+    reg.promote(child.spec)
+    reg.record(child, "validate", {"ap50": 0.5})
+    assert _hashes(parent.path) == before
+    assert all(not (p.stat().st_mode & 0o222) for p in parent.path.iterdir())  # read-only
+    other = reg.clone("nuclei@1", name="mine")
+    assert other.spec == "mine@1" and other.parent == "nuclei@1"
+
+
+def test_export_import_roundtrip(tmp_path):
+    reg = ModelRegistry(tmp_path / "home")
+    v = reg.add_version("cp", _weights(tmp_path, b"cellpose"), backend="cellpose")
+    out = reg.export(v.spec, tmp_path / "export")
+    assert json.loads((out / "model.json").read_text())["backend"] == "cellpose"
+    reg2 = ModelRegistry(tmp_path / "home2")
+    imported = reg2.import_dir(out, name="cp2", promote=True)
+    assert imported.weights_path.read_bytes() == b"cellpose"
+    assert reg2.resolve("cp2@prod").spec == "cp2@1"
+    with pytest.raises(ModelError, match="no model.json"):
+        reg2.import_dir(tmp_path / "src")
+
+
+def test_directory_spec(tmp_path):
+    reg = ModelRegistry(tmp_path / "home")
+    v = reg.add_version("nuclei", _weights(tmp_path), backend="unet")
+    mv = reg.resolve(str(v.path))
+    assert mv.weights_path == v.weights_path
+
+
+def _add_many(home: str, payload: bytes, n: int) -> None:
+    reg = ModelRegistry(home)
+    src = Path(home).parent / f"w-{payload.decode()}.pt"
+    src.write_bytes(payload)
+    for _ in range(n):
+        reg.add_version("race", src, backend="unet")
+
+
+def test_concurrent_versions_are_unique(tmp_path):
+    home = str(tmp_path / "home")
+    ModelRegistry(home)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_add_many, args=(home, p, 5)) for p in (b"a", b"b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    reg = ModelRegistry(home)
+    assert reg.versions("race") == list(range(1, 11))
+    payloads = sorted(reg.get("race", v).weights_path.read_bytes() for v in range(1, 11))
+    assert payloads == [b"a"] * 5 + [b"b"] * 5
+    assert not [p for p in (tmp_path / "home" / "models" / "race").iterdir() if "staging" in p.name]
