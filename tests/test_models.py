@@ -83,7 +83,7 @@ def test_export_import_roundtrip(tmp_path):
     imported = reg2.import_dir(out, name="cp2", promote=True)
     assert imported.weights_path.read_bytes() == b"cellpose"
     assert reg2.resolve("cp2@prod").spec == "cp2@1"
-    with pytest.raises(ModelError, match="no model.json"):
+    with pytest.raises(ModelError, match=r"no model\.json"):
         reg2.import_dir(tmp_path / "src")
 
 
@@ -116,4 +116,5 @@ def test_concurrent_versions_are_unique(tmp_path):
     assert reg.versions("race") == list(range(1, 11))
     payloads = sorted(reg.get("race", v).weights_path.read_bytes() for v in range(1, 11))
     assert payloads == [b"a"] * 5 + [b"b"] * 5
-    assert not [p for p in (tmp_path / "home" / "models" / "race").iterdir() if "staging" in p.name]
+    leftovers = (tmp_path / "home" / "models" / "race").iterdir()
+    assert not [p for p in leftovers if "staging" in p.name]
