@@ -1,0 +1,451 @@
+"""Correction exchange: export queue items for annotation, import corrected labels back.
+
+Formats:
+
+* TIFF pairs, the reference-set convention: ``<name>.tif`` (image),
+  ``<name>_labels.tif`` (uint32 instance labels) and optionally ``<name>_valid.tif``
+  (1 where the labels are vouched for). They open in napari and Fiji.
+* Cellpose GUI files: ``<name>_seg.npy`` (a pickled dict with ``masks``, ``outlines``,
+  ``img``…) next to ``<name>.tif``. Reading one never runs pickled code: a restricted
+  unpickler accepts only plain containers and numpy arrays.
+
+Every import is validated (shape, dtype, label ids, valid-region mask) with an error
+that says what is wrong and how to fix it. Labels must be integers with ids ``1..N``
+without gaps (``relabel=True`` renumbers instead of failing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liveseg.errors import LivesegError
+from liveseg.types import LABEL_DTYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from liveseg.retrain.queue import QueueItem, RetrainQueue
+
+__all__ = [
+    "AnnotationError",
+    "check_image",
+    "check_labels",
+    "check_valid",
+    "export_items",
+    "import_folder",
+    "import_labels",
+    "open_in_napari",
+    "read_labels_file",
+    "read_seg_npy",
+    "relabel_sequential",
+    "write_seg_npy",
+]
+
+MANIFEST = "liveseg_items.json"
+
+
+class AnnotationError(LivesegError, ValueError):
+    """Imported labels or masks cannot be used as they are."""
+
+
+def check_image(image: Any, source: str = "image") -> np.ndarray:
+    """A 2-D intensity image, or :class:`AnnotationError` saying why not."""
+    from liveseg.imageio import ImageError
+    from liveseg.imageio import check_image as _check
+
+    try:
+        return _check(np.asarray(image), source)
+    except ImageError as exc:
+        raise AnnotationError(str(exc)) from None
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Renumber the ids of ``labels`` to ``1..N`` (order kept), as uint32."""
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=LABEL_DTYPE)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=LABEL_DTYPE)
+    return lut[labels]
+
+
+def check_labels(
+    labels: Any,
+    shape: tuple[int, int] | None,
+    source: str = "labels",
+    *,
+    relabel: bool = False,
+) -> np.ndarray:
+    """Validate an instance label image and return it as contiguous ``uint32``.
+
+    Raises
+    ------
+    AnnotationError
+        For a shape that differs from the image's, a float/bool/negative label image,
+        or ids that are not ``1..N`` (unless ``relabel``).
+    """
+    arr = np.asarray(labels)
+    if arr.ndim > 2:
+        arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise AnnotationError(
+            f"{source}: expected a 2-D label image, got shape {tuple(np.shape(labels))}"
+        )
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise AnnotationError(
+            f"{source}: shape {tuple(arr.shape)} does not match the image's {tuple(shape)}; "
+            f"labels must be drawn on the same image, uncropped and unscaled"
+        )
+    if arr.dtype.kind == "f":
+        raise AnnotationError(
+            f"{source}: labels are {arr.dtype} (floating point); instance labels must be "
+            f"integers (0 = background, 1..N = objects). This looks like a probability or "
+            f"intensity image; save the label layer (napari) or a 16/32-bit label image (Fiji)"
+        )
+    if arr.dtype.kind == "b":
+        raise AnnotationError(
+            f"{source}: a binary (bool) mask is not an instance label image; give every "
+            f"object its own id (e.g. napari 'Labels' layer, Fiji 'Analyze Particles ▸ "
+            f"Count Masks')"
+        )
+    if arr.dtype.kind not in "ui":
+        raise AnnotationError(f"{source}: unsupported label dtype {arr.dtype}")
+    if arr.size and int(arr.min()) < 0:
+        raise AnnotationError(f"{source}: negative label ids ({int(arr.min())}); use 0..N")
+    if arr.size and int(arr.max()) > np.iinfo(LABEL_DTYPE).max:
+        raise AnnotationError(f"{source}: label ids exceed uint32")
+    ids = np.unique(arr)
+    ids = ids[ids != 0]
+    n = int(ids.size)
+    if n and int(ids[-1]) != n:
+        if relabel:
+            return relabel_sequential(arr)
+        missing = np.setdiff1d(np.arange(1, int(ids[-1]) + 1), ids)
+        shown = ", ".join(str(int(m)) for m in missing[:8]) + (" …" if missing.size > 8 else "")
+        raise AnnotationError(
+            f"{source}: label ids must be 1..N without gaps; found {n} objects with ids up to "
+            f"{int(ids[-1])} (missing: {shown}). Renumber them (--relabel, or skimage."
+            f"segmentation.relabel_sequential)"
+        )
+    return arr.astype(LABEL_DTYPE, copy=False)
+
+
+def check_valid(
+    valid: Any, shape: tuple[int, int], source: str = "valid mask", labels: Any = None
+) -> np.ndarray | None:
+    """Validate a valid-region mask and return it as bool (``None`` passes through).
+
+    Raises
+    ------
+    AnnotationError
+        For a shape mismatch, values other than 0/1 (or 0/255), an empty mask, or
+        labelled objects that lie entirely outside the mask (a mask from another image).
+    """
+    if valid is None:
+        return None
+    arr = np.asarray(valid)
+    if arr.ndim > 2:
+        arr = np.squeeze(arr)
+    if arr.shape != tuple(shape):
+        raise AnnotationError(
+            f"{source}: shape {tuple(arr.shape)} does not match the image's {tuple(shape)}"
+        )
+    if arr.dtype.kind == "b":
+        mask = arr
+    else:
+        values = np.unique(arr)
+        if not set(values.tolist()) <= {0, 1, 255}:
+            raise AnnotationError(
+                f"{source}: a valid-region mask must be binary (0 = not annotated, 1 or 255 = "
+                f"annotated); found values {values[:6].tolist()}"
+                + (" …" if values.size > 6 else "")
+            )
+        mask = arr > 0
+    if not mask.any():
+        raise AnnotationError(f"{source}: the mask is empty (no pixel marked as annotated)")
+    if labels is not None:
+        lab = np.asarray(labels)
+        inside = np.unique(lab[mask])
+        all_ids = np.unique(lab)
+        outside = np.setdiff1d(all_ids[all_ids != 0], inside)
+        if outside.size:
+            shown = ", ".join(str(int(i)) for i in outside[:8])
+            raise AnnotationError(
+                f"{source}: labelled objects {shown} lie entirely outside the valid region; "
+                f"the mask and the labels do not belong together (or extend the mask)"
+            )
+    return mask
+
+
+# -- Cellpose _seg.npy -----------------------------------------------------------------
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles dicts/lists/numbers/strings and numpy arrays; refuses everything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "slice"),
+        ("builtins", "complex"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_seg_npy(path: str | Path) -> dict[str, Any]:
+    """Read a Cellpose ``_seg.npy`` without running pickled code.
+
+    Raises
+    ------
+    AnnotationError
+        When the file is not a Cellpose seg file or holds anything but data.
+    """
+    from numpy.lib import format as npformat
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            version = npformat.read_magic(fh)
+            _, _, dtype = npformat._read_array_header(fh, version)  # type: ignore[attr-defined]
+            if dtype.hasobject:
+                obj = _SafeUnpickler(io.BufferedReader(fh)).load()  # type: ignore[arg-type]
+            else:
+                raise AnnotationError(f"{p}: not a Cellpose _seg.npy (plain array)")
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        raise AnnotationError(f"{p}: cannot read Cellpose seg file: {exc}") from None
+    if isinstance(obj, np.ndarray) and obj.dtype.hasobject and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict) or "masks" not in obj:
+        raise AnnotationError(f"{p}: not a Cellpose _seg.npy (no 'masks' entry)")
+    return obj
+
+
+def write_seg_npy(path: str | Path, image: np.ndarray, labels: np.ndarray, filename: str) -> None:
+    """Write ``labels`` as a Cellpose GUI ``_seg.npy`` (``masks``, ``outlines``, ``img``)."""
+    from skimage.segmentation import find_boundaries
+
+    lab = np.asarray(labels)
+    dtype = np.uint16 if lab.max(initial=0) < 2**16 - 1 else np.uint32
+    outlines = np.where(find_boundaries(lab, mode="inner"), lab, 0)
+    dat = {
+        "masks": lab.astype(dtype),
+        "outlines": outlines.astype(dtype),
+        "img": np.asarray(image),
+        "filename": filename,
+        "chan_choose": [0, 0],
+        "ismanual": np.ones(int(lab.max(initial=0)), bool),
+        "diameter": float("nan"),
+    }
+    np.save(Path(path), np.array(dat, dtype=object), allow_pickle=True)
+
+
+def read_labels_file(path: str | Path) -> np.ndarray:
+    """Read labels from a TIFF/PNG, a plain ``.npy`` array or a Cellpose ``_seg.npy``."""
+    p = Path(path)
+    if not p.is_file():
+        raise AnnotationError(f"labels file not found: {p}")
+    name = p.name.lower()
+    try:
+        if name.endswith(".npy"):
+            try:
+                return np.asarray(np.load(p, allow_pickle=False))
+            except ValueError:
+                return np.asarray(read_seg_npy(p)["masks"])
+        if name.endswith((".tif", ".tiff")):
+            import tifffile
+
+            return np.asarray(tifffile.imread(p))
+        if name.endswith(".png"):
+            from skimage.io import imread
+
+            return np.asarray(imread(p))
+    except AnnotationError:
+        raise
+    except Exception as exc:
+        raise AnnotationError(f"{p}: cannot read labels ({type(exc).__name__}: {exc})") from None
+    raise AnnotationError(f"{p}: unsupported labels file (use .tif, .png or Cellpose _seg.npy)")
+
+
+def _digest(arr: np.ndarray) -> str:
+    a = np.ascontiguousarray(np.asarray(arr, dtype=LABEL_DTYPE))
+    return hashlib.sha256(a.tobytes()).hexdigest()
+
+
+# -- export / import -------------------------------------------------------------------
+def export_items(
+    queue: RetrainQueue,
+    items: Sequence[QueueItem],
+    out_dir: str | Path,
+    *,
+    fmt: str = "tif",
+) -> list[Path]:
+    """Write items for annotation; returns the label files written.
+
+    ``fmt`` is ``tif`` (TIFF pairs), ``seg`` (Cellpose ``_seg.npy``) or ``both``. The
+    labels are the item's corrected labels when it has them, else the model's prediction
+    (the starting point for a correction). A manifest (``liveseg_items.json``) maps names
+    back to item ids and remembers what was exported, so :func:`import_folder` imports
+    only what the annotator changed.
+    """
+    import tifffile
+
+    if fmt not in ("tif", "seg", "both"):
+        raise AnnotationError(f"unknown export format {fmt!r} (tif, seg, both)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    manifest: dict[str, Any] = {}
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    written = []
+    for item in items:
+        image = item.image()
+        labels = item.labels()
+        if labels is None:
+            labels = item.predicted()
+        if labels is None:
+            labels = np.zeros(item.shape, dtype=LABEL_DTYPE)
+        name = item.name
+        tifffile.imwrite(out / f"{name}.tif", image)
+        if fmt in ("tif", "both"):
+            tifffile.imwrite(out / f"{name}_labels.tif", labels, compression="zlib")
+            written.append(out / f"{name}_labels.tif")
+        if fmt in ("seg", "both"):
+            write_seg_npy(out / f"{name}_seg.npy", image, labels, f"{name}.tif")
+            written.append(out / f"{name}_seg.npy")
+        valid = item.valid()
+        if valid is not None:
+            tifffile.imwrite(out / f"{name}_valid.tif", valid.astype(np.uint8))
+        manifest[name] = {"id": item.id, "exported_labels_sha256": _digest(labels)}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return written
+
+
+def import_labels(
+    queue: RetrainQueue,
+    item_id: int,
+    labels_path: str | Path,
+    valid_path: str | Path | None = None,
+    *,
+    relabel: bool = False,
+    who: str | None = None,
+) -> QueueItem:
+    """Validate a corrected label file (and mask) and store it on a queue item."""
+    item = queue.get(item_id)
+    labels = check_labels(
+        read_labels_file(labels_path), item.shape, str(labels_path), relabel=relabel
+    )
+    valid = None
+    if valid_path is not None:
+        valid = read_labels_file(valid_path)
+        check_valid(valid, item.shape, str(valid_path), labels)
+    return queue.set_labels(
+        item_id, labels, valid, who=who, why=f"imported {Path(labels_path).name}"
+    )
+
+
+def import_folder(
+    queue: RetrainQueue,
+    folder: str | Path,
+    *,
+    relabel: bool = False,
+    include_unchanged: bool = False,
+    who: str | None = None,
+) -> dict[str, str]:
+    """Import every corrected label file of an exported folder; name → outcome.
+
+    Per name it takes ``<name>_seg.npy`` or ``<name>_labels.tif`` (the newer, when both
+    exist) and ``<name>_valid.tif``. Files identical to what was exported are skipped
+    unless ``include_unchanged`` (accepting the model's prediction as correct).
+
+    Raises
+    ------
+    AnnotationError
+        For the first invalid file; nothing after it is imported, earlier ones are.
+    """
+    root = Path(folder)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise AnnotationError(
+            f"{root} has no {MANIFEST}: import folders written by `liveseg queue export`, or "
+            f"add annotated pairs with `liveseg queue add IMAGE --labels LABELS`"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    outcome: dict[str, str] = {}
+    for name, entry in sorted(manifest.items()):
+        candidates = [
+            p for p in (root / f"{name}_seg.npy", root / f"{name}_labels.tif") if p.is_file()
+        ]
+        if not candidates:
+            outcome[name] = "missing"
+            continue
+        source = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+        raw = read_labels_file(source)
+        item = queue.get(int(entry["id"]))
+        labels = check_labels(raw, item.shape, str(source), relabel=relabel)
+        valid_path = root / f"{name}_valid.tif"
+        unchanged = _digest(labels) == entry.get("exported_labels_sha256")
+        if unchanged and not include_unchanged:
+            outcome[name] = "unchanged (skipped)"
+            continue
+        import_labels(
+            queue,
+            item.id,
+            source,
+            valid_path if valid_path.is_file() else None,
+            relabel=relabel,
+            who=who,
+        )
+        outcome[name] = f"imported from {source.name}"
+    return outcome
+
+
+def open_in_napari(queue: RetrainQueue, item_id: int) -> QueueItem | None:
+    """Open an item in napari (image + labels layers); save edited labels on close.
+
+    Returns the updated item when labels changed, else ``None``.
+
+    Raises
+    ------
+    LivesegError
+        When napari is not installed (with the install command and an alternative).
+    """
+    try:
+        import napari
+    except ImportError:
+        raise LivesegError(
+            "napari is not installed. Install it with `pip install 'napari[all]'`, or "
+            f"export the item (`liveseg queue export {item_id} -o DIR`), correct "
+            f"DIR/<name>_labels.tif in Fiji or napari, and `liveseg queue import DIR`"
+        ) from None
+    item = queue.get(item_id)
+    start = item.labels()
+    if start is None:
+        start = item.predicted()
+    if start is None:
+        start = np.zeros(item.shape, dtype=LABEL_DTYPE)
+    viewer = napari.Viewer(title=f"liveseg queue item {item.id}: {item.name}")
+    viewer.add_image(item.image(), name="image")
+    layer = viewer.add_labels(start.copy(), name="labels")
+    napari.run()
+    edited = np.asarray(layer.data)
+    if np.array_equal(edited, start):
+        return None
+    return queue.set_labels(
+        item.id, relabel_sequential(edited), item.valid(), why="edited in napari"
+    )

@@ -1,0 +1,543 @@
+"""The retraining queue: flagged frames waiting for (or carrying) corrected labels.
+
+State lives under ``<home>/queue/``: ``queue.db`` (SQLite in WAL mode) and one
+directory per item under ``items/`` holding copies of everything the item needs
+(``image.tif``, ``predicted.tif``, and once corrected ``labels-<rev>.tif`` and optionally
+``valid-<rev>.tif``), so deleting the run that produced a frame does not break the queue.
+
+Crash safety (SIGKILL at any instant, several processes at once):
+
+* item files are written to a hidden temporary name, fsynced, and renamed into place;
+  a file is never rewritten (a new correction gets a new revision name);
+* the database row that points at files is inserted/updated only after the files are
+  complete, in one transaction; SQLite's WAL journal makes each transaction atomic;
+* a crash between the two leaves at most an orphan directory that no row references,
+  which :meth:`RetrainQueue.gc` removes. No row ever points at a missing or half file.
+
+Item states move ``new → corrected → used``; every change is logged with who, when and
+why in the ``history`` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import enum
+import getpass
+import hashlib
+import os
+import shutil
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liveseg.errors import LivesegError
+from liveseg.types import LABEL_DTYPE, TrainItem
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+__all__ = ["ItemState", "QueueError", "QueueItem", "RetrainQueue"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dir TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    source TEXT NOT NULL,
+    who TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    run TEXT,
+    frame_index INTEGER,
+    name TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    predicted TEXT,
+    labels TEXT,
+    labels_sha256 TEXT,
+    valid TEXT,
+    valid_sha256 TEXT,
+    revision INTEGER NOT NULL DEFAULT 0,
+    used_by TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    state TEXT NOT NULL,
+    who TEXT NOT NULL,
+    why TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_state ON items(state);
+"""
+
+
+class QueueError(LivesegError):
+    """A queue operation cannot be done (unknown item, wrong state, bad files)."""
+
+
+class ItemState(enum.StrEnum):
+    """Where an item is in the loop."""
+
+    NEW = "new"  # flagged; has the image and the model's predicted labels
+    CORRECTED = "corrected"  # has corrected labels (and maybe a valid-region mask)
+    USED = "used"  # went into a fine-tune (``used_by`` names the model version)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _sha256_array(arr: np.ndarray) -> str:
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256()
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _write_tif(path: Path, arr: np.ndarray) -> None:
+    """Write a TIFF durably under a temporary name, then rename it into place."""
+    import tifffile
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            tifffile.imwrite(fh, arr, compression="zlib")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One queue row, with paths to its files (all inside the queue directory)."""
+
+    id: int
+    state: ItemState
+    dir: Path
+    created: str
+    updated: str
+    source: str
+    who: str
+    reason: str
+    run: str | None
+    frame_index: int | None
+    name: str
+    shape: tuple[int, int]
+    image_sha256: str
+    predicted_path: Path | None
+    labels_path: Path | None
+    labels_sha256: str | None
+    valid_path: Path | None
+    valid_sha256: str | None
+    revision: int
+    used_by: str | None
+
+    @property
+    def image_path(self) -> Path:
+        """The copied image."""
+        return self.dir / "image.tif"
+
+    def image(self) -> np.ndarray:
+        """The image, as acquired."""
+        import tifffile
+
+        return np.asarray(tifffile.imread(self.image_path))
+
+    def predicted(self) -> np.ndarray | None:
+        """The model's labels at flag time (``None`` for imported pairs)."""
+        import tifffile
+
+        if self.predicted_path is None:
+            return None
+        return np.asarray(tifffile.imread(self.predicted_path), dtype=LABEL_DTYPE)
+
+    def labels(self) -> np.ndarray | None:
+        """The corrected labels (``None`` until corrected)."""
+        import tifffile
+
+        if self.labels_path is None:
+            return None
+        return np.asarray(tifffile.imread(self.labels_path), dtype=LABEL_DTYPE)
+
+    def valid(self) -> np.ndarray | None:
+        """Where the corrected labels are valid (bool), or ``None`` for everywhere."""
+        import tifffile
+
+        if self.valid_path is None:
+            return None
+        return np.asarray(tifffile.imread(self.valid_path)) > 0
+
+    def train_item(self) -> TrainItem:
+        """The item as a training example (needs corrected labels)."""
+        labels = self.labels()
+        if labels is None:
+            raise QueueError(f"item {self.id} has no corrected labels yet (state {self.state})")
+        return TrainItem(image=self.image(), labels=labels, valid=self.valid(), name=self.name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (for ``queue show``/``list --json`` and model cards)."""
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "name": self.name,
+            "created": self.created,
+            "updated": self.updated,
+            "source": self.source,
+            "who": self.who,
+            "reason": self.reason,
+            "run": self.run,
+            "frame_index": self.frame_index,
+            "shape": list(self.shape),
+            "image_sha256": self.image_sha256,
+            "labels_sha256": self.labels_sha256,
+            "valid_sha256": self.valid_sha256,
+            "revision": self.revision,
+            "used_by": self.used_by,
+            "dir": str(self.dir),
+        }
+
+
+class RetrainQueue:
+    """The queue under one data directory; every method opens its own connection.
+
+    Because each call uses a fresh SQLite connection, one instance may be shared by
+    threads, and any number of processes may use the same directory at once.
+    """
+
+    def __init__(self, home: str | os.PathLike[str], *, timeout_s: float = 60.0) -> None:
+        self.home = Path(home)
+        self.root = self.home / "queue"
+        self.items_dir = self.root / "items"
+        self.items_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "queue.db"
+        self.timeout_s = timeout_s
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db_path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # -- adding ---------------------------------------------------------------------
+    def add(
+        self,
+        image: np.ndarray,
+        predicted_labels: np.ndarray | None = None,
+        *,
+        run: str | None = None,
+        frame_index: int | None = None,
+        reason: str = "",
+        source: str = "operator",
+        name: str | None = None,
+        labels: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+        who: str | None = None,
+    ) -> int:
+        """Copy a frame into the queue and return the new item's id.
+
+        ``labels`` (corrected/annotated labels, validated like an import) make the item
+        ``corrected`` at once; otherwise it is ``new``.
+        """
+        from liveseg.retrain.annotate import check_image, check_labels, check_valid
+
+        img = check_image(image, "image")
+        shape = (int(img.shape[0]), int(img.shape[1]))
+        pred = None
+        if predicted_labels is not None:
+            pred = check_labels(predicted_labels, shape, "predicted labels", relabel=True)
+        lab = check_labels(labels, shape, "labels") if labels is not None else None
+        val = check_valid(valid, shape, "valid mask", lab) if valid is not None else None
+        if val is not None and lab is None:
+            raise QueueError("a valid-region mask needs labels")
+        uid = uuid.uuid4().hex
+        final = self.items_dir / uid
+        staging = self.items_dir / f".tmp-{uid}"
+        staging.mkdir()
+        try:
+            _write_tif(staging / "image.tif", img)
+            if pred is not None:
+                _write_tif(staging / "predicted.tif", pred)
+            if lab is not None:
+                _write_tif(staging / "labels-1.tif", lab)
+            if val is not None:
+                _write_tif(staging / "valid-1.tif", val.astype(np.uint8))
+            _fsync_dir(staging)
+            os.rename(staging, final)
+            _fsync_dir(self.items_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        now = _now()
+        who = who or _user()
+        state = ItemState.CORRECTED if lab is not None else ItemState.NEW
+        default_name = (
+            f"{Path(run).name}_f{frame_index:05d}"
+            if run is not None and frame_index is not None
+            else f"item-{uid[:8]}"
+        )
+        try:
+            with self._transaction() as con:
+                cur = con.execute(
+                    "INSERT INTO items (dir, state, created, updated, source, who, reason, run,"
+                    " frame_index, name, height, width, image_sha256, predicted, labels,"
+                    " labels_sha256, valid, valid_sha256, revision)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        uid,
+                        state.value,
+                        now,
+                        now,
+                        source,
+                        who,
+                        reason,
+                        run,
+                        frame_index,
+                        name or default_name,
+                        shape[0],
+                        shape[1],
+                        _sha256_array(img),
+                        "predicted.tif" if pred is not None else None,
+                        "labels-1.tif" if lab is not None else None,
+                        _sha256_array(lab) if lab is not None else None,
+                        "valid-1.tif" if val is not None else None,
+                        _sha256_array(val) if val is not None else None,
+                        1 if lab is not None else 0,
+                    ),
+                )
+                item_id = int(cur.lastrowid or 0)
+                con.execute(
+                    "INSERT INTO history (item, time, state, who, why) VALUES (?,?,?,?,?)",
+                    (item_id, now, state.value, who, reason or source),
+                )
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        return item_id
+
+    # -- reading --------------------------------------------------------------------
+    def _row_to_item(self, row: sqlite3.Row) -> QueueItem:
+        d = self.items_dir / row["dir"]
+
+        def p(key: str) -> Path | None:
+            return d / row[key] if row[key] else None
+
+        return QueueItem(
+            id=int(row["id"]),
+            state=ItemState(row["state"]),
+            dir=d,
+            created=row["created"],
+            updated=row["updated"],
+            source=row["source"],
+            who=row["who"],
+            reason=row["reason"],
+            run=row["run"],
+            frame_index=row["frame_index"],
+            name=row["name"],
+            shape=(int(row["height"]), int(row["width"])),
+            image_sha256=row["image_sha256"],
+            predicted_path=p("predicted"),
+            labels_path=p("labels"),
+            labels_sha256=row["labels_sha256"],
+            valid_path=p("valid"),
+            valid_sha256=row["valid_sha256"],
+            revision=int(row["revision"]),
+            used_by=row["used_by"],
+        )
+
+    def get(self, item_id: int) -> QueueItem:
+        """One item by id."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM items WHERE id=?", (int(item_id),)).fetchone()
+        if row is None:
+            raise QueueError(f"no queue item {item_id} in {self.root} (see `liveseg queue list`)")
+        return self._row_to_item(row)
+
+    def items(
+        self, state: ItemState | str | Iterable[ItemState | str] | None = None
+    ) -> list[QueueItem]:
+        """Items, oldest first, optionally only those in ``state`` (one or several)."""
+        with self._connect() as con:
+            if state is None:
+                rows = con.execute("SELECT * FROM items ORDER BY id").fetchall()
+            else:
+                states = [state] if isinstance(state, str | ItemState) else list(state)
+                values = [ItemState(s).value for s in states]
+                marks = ",".join("?" * len(values))
+                rows = con.execute(
+                    f"SELECT * FROM items WHERE state IN ({marks}) ORDER BY id", values
+                ).fetchall()
+        return [self._row_to_item(r) for r in rows]
+
+    def history(self, item_id: int) -> list[dict[str, Any]]:
+        """Every state change of an item: time, state, who, why."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT time, state, who, why FROM history WHERE item=? ORDER BY id", (item_id,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per state."""
+        with self._connect() as con:
+            rows = con.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # -- changing -------------------------------------------------------------------
+    def set_labels(
+        self,
+        item_id: int,
+        labels: np.ndarray,
+        valid: np.ndarray | None = None,
+        *,
+        who: str | None = None,
+        why: str = "corrected",
+    ) -> QueueItem:
+        """Store corrected labels (validated) as a new revision; the item becomes corrected."""
+        from liveseg.retrain.annotate import check_labels, check_valid
+
+        item = self.get(item_id)
+        lab = check_labels(labels, item.shape, f"labels for item {item_id}")
+        val = check_valid(valid, item.shape, f"valid mask for item {item_id}", lab)
+        rev = item.revision + 1
+        while (item.dir / f"labels-{rev}.tif").exists():  # a concurrent or crashed writer
+            rev += 1
+        labels_name = f"labels-{rev}.tif"
+        valid_name = f"valid-{rev}.tif" if val is not None else None
+        _write_tif(item.dir / labels_name, lab)
+        if val is not None and valid_name is not None:
+            _write_tif(item.dir / valid_name, val.astype(np.uint8))
+        _fsync_dir(item.dir)
+        now = _now()
+        who = who or _user()
+        with self._transaction() as con:
+            cur = con.execute(
+                "UPDATE items SET state=?, updated=?, labels=?, labels_sha256=?, valid=?,"
+                " valid_sha256=?, revision=?, used_by=NULL WHERE id=?",
+                (
+                    ItemState.CORRECTED.value,
+                    now,
+                    labels_name,
+                    _sha256_array(lab),
+                    valid_name,
+                    _sha256_array(val) if val is not None else None,
+                    rev,
+                    item_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise QueueError(f"queue item {item_id} was dropped meanwhile")
+            con.execute(
+                "INSERT INTO history (item, time, state, who, why) VALUES (?,?,?,?,?)",
+                (item_id, now, ItemState.CORRECTED.value, who, why),
+            )
+        return self.get(item_id)
+
+    def mark_used(self, item_ids: Sequence[int], model: str, *, who: str | None = None) -> None:
+        """Record that these corrected items trained ``model`` (state ``used``)."""
+        now = _now()
+        who = who or _user()
+        with self._transaction() as con:
+            for item_id in item_ids:
+                con.execute(
+                    "UPDATE items SET state=?, updated=?, used_by=? WHERE id=?",
+                    (ItemState.USED.value, now, model, item_id),
+                )
+                con.execute(
+                    "INSERT INTO history (item, time, state, who, why) VALUES (?,?,?,?,?)",
+                    (item_id, now, ItemState.USED.value, who, f"trained {model}"),
+                )
+
+    def drop(self, item_id: int) -> None:
+        """Remove an item and its files."""
+        item = self.get(item_id)
+        with self._transaction() as con:
+            con.execute("DELETE FROM items WHERE id=?", (item_id,))
+            con.execute("DELETE FROM history WHERE item=?", (item_id,))
+        shutil.rmtree(item.dir, ignore_errors=True)
+
+    def gc(self) -> list[str]:
+        """Remove item directories no row references (left by a crash); returns them.
+
+        Staging directories younger than a minute are kept (a writer may be using them).
+        """
+        import time
+
+        with self._connect() as con:
+            known = {r[0] for r in con.execute("SELECT dir FROM items").fetchall()}
+        removed = []
+        for d in self.items_dir.iterdir():
+            name = d.name
+            if name in known:
+                continue
+            if time.time() - d.stat().st_mtime < 60:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(name)
+        return removed
+
+    def check(self) -> list[str]:
+        """Integrity problems: SQLite's own check plus every file a row points at."""
+        problems: list[str] = []
+        with self._connect() as con:
+            status = con.execute("PRAGMA integrity_check").fetchone()[0]
+            if status != "ok":
+                problems.append(f"database: {status}")
+        for item in self.items():
+            for path in (item.image_path, item.predicted_path, item.labels_path, item.valid_path):
+                if path is None:
+                    continue
+                try:
+                    import tifffile
+
+                    tifffile.imread(path)
+                except Exception as exc:
+                    problems.append(f"item {item.id}: {path.name}: {exc!r}")
+        return problems
