@@ -17,7 +17,6 @@ without gaps (``relabel=True`` renumbers instead of failing).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import pickle
 from pathlib import Path
@@ -219,9 +218,12 @@ def read_seg_npy(path: str | Path) -> dict[str, Any]:
     try:
         with open(p, "rb") as fh:
             version = npformat.read_magic(fh)
-            _, _, dtype = npformat._read_array_header(fh, version)  # type: ignore[attr-defined]
+            if version == (1, 0):
+                _, _, dtype = npformat.read_array_header_1_0(fh)
+            else:
+                _, _, dtype = npformat.read_array_header_2_0(fh)
             if dtype.hasobject:
-                obj = _SafeUnpickler(io.BufferedReader(fh)).load()  # type: ignore[arg-type]
+                obj = _SafeUnpickler(fh).load()
             else:
                 raise AnnotationError(f"{p}: not a Cellpose _seg.npy (plain array)")
     except AnnotationError:
