@@ -96,7 +96,7 @@ def validate_params(step: str, backend: str, factory: Callable[..., Any], params
             loc = ".".join(str(p) for p in err["loc"]) or "(params)"
             allowed = ""
             ctx = err.get("ctx") or {}
-            if "expected" in ctx:
+            if "expected" in ctx and str(ctx["expected"]) not in err["msg"]:
                 allowed = f" (allowed: {ctx['expected']})"
             lines.append(f"  {loc}: {err['msg']}{allowed}")
         fields = ", ".join(sorted(model.model_fields))

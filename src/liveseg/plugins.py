@@ -11,6 +11,7 @@ Set ``LIVESEG_TRACE_HOOKS=1`` to log every hook call and its result.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -302,10 +303,19 @@ class PluginHost:
         return {i.name: i.version for i in self._info.values()}
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 def _dist_version(module_name: str) -> str:
     top = module_name.split(".")[0]
+    if top == "liveseg":
+        from liveseg import __version__
+
+        return __version__
     try:
-        dists = importlib.metadata.packages_distributions().get(top, [])
+        dists = _packages_distributions().get(top, [])
         return importlib.metadata.version(dists[0]) if dists else ""
     except Exception:
         return ""

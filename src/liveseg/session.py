@@ -94,6 +94,7 @@ class FrameProcessor:
         flag_policies: list[Any] | None = None,
         on_flag: Callable[[Frame, FrameResult, str, str], None] | None = None,
         events: SessionEvents | None = None,
+        write_labels: Callable[[Frame, np.ndarray], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.host = host
@@ -101,6 +102,7 @@ class FrameProcessor:
         self.flag_policies = flag_policies or []
         self.on_flag = on_flag
         self.events = events
+        self.write_labels = write_labels or self._write_zarr_labels
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
         self.counts: list[int] = []
@@ -133,7 +135,7 @@ class FrameProcessor:
             columns = measure_objects(frame, result)
             columns.update(self.host.measure_frame(frame, result))
             try:
-                self.store.write_labels(frame.position, _event_index(frame), result.labels)
+                self.write_labels(frame, result.labels)
             except Exception as exc:  # storage trouble must not lose the rest of the frame
                 log.exception("writing labels of frame %d failed", frame.index)
                 self.store.event("store_error", frame=frame.index, error=repr(exc))
@@ -152,6 +154,9 @@ class FrameProcessor:
         if self.events is not None:
             self.events.frame_segmented.emit(frame, result, columns)
         return result
+
+    def _write_zarr_labels(self, frame: Frame, labels: np.ndarray) -> None:
+        self.store.write_labels(frame.position, _event_index(frame), labels)
 
     def _flags(self, frame: Frame, result: FrameResult) -> None:
         reasons: list[tuple[str, str]] = []

@@ -34,6 +34,11 @@ class ThresholdParams(BaseModel):
     min_contrast: float = Field(
         default=0.05, ge=0, description="frames whose normalised range is below this are empty"
     )
+    min_snr: float = Field(
+        default=4.0,
+        ge=0,
+        description="foreground must exceed background by this many noise sigmas (else empty)",
+    )
 
 
 def threshold_segment(image: np.ndarray, p: ThresholdParams) -> np.ndarray:
@@ -59,7 +64,7 @@ def threshold_segment(image: np.ndarray, p: ThresholdParams) -> np.ndarray:
             raise ValueError("method 'fixed' needs 'value'")
         mask = smooth > p.value
     mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=1))
-    if not mask.any():
+    if not mask.any() or not _separates(norm, mask, p.min_snr):
         return np.zeros(img.shape, dtype=LABEL_DTYPE)
     if not p.split:
         labels, _ = ndi.label(mask)
@@ -75,6 +80,18 @@ def threshold_segment(image: np.ndarray, p: ThresholdParams) -> np.ndarray:
     if n_rest:
         labels = np.where(rest > 0, rest + labels.max(), labels)
     return _relabel(labels)
+
+
+def _separates(image: np.ndarray, mask: np.ndarray, min_snr: float) -> bool:
+    """Whether foreground stands out of the background noise (pure noise does not)."""
+    bg = image[~mask]
+    if bg.size < 16 or min_snr <= 0:
+        return True
+    med = float(np.median(bg))
+    sigma = 1.4826 * float(np.median(np.abs(bg - med)))
+    if sigma <= 0:
+        return True
+    return (float(np.median(image[mask])) - med) / sigma >= min_snr
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

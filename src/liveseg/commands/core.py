@@ -1,0 +1,179 @@
+"""Core commands: run, segment, resegment, plugins, validate-config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["commands"]
+
+
+def _load(config: str | None, overrides: tuple[str, ...]) -> Any:
+    from liveseg.config import LivesegConfig, apply_overrides, load_config, parse_config
+
+    if config is None:
+        if overrides:
+            return parse_config(apply_overrides({}, list(overrides)), "<--set>")
+        return LivesegConfig()
+    return load_config(config, list(overrides))
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    lines = [
+        ("frames acquired", summary.get("frames_acquired")),
+        ("frames segmented", summary.get("frames_segmented")),
+        ("frames skipped", summary.get("frames_skipped")),
+        ("frames failed", summary.get("frames_failed")),
+        ("objects per frame (mean)", f"{summary.get('objects_per_frame_mean', 0):.1f}"),
+        ("acquisition frames/s", f"{summary.get('acquisition_fps', 0):.1f}"),
+        ("segmentation frames/s", f"{summary.get('segmentation_fps', 0):.1f}"),
+        (
+            "latency p50 / p95 (ms)",
+            "{:.0f} / {:.0f}".format(
+                summary.get("latency_ms_p50", float("nan")),
+                summary.get("latency_ms_p95", float("nan")),
+            ),
+        ),
+        ("max backlog (frames)", summary.get("max_backlog")),
+        ("chain", " -> ".join(summary.get("chain", []))),
+        ("output", summary.get("run_dir")),
+    ]
+    width = max(len(k) for k, _ in lines)
+    click.echo("liveseg run summary")
+    for key, value in lines:
+        click.echo(f"  {key:<{width}}  {value}")
+
+
+@click.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value."
+)
+@click.option("--home", type=click.Path(file_okay=False), help="liveseg data directory.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Extra *.py plugins.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run_cmd(
+    config: str,
+    output: str | None,
+    overrides: tuple[str, ...],
+    home: str | None,
+    plugins_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Acquire CONFIG's sequence and segment every frame live."""
+    from liveseg.session import Session
+
+    cfg = _load(config, overrides)
+    with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
+        click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
+        summary = session.run(output=output)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+
+
+@click.command("segment")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="Use this chain.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--home", type=click.Path(file_okay=False))
+def segment_cmd(
+    images: tuple[str, ...],
+    output: str,
+    config: str | None,
+    overrides: tuple[str, ...],
+    home: str | None,
+) -> None:
+    """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
+
+    Writes <name>_labels.tif per image and objects.csv / frames.csv / events.jsonl.
+    """
+    from liveseg.offline import segment_files
+
+    cfg = _load(config, overrides)
+    result = segment_files([Path(p) for p in images], Path(output), cfg, home=home)
+    click.echo(
+        f"segmented {result['ok']} of {result['total']} images "
+        f"({result['failed']} failed) -> {output}"
+    )
+    if result["failed"]:
+        for name, err in result["errors"].items():
+            click.echo(f"  {name}: {err}", err=True)
+        raise SystemExit(1)
+
+
+@click.command("resegment")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--all", "all_frames", is_flag=True, help="Resegment every frame, not only skipped/failed."
+)
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), help="Use this chain instead."
+)
+@click.option("--home", type=click.Path(file_okay=False))
+def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | None) -> None:
+    """Segment the frames of RUN that were skipped (or failed), in place."""
+    from liveseg.offline import resegment_run
+
+    cfg = _load(config, ()) if config else None
+    done = resegment_run(Path(run), config=cfg, all_frames=all_frames, home=home)
+    click.echo(f"resegmented {done['ok']} frames ({done['failed']} failed) in {run}")
+
+
+@click.command("plugins")
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def plugins_cmd(plugins_dir: str | None, as_json: bool) -> None:
+    """List loaded plugins: version, source, hooks, and what they provide."""
+    from liveseg.plugins import PluginHost
+
+    host = PluginHost(plugins_dir=plugins_dir)
+    infos = host.plugins()
+    if as_json:
+        click.echo(json.dumps([vars(i) for i in infos], indent=2))
+        return
+    for info in infos:
+        click.echo(f"{info.name} {info.version or '-'}  [{info.source}]  {info.module}")
+        if info.hooks:
+            click.echo(f"    hooks: {', '.join(info.hooks)}")
+        for kind, names in info.provides.items():
+            if names:
+                click.echo(f"    {kind}: {', '.join(names)}")
+
+
+@click.command("validate-config")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG: YAML, fields, sequence, and every step's backend and parameters."""
+    from liveseg.defaults import default_steps
+    from liveseg.errors import ConfigError
+    from liveseg.pipeline import validate_params
+    from liveseg.plugins import PluginHost
+
+    cfg = _load(config, overrides)
+    cfg.useq_sequence()
+    host = PluginHost(allow=cfg.plugins.allow, deny=cfg.plugins.deny, plugins_dir=cfg.plugins.dir)
+    factories = host.backends()
+    steps = cfg.pipeline.steps or default_steps(factories)
+    for i, step in enumerate(steps):
+        name = step.name or f"{i}:{step.backend}"
+        if step.backend not in factories:
+            raise ConfigError(
+                f"unknown backend {step.backend!r} in step {name!r}; "
+                f"available backends: {', '.join(sorted(factories))}"
+            )
+        validate_params(name, step.backend, factories[step.backend], step.params)
+    mm = cfg.hardware.mm_config
+    if mm != "demo" and not Path(mm).expanduser().is_file():
+        raise ConfigError(f"Micro-Manager config file not found: {mm}")
+    click.echo(f"{config}: OK ({len(steps)} steps: {' -> '.join(s.backend for s in steps)})")
+
+
+commands = [run_cmd, segment_cmd, resegment_cmd, plugins_cmd, validate_config_cmd]

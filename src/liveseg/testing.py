@@ -1,0 +1,148 @@
+"""Test helpers for liveseg and its plugin authors (a pytest plugin, loaded automatically).
+
+Fixtures
+--------
+``liveseg_host``
+    A fresh :class:`~liveseg.plugins.PluginHost` with builtins only (entry-point
+    discovery off), so a plugin under test is registered explicitly.
+``liveseg_home``
+    A temporary liveseg data directory (queue, registry), also set as ``LIVESEG_HOME``.
+``disk_frame``
+    A factory for synthetic frames of bright disks with known instance labels.
+
+:class:`FakeBackend` is the official fake: it returns labels you give it, sleeps or
+raises on chosen frames — enough to test chains, backlog policies and error handling
+against the real contract.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from liveseg.plugins import PluginHost
+from liveseg.types import LABEL_DTYPE, Frame, FrameResult, input_image
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterator
+    from pathlib import Path
+
+    from liveseg.pipeline import StepContext
+
+__all__ = ["FakeBackend", "disk_image", "register_fake_backend"]
+
+
+def disk_image(
+    shape: tuple[int, int] = (128, 128),
+    centers: list[tuple[int, int]] | None = None,
+    radius: int = 6,
+    *,
+    background: float = 100.0,
+    amplitude: float = 800.0,
+    noise: float = 5.0,
+    seed: int = 0,
+    dtype: Any = np.uint16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fluorescence-like frame of disks and its ground-truth labels (1..N)."""
+    rng = np.random.default_rng(seed)
+    if centers is None:
+        centers = [(shape[0] // 4, shape[1] // 4), (shape[0] // 2, 3 * shape[1] // 4)]
+    rows, cols = np.indices(shape)
+    labels = np.zeros(shape, dtype=LABEL_DTYPE)
+    for i, (r, c) in enumerate(centers, start=1):
+        labels[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = i
+    image = background + amplitude * (labels > 0) + rng.normal(0, noise, shape)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    if info is not None:
+        image = np.clip(image, info.min, info.max)
+    return image.astype(dtype), labels
+
+
+class FakeBackend:
+    """A backend that returns fixed labels (or thresholds), can be slow, can fail.
+
+    Parameters are plain attributes so tests can build it directly or register it
+    with :func:`register_fake_backend`.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray | None = None,
+        *,
+        delay_s: float = 0.0,
+        fail_on: Collection[int] = (),
+        error: type[Exception] = RuntimeError,
+    ) -> None:
+        self.labels = labels
+        self.delay_s = delay_s
+        self.fail_on = set(fail_on)
+        self.error = error
+        self.calls: list[int] = []
+        self.closed = False
+
+    def segment(self, frame: Frame, upstream: FrameResult | None) -> FrameResult:
+        """Return the configured labels (or a simple threshold of the input)."""
+        self.calls.append(frame.index)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if frame.index in self.fail_on:
+            raise self.error(f"fake failure on frame {frame.index}")
+        if self.labels is not None:
+            return FrameResult(labels=np.asarray(self.labels, dtype=LABEL_DTYPE))
+        from scipy import ndimage as ndi
+
+        img = np.asarray(input_image(frame, upstream), dtype=np.float32)
+        mask = img > (img.min() + img.max()) / 2 if img.max() > img.min() else img < 0
+        lab, _ = ndi.label(mask)
+        return FrameResult(labels=lab.astype(LABEL_DTYPE))
+
+    def close(self) -> None:
+        """Mark closed (tests assert sessions close their backends)."""
+        self.closed = True
+
+
+def register_fake_backend(host: PluginHost, name: str = "fake", **kwargs: Any) -> FakeBackend:
+    """Register one shared FakeBackend instance under ``name``; returns it."""
+    from liveseg.hookspecs import hookimpl
+
+    backend = FakeBackend(**kwargs)
+
+    @hookimpl
+    def register_backends(register: Callable[..., None]) -> None:
+        def factory(params: Any, context: StepContext) -> FakeBackend:
+            return backend
+
+        register(name, factory)
+
+    host.register(SimpleNamespace(register_backends=register_backends), name=f"fake-{name}")
+    return backend
+
+
+@pytest.fixture
+def liveseg_host() -> PluginHost:
+    """A fresh plugin host: builtins only, no entry-point discovery."""
+    return PluginHost(entry_points=False)
+
+
+@pytest.fixture
+def liveseg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private liveseg data directory for one test."""
+    home = tmp_path / "liveseg-home"
+    home.mkdir()
+    monkeypatch.setenv("LIVESEG_HOME", str(home))
+    yield home
+
+
+@pytest.fixture
+def disk_frame() -> Callable[..., tuple[Frame, np.ndarray]]:
+    """``disk_frame(index=0, **disk_image_kwargs) -> (Frame, true_labels)``."""
+
+    def make(index: int = 0, **kwargs: Any) -> tuple[Frame, np.ndarray]:
+        image, labels = disk_image(**kwargs)
+        return Frame(index=index, image=image), labels
+
+    return make

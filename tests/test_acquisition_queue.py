@@ -1,0 +1,56 @@
+import threading
+
+import numpy as np
+
+from liveseg.acquisition import FrameQueue
+from liveseg.types import Frame
+
+
+def _frame(i):
+    return Frame(i, np.full((16, 16), i, np.uint16))
+
+
+def test_all_policy_spools_beyond_maxsize_and_loses_nothing(tmp_path):
+    q = FrameQueue("all", maxsize=4, spool_dir=tmp_path / "spool")
+    for i in range(40):
+        q.put(_frame(i))
+    q.close()
+    got = []
+    while (item := q.get()) is not None:
+        assert not item.skipped
+        got.append(item)
+    assert [it.frame.index for it in got] == list(range(40))
+    assert all(int(it.frame.image[0, 0]) == it.frame.index for it in got)
+    assert q.spooled > 0
+    assert not list((tmp_path / "spool").glob("*.npy"))
+
+
+def test_latest_policy_keeps_newest_and_reports_skipped():
+    q = FrameQueue("latest", maxsize=4)
+    for i in range(10):
+        q.put(_frame(i))
+    q.close()
+    items = []
+    while (item := q.get()) is not None:
+        items.append(item)
+    skipped = [it.frame.index for it in items if it.skipped]
+    done = [it.frame.index for it in items if not it.skipped]
+    assert done == [9]
+    assert skipped == list(range(9))
+
+
+def test_put_never_blocks_with_slow_consumer(tmp_path):
+    q = FrameQueue("all", maxsize=2, spool_dir=tmp_path)
+    seen = []
+
+    def consume():
+        while (item := q.get()) is not None:
+            seen.append(item.frame.index)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i in range(200):
+        q.put(_frame(i))
+    q.close()
+    t.join(timeout=30)
+    assert sorted(seen) == list(range(200))

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from liveseg.coords import CameraGeometry, pixel_to_stage, stage_to_pixel
+from liveseg.measure import OBJECT_COLUMNS, measure_objects
+from liveseg.types import Frame, FrameResult
+
+
+def test_measurements_of_known_objects():
+    image = np.zeros((50, 60), np.uint16)
+    labels = np.zeros((50, 60), np.uint32)
+    labels[10:20, 10:14] = 3  # 10x4 rectangle, elongated
+    image[10:20, 10:14] = 100
+    labels[30:35, 40:45] = 7  # 5x5 square
+    image[30:35, 40:45] = 50
+    image[32, 42] = 90
+    frame = Frame(0, image, stage_xy=(1000.0, 2000.0), pixel_size_um=0.5)
+    cols = measure_objects(frame, FrameResult(labels=labels, scores={3: 0.4, 7: 0.8}))
+    assert set(OBJECT_COLUMNS) <= set(cols)
+    assert list(cols["label"]) == [3, 7]
+    assert list(cols["area_px"]) == [40, 25]
+    assert cols["area_um2"] == pytest.approx([10.0, 6.25])
+    assert cols["centroid_row"] == pytest.approx([14.5, 32.0])
+    assert cols["centroid_col"] == pytest.approx([11.5, 42.0])
+    assert cols["centroid_x_um"][1] == pytest.approx(1000 + 0.5 * (42 - 30))
+    assert cols["centroid_y_um"][1] == pytest.approx(2000 + 0.5 * (32 - 25))
+    assert list(cols["bbox_max_row"]) == [20, 35]
+    assert cols["mean_intensity"] == pytest.approx([100, (24 * 50 + 90) / 25])
+    assert list(cols["max_intensity"]) == [100, 90]
+    assert cols["integrated_intensity"][0] == 4000
+    assert cols["eccentricity"][0] > 0.9 and cols["eccentricity"][1] == pytest.approx(0, abs=1e-9)
+    assert list(cols["score"]) == [0.4, 0.8]
+    assert not cols["touches_edge"].any()
+
+
+def test_no_objects_gives_empty_columns():
+    frame = Frame(0, np.zeros((8, 8)))
+    cols = measure_objects(frame, FrameResult(labels=np.zeros((8, 8), np.uint32)))
+    assert all(len(v) == 0 for v in cols.values())
+
+
+def test_pixel_stage_roundtrip_with_mirror_and_affine():
+    g = CameraGeometry(
+        width=100,
+        height=80,
+        stage_xy=(5.0, -3.0),
+        affine=(0.0, -0.5, 0, 0.5, 0.0, 0),
+        mirror_x=True,
+    )
+    x, y = pixel_to_stage([10.0, 70.0], [20.0, 90.0], g)
+    r, c = stage_to_pixel(x, y, g)
+    assert r == pytest.approx([10.0, 70.0]) and c == pytest.approx([20.0, 90.0])
