@@ -90,6 +90,8 @@ def test_pipeline_rejects_non_2d(liveseg_host, tmp_path):
     assert "2-D" in result.error
 
 
-def test_step_config_shorthand_is_validated():
-    with pytest.raises(Exception):
+def test_step_config_rejects_unknown_keys():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="bogus"):
         StepConfig(backend="x", bogus=1)
