@@ -104,7 +104,8 @@ def object_scores(labels: np.ndarray, prob: np.ndarray) -> dict[int, float]:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))).astype(np.float32)
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * x.astype(np.float32)))
+    return out.astype(np.float32)
 
 
 class CellposeBackend:

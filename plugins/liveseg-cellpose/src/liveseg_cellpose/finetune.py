@@ -236,6 +236,8 @@ def finetune(
     target = out / WEIGHTS_NAME
     if target.resolve() == base_path.resolve():
         raise ModelError(f"refusing to fine-tune {base_path} in place; choose another out_dir")
+    if target.exists():
+        raise ModelError(f"{out} already holds {WEIGHTS_NAME}; fine-tune into an empty directory")
 
     t_start = time.perf_counter()
     dev = select_device(device)

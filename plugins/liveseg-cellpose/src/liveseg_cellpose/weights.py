@@ -204,7 +204,11 @@ def resolve_weights(
     if path.is_file():
         return path
     if path.is_dir():
-        raise ModelError(f"cellpose model {spec!r} is a directory, not a weights file")
+        if (path / "model.json").is_file():  # an exported / fine-tuned model directory
+            return _weights_of_directory(path)
+        raise ModelError(
+            f"cellpose model {spec!r} is a directory without model.json, not a weights file"
+        )
     if _looks_like_path(spec):
         raise ModelError(
             f"cellpose weights file {str(path)!r} does not exist. Give the full path of a "
@@ -236,9 +240,24 @@ def resolve_weights(
     raise ModelError(missing_weights_message(spec, directory))
 
 
+def _weights_of_directory(directory: Path) -> Path:
+    import json
+
+    try:
+        card = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {directory / 'model.json'}: {exc}") from exc
+    weights = directory / str(card.get("weights", "weights.pt"))
+    if not weights.is_file():
+        raise ModelError(
+            f"{directory}: weights file {weights.name!r} named by model.json is missing"
+        )
+    return weights
+
+
 def _resolve_registry(spec: str, home: str | os.PathLike[str] | None) -> Path:
     try:
-        from liveseg.models import resolve_model  # type: ignore[attr-defined]
+        from liveseg.models import resolve_model
     except ImportError as exc:
         raise ModelError(
             f"model {spec!r} names a liveseg registry model, but liveseg's model registry "
