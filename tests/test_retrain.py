@@ -1,0 +1,127 @@
+"""Retraining orchestration with a small trainable backend (the torch e2e is separate)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from liveseg.errors import LivesegError
+from liveseg.models import ModelRegistry, file_sha256
+from liveseg.plugins import PluginHost
+from liveseg.retrain.queue import ItemState, RetrainQueue
+from liveseg.retrain.train import RetrainOptions, retrain
+from liveseg.synthetic import generate
+
+from _retrain_fake import LevelPlugin, level_segment, worsen
+
+SHAPE = (96, 96)
+
+
+def _host(trainer=None) -> PluginHost:
+    host = PluginHost(entry_points=False)
+    host.register(LevelPlugin(trainer) if trainer else LevelPlugin(), name="level")
+    return host
+
+
+def _hashes(d: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted(d.iterdir())}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    home = tmp_path / "home"
+    reg = ModelRegistry(home)
+    w = tmp_path / "weights.json"
+    w.write_text(json.dumps({"level": 0.9}))
+    parent = reg.add_version("level", w, backend="level")
+    reg.promote(parent.spec)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for k in range(6):
+        img, lab = generate(100 + k, SHAPE, "sparse")
+        tifffile.imwrite(ref / f"r{k}.tif", img)
+        tifffile.imwrite(ref / f"r{k}_labels.tif", lab)
+    q = RetrainQueue(home)
+    for k in range(3):
+        img, lab = generate(200 + k, SHAPE, "sparse")
+        i = q.add(img, level_segment(img, 0.9), run="/runs/x", frame_index=k, reason="bad")
+        q.set_labels(i, lab, who="tester")
+    return home, reg, parent, ref, q
+
+
+def test_retrain_promotes_better_candidate_and_keeps_parent(setup, tmp_path):
+    home, reg, parent, ref, q = setup
+    before = _hashes(parent.path)
+    opts = RetrainOptions(
+        epochs=10,
+        val_dir=ref,
+        base_items=2,
+        base_style="sparse",
+        progress=False,
+        report_dir=tmp_path / "report",
+    )
+    out = retrain("level@prod", home, opts, host=_host())
+    assert out.promoted, out.reason
+    assert out.candidate_metrics["ap@0.5"] > out.parent_metrics["ap@0.5"]
+    assert "better" in out.reason
+    assert reg.resolve("level@prod").spec == out.candidate.spec == "level@2"
+    assert _hashes(parent.path) == before
+    card = out.candidate.card
+    assert card["parent"] == "level@1"
+    assert [i["id"] for i in card["training"]["items"]] == out.items
+    assert all(i["labels_sha256"] for i in card["training"]["items"])
+    assert card["training"]["base_data"]["n"] == 2
+    assert card["decision"]["promoted"] is True
+    assert {m["model"] for m in card["metrics"]} == {"parent", "self"}
+    assert {it.state for it in q.items()} == {ItemState.USED}
+    report = out.report.read_text()
+    assert "level@1 (parent)" in report and "level@2" in report
+    for f in ("report.html", "ap_curve.png", "loss_curve.png", "worst.png", "metrics.json"):
+        assert (tmp_path / "report" / f).stat().st_size > 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["results"]["level@2"]["summary"]["ap@0.5"] == out.candidate_metrics["ap@0.5"]
+
+
+def test_worse_candidate_is_not_promoted_and_says_why(setup):
+    home, reg, parent, ref, q = setup
+    opts = RetrainOptions(epochs=3, val_dir=ref, base_items=1, base_style="sparse", progress=False)
+    out = retrain("level@prod", home, opts, host=_host(worsen))
+    assert not out.promoted
+    assert out.candidate_metrics["ap@0.5"] <= out.parent_metrics["ap@0.5"]
+    assert "not promoted" in out.reason and "not better" in out.reason
+    assert reg.resolve("level@prod").spec == "level@1"
+    assert reg.get("level", 2).card["decision"]["promoted"] is False
+    assert out.report is not None and "not promoted" in out.report.read_text()
+
+
+def test_no_reference_set_needs_force(setup):
+    home, reg, parent, ref, q = setup
+    out = retrain(
+        "level@prod", home, RetrainOptions(epochs=2, base_items=0, progress=False), host=_host()
+    )
+    assert not out.promoted and "no reference set" in out.reason
+    assert reg.resolve("level@prod").version == 1
+    out = retrain(
+        "level@prod",
+        home,
+        RetrainOptions(epochs=2, base_items=0, progress=False, force=True, include_used=True),
+        host=_host(),
+    )
+    assert out.promoted and "--force" in out.reason
+    assert reg.history("level")[-1]["forced"] is True
+
+
+def test_errors(setup, tmp_path):
+    home, reg, parent, ref, q = setup
+    for it in q.items():
+        q.mark_used([it.id], "x@1")
+    with pytest.raises(LivesegError, match="no corrected items"):
+        retrain("level@prod", home, RetrainOptions(progress=False), host=_host())
+    with pytest.raises(LivesegError, match="no trainer for backend 'level'"):
+        retrain(
+            "level@prod", home, RetrainOptions(progress=False), host=PluginHost(entry_points=False)
+        )
