@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tifffile
 
+from _retrain_fake import LevelPlugin, level_segment, worsen
 from liveseg.errors import LivesegError
 from liveseg.models import ModelRegistry, file_sha256
 from liveseg.plugins import PluginHost
 from liveseg.retrain.queue import ItemState, RetrainQueue
 from liveseg.retrain.train import RetrainOptions, retrain
 from liveseg.synthetic import generate
-
-from _retrain_fake import LevelPlugin, level_segment, worsen
 
 SHAPE = (96, 96)
 
@@ -87,7 +85,7 @@ def test_retrain_promotes_better_candidate_and_keeps_parent(setup, tmp_path):
 
 
 def test_worse_candidate_is_not_promoted_and_says_why(setup):
-    home, reg, parent, ref, q = setup
+    home, reg, _parent, ref, _q = setup
     opts = RetrainOptions(epochs=3, val_dir=ref, base_items=1, base_style="sparse", progress=False)
     out = retrain("level@prod", home, opts, host=_host(worsen))
     assert not out.promoted
@@ -99,7 +97,7 @@ def test_worse_candidate_is_not_promoted_and_says_why(setup):
 
 
 def test_no_reference_set_needs_force(setup):
-    home, reg, parent, ref, q = setup
+    home, reg, _parent, _ref, _q = setup
     out = retrain(
         "level@prod", home, RetrainOptions(epochs=2, base_items=0, progress=False), host=_host()
     )
@@ -116,7 +114,7 @@ def test_no_reference_set_needs_force(setup):
 
 
 def test_errors(setup, tmp_path):
-    home, reg, parent, ref, q = setup
+    home, _reg, _parent, _ref, q = setup
     for it in q.items():
         q.mark_used([it.id], "x@1")
     with pytest.raises(LivesegError, match="no corrected items"):
