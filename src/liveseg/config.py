@@ -23,7 +23,9 @@ __all__ = [
     "PipelineConfig",
     "PluginsConfig",
     "SampleObject",
+    "SelectionConfig",
     "SimulationConfig",
+    "StageLimits",
     "StepConfig",
     "TriggerConfig",
     "apply_overrides",
@@ -114,6 +116,32 @@ class TriggerConfig(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class StageLimits(_Model):
+    """Allowed stage range (µm) for triggered targets; ``None`` leaves an axis free."""
+
+    x: tuple[float, float] | None = None
+    y: tuple[float, float] | None = None
+
+
+class SelectionConfig(_Model):
+    """How trigger proposals are selected and scheduled (see ``liveseg.triggers``).
+
+    ``insert``: ``asap`` runs triggered work as soon as the current event ends when it
+    fits before the next time point; ``between_timepoints`` only after a time point's
+    last event. Work that does not fit waits at most ``max_defer_timepoints`` time points,
+    then runs and the delay it causes is recorded.
+    """
+
+    dedupe_radius_um: float = Field(default=10.0, ge=0)
+    max_per_frame: int | None = Field(default=20, ge=0)
+    max_per_minute: int | None = Field(default=600, ge=0)
+    stage_limits: StageLimits | None = None
+    insert: Literal["asap", "between_timepoints"] = "asap"
+    max_defer_timepoints: int = Field(default=1, ge=0)
+    gate_timeout_s: float = Field(default=2.0, gt=0)
+    drain_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class FlagPolicyConfig(_Model):
     """One automatic flag policy by name with its parameters."""
 
@@ -134,7 +162,7 @@ class LivesegConfig(_Model):
     output: str = "runs"
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=list)
-    selection: dict[str, Any] = Field(default_factory=dict)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     flags: list[FlagPolicyConfig] = Field(default_factory=list)
     home: str | None = None
 

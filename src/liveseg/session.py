@@ -29,6 +29,7 @@ from liveseg.measure import measure_objects
 from liveseg.pipeline import Pipeline, StepContext
 from liveseg.plugins import PluginHost
 from liveseg.store import RunStore
+from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult, FrameStatus
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class FrameProcessor:
         on_flag: Callable[[Frame, FrameResult, str, str], None] | None = None,
         events: SessionEvents | None = None,
         write_labels: Callable[[Frame, np.ndarray], None] | None = None,
+        triggers: TriggerController | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.host = host
@@ -102,6 +104,9 @@ class FrameProcessor:
         self.flag_policies = flag_policies or []
         self.on_flag = on_flag
         self.events = events
+        self.triggers = triggers
+        if write_labels is None and triggers is not None:
+            write_labels = triggers.write_labels  # triggered frames go to their own series
         self.write_labels = write_labels or self._write_zarr_labels
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
@@ -115,6 +120,8 @@ class FrameProcessor:
         self.store.event("skipped", frame=frame.index, reason="backlog policy 'latest'")
         with self._lock:
             self.by_status["skipped"] += 1
+        if self.triggers is not None:
+            self.triggers.skipped(frame)
 
     def process(self, frame: Frame, enqueued: float | None = None) -> FrameResult:
         """Segment, measure, store and notify; never raises for a plugin's failure."""
@@ -131,9 +138,13 @@ class FrameProcessor:
                 plugin=self.host.backend_plugin(_backend_of(self.pipeline, step)),
                 error=result.error,
             )
+            if self.triggers is not None:
+                self.triggers.evaluate(frame, result, columns, enqueued)
         else:
             columns = measure_objects(frame, result)
             columns.update(self.host.measure_frame(frame, result))
+            if self.triggers is not None:  # before storage: trigger latency matters
+                self.triggers.evaluate(frame, result, columns, enqueued)
             try:
                 self.write_labels(frame, result.labels)
             except Exception as exc:  # storage trouble must not lose the rest of the frame
@@ -234,6 +245,9 @@ def _frame_row(
         "status": status.value,
         "series": str(frame.metadata.get("series", "base")),
         "event_index": json.dumps(idx),
+        "trigger": frame.metadata.get("trigger", ""),
+        "trigger_frame": frame.metadata.get("trigger_frame", ""),
+        "trigger_label": frame.metadata.get("trigger_label", ""),
     }
 
 
@@ -317,6 +331,7 @@ class Session:
         self.controller: Controller | None = None
         self.queue: FrameQueue | None = None
         self.processor: FrameProcessor | None = None
+        self.triggers: TriggerController | None = None
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -412,6 +427,15 @@ class Session:
         self.run_dir = run_dir
         queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")
         self.queue = queue
+        try:
+            triggers = build_trigger_controller(
+                cfg, self.host, store, sequence, frame_s=self.core.getExposure() / 1e3 + 0.01
+            )
+        except BaseException:
+            store.close()
+            self._store = None
+            raise
+        self.triggers = triggers
         processor = FrameProcessor(
             self.pipeline,
             self.host,
@@ -419,6 +443,7 @@ class Session:
             flag_policies=self.flag_policies,
             on_flag=self._auto_flag,
             events=self.events,
+            triggers=triggers,
         )
         self.processor = processor
         controller = Controller(self.core, queue)
@@ -437,7 +462,11 @@ class Session:
         t0 = time.perf_counter()
         status = "finished"
         try:
-            controller.run(sequence, output=str(store.images_path))
+            if triggers is None:
+                controller.run(sequence, output=str(store.images_path))
+            else:  # the queue interleaves triggered events; base frames go to BaseSink
+                with triggers.attached(self.core):
+                    controller.run(triggers.queue, output=None)
         except BaseException:
             status = "aborted"
             raise
@@ -458,6 +487,8 @@ class Session:
                 chain=self.pipeline.step_names,
                 run_dir=str(run_dir),
             )
+            if triggers is not None:
+                summary.update(triggers.summary())
             store.finish(summary, status)
             self.host.sequence_finished(str(run_dir), summary)
             store.close()

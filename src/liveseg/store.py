@@ -40,14 +40,18 @@ if TYPE_CHECKING:
 __all__ = [
     "FRAME_COLUMNS",
     "IMAGES",
+    "TRIGGERED",
     "RunReader",
     "RunStore",
+    "TriggeredStore",
     "write_json_atomic",
 ]
 
 log = logging.getLogger("liveseg.store")
 
 IMAGES = "images.ome.zarr"
+TRIGGERED = "triggered.ome.zarr"
+"""Triggered sub-acquisitions: one group (series) each, never in the base grid."""
 FRAME_COLUMNS: tuple[str, ...] = (
     "index",
     "time_s",
@@ -64,6 +68,9 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "status",
     "series",
     "event_index",
+    "trigger",
+    "trigger_frame",
+    "trigger_label",
 )
 _NAN = float("nan")
 
@@ -235,10 +242,124 @@ class RunStore:
             log.warning("could not write objects.parquet: %r", exc)
 
 
+class TriggeredStore:
+    """``<run>/triggered.ome.zarr``: one OME-Zarr image group per triggered series.
+
+    Each series ``<name>/0`` is a ``(c, z, y, x)`` array (its sizes are declared when the
+    proposal is accepted; y and x come with the first frame) with its labels in
+    ``<name>/labels/segmentation/0``; the group's ``liveseg`` attributes link it to the
+    trigger, the frame and the object label that caused it. Written by the worker.
+    """
+
+    def __init__(self, run_dir: Path, label_name: str = "segmentation") -> None:
+        self.path = Path(run_dir) / TRIGGERED
+        self.label_name = label_name
+        self._lock = threading.Lock()
+        self._sizes: dict[str, dict[str, int]] = {}
+        self._arrays: dict[tuple[str, str], Any] = {}
+        self._root: Any = None
+
+    def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
+        """Record a series' shape and what triggered it (before any frame arrives)."""
+        import zarr
+
+        with self._lock:
+            if self._root is None:
+                self._root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+            grp = self._root.require_group(series)
+            grp.attrs["liveseg"] = {"series": series, "sizes": dict(sizes), **dict(link)}
+            self._sizes[series] = {"c": int(sizes.get("c", 1)), "z": int(sizes.get("z", 1))}
+
+    def _array(self, series: str, kind: str, plane: tuple[int, int], dtype: Any) -> Any:
+        key = (series, kind)
+        with self._lock:
+            if key in self._arrays:
+                return self._arrays[key]
+            import zarr
+
+            if self._root is None:
+                self._root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+            sizes = self._sizes.get(series, {"c": 1, "z": 1})
+            grp = self._root.require_group(series)
+            dims = ["c", "z", "y", "x"]
+            multiscales = [
+                {
+                    "axes": [
+                        {"name": "c", "type": "channel"},
+                        {"name": "z", "type": "space"},
+                        {"name": "y", "type": "space"},
+                        {"name": "x", "type": "space"},
+                    ],
+                    "datasets": [
+                        {
+                            "path": "0",
+                            "coordinateTransformations": [
+                                {"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0]}
+                            ],
+                        }
+                    ],
+                }
+            ]
+            if kind == "image":
+                grp.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
+                target = grp
+            else:
+                labels = grp.require_group("labels")
+                labels.attrs["ome"] = {"version": "0.5", "labels": [self.label_name]}
+                target = labels.require_group(self.label_name)
+                target.attrs["ome"] = {
+                    "version": "0.5",
+                    "multiscales": multiscales,
+                    "image-label": {"version": "0.5", "source": {"image": "../../"}},
+                }
+            arr = target.create_array(
+                "0",
+                shape=(sizes["c"], sizes["z"], *plane),
+                chunks=(1, 1, *plane),
+                dtype=dtype,
+                fill_value=0,
+                dimension_names=dims,
+                overwrite=True,
+            )
+            self._arrays[key] = arr
+            return arr
+
+    def write(
+        self,
+        series: str,
+        index: Mapping[str, int],
+        *,
+        image: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> None:
+        """Store the image and/or labels of one plane (``index`` gives c and z)."""
+        key = (int(index.get("c", 0)), int(index.get("z", 0)))
+        if image is not None:
+            arr = self._array(series, "image", image.shape[-2:], image.dtype)
+            arr[key] = image
+        if labels is not None:
+            arr = self._array(series, "labels", labels.shape[-2:], LABEL_DTYPE)
+            arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+
+
+def image_group(images: Path, position: int) -> Path:
+    """The OME-Zarr image group of one position.
+
+    pymmcore-plus writes a single-position acquisition as one image at the store's root
+    and a multi-position one as a bioformats2raw layout with one image per position.
+    """
+    root_meta = images / "zarr.json"
+    if root_meta.exists():
+        attrs = json.loads(root_meta.read_text()).get("attributes", {})
+        if "multiscales" in attrs.get("ome", {}):
+            return images
+    return images / str(position)
+
+
 def _image_array_meta(images: Path, position: int) -> tuple[list[int], list[str], dict[str, Any]]:
     """Shape, dimension names and group attrs of a position's image array, if present."""
-    meta_file = images / str(position) / "0" / "zarr.json"
-    group_file = images / str(position) / "zarr.json"
+    meta_file = image_group(images, position) / "0" / "zarr.json"
+    group_file = image_group(images, position) / "zarr.json"
     if not meta_file.exists():
         return [], [], {}
     meta = json.loads(meta_file.read_text())
@@ -260,7 +381,7 @@ def create_label_array(
     shape, dims, attrs = _image_array_meta(images, position)
     if not shape:
         shape, dims = [1, *plane], ["t", "y", "x"]
-    labels_dir = images / str(position) / "labels"
+    labels_dir = image_group(images, position) / "labels"
     root = zarr.open_group(str(labels_dir), mode="a", zarr_format=3)
     ome_attrs: Any = root.attrs.get("ome") or {}
     existing = list(ome_attrs.get("labels", []))
@@ -402,12 +523,48 @@ class RunReader:
     def _open(self, position: int, sub: str) -> Any:
         import zarr
 
-        return zarr.open_array(str(self.path / IMAGES / str(position) / sub), mode="r")
+        return zarr.open_array(str(image_group(self.path / IMAGES, position) / sub), mode="r")
+
+    def _open_row(self, row: Mapping[str, Any], sub: str) -> Any:
+        series = str(row.get("series") or "base")
+        if series == "base":
+            return self._open(int(row["position"]), sub)
+        import zarr
+
+        return zarr.open_array(str(self.path / TRIGGERED / series / sub), mode="r")
+
+    def triggered(self) -> list[dict[str, Any]]:
+        """One record per triggered series: what triggered it and its frame indices.
+
+        Keys: ``series``, ``trigger``, ``frame`` (the triggering frame), ``label`` (the
+        object), ``target_xy``, ``n_events``, ``frames`` (indices of its acquired frames).
+        """
+        frames_by_series: dict[str, list[int]] = {}
+        for row in self.frames():
+            series = str(row.get("series") or "base")
+            if series != "base":
+                frames_by_series.setdefault(series, []).append(int(row["index"]))
+        out = []
+        for rec in self.events("proposal"):
+            if not rec.get("accepted") or not rec.get("series"):
+                continue
+            out.append(
+                {
+                    "series": rec["series"],
+                    "trigger": rec.get("source"),
+                    "frame": rec.get("frame"),
+                    "label": rec.get("label"),
+                    "target_xy": rec.get("target_xy"),
+                    "n_events": rec.get("n_events"),
+                    "frames": frames_by_series.get(rec["series"], []),
+                }
+            )
+        return out
 
     def image(self, index: int) -> np.ndarray:
-        """The raw image of frame ``index``."""
+        """The raw image of frame ``index`` (base or triggered)."""
         row = self.frame(index)
-        arr = self._open(int(row["position"]), "0")
+        arr = self._open_row(row, "0")
         dims = list(arr.metadata.dimension_names or [])
         return np.asarray(arr[self._plane_key(row, dims)])
 
@@ -417,7 +574,7 @@ class RunReader:
         if row.get("status") != "ok":
             return None
         try:
-            arr = self._open(int(row["position"]), f"labels/{name}/0")
+            arr = self._open_row(row, f"labels/{name}/0")
         except Exception:
             return None
         dims = list(arr.metadata.dimension_names or [])

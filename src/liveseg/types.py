@@ -126,6 +126,8 @@ class Proposal:
 
     ``target_xy`` is the stage position (µm) the event is centred on, used for dedupe and
     stage limits; ``label`` is the object that caused it (0 when not object-bound).
+    ``events`` is the whole sub-acquisition (e.g. a z-stack) when it is more than
+    ``event``; it runs as one unit and is stored as one triggered series.
     """
 
     event: useq.MDAEvent
@@ -135,6 +137,7 @@ class Proposal:
     target_xy: tuple[float, float] | None = None
     reason: str = ""
     priority: int = 0
+    events: tuple[useq.MDAEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
