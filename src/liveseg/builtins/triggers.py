@@ -1,8 +1,9 @@
 """Built-in smart-microscopy triggers.
 
-``visit_objects``, ``skip_if_empty``, ``adaptive_interval`` and ``stop_when``. Each is a class with a pydantic ``Params`` model, built as ``factory(params, context)``
-and called on the worker thread for every segmented base frame through
-``propose(frame, result, objects, state)`` (see :class:`liveseg.triggers.Trigger`).
+``visit_objects``, ``skip_if_empty``, ``adaptive_interval`` and ``stop_when``. Each is
+a class with a pydantic ``Params`` model, built as ``factory(params, context)`` and
+called on the worker thread for every segmented base frame through ``propose(frame,
+result, objects, state)`` (see :class:`liveseg.triggers.Trigger`).
 Conditions are :func:`liveseg.triggers.compile_condition` expressions over the measured
 columns (``area_um2``, ``mean_intensity``, …) and the frame-level names in
 :data:`liveseg.triggers.FRAME_NAMES` (``count``, ``frame_median``, ``objects_total``, …).
