@@ -6,23 +6,9 @@ from typing import Any
 
 import pytest
 
-from liveseg.config import LivesegConfig, parse_config
-from liveseg.defaults import CLASSICAL_STEPS
+from liveseg.config import LivesegConfig
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-
-def classical_config(**overrides: Any) -> LivesegConfig:
-    """A config with the classical chain, a small simulated sample and a short sequence."""
-    data: dict[str, Any] = {
-        "name": "test",
-        "hardware": {"mm_config": "demo", "exposure_ms": 5},
-        "sequence": {"time_plan": {"interval": 0, "loops": 3}},
-        "pipeline": {"steps": [s.model_dump() for s in CLASSICAL_STEPS]},
-    }
-    for key, value in overrides.items():
-        data[key] = value
-    return parse_config(data)
 
 
 @pytest.fixture

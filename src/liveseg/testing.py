@@ -31,9 +31,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
     from pathlib import Path
 
+    from liveseg.config import LivesegConfig
     from liveseg.pipeline import StepContext
 
-__all__ = ["FakeBackend", "disk_image", "register_fake_backend"]
+__all__ = ["FakeBackend", "classical_config", "disk_image", "register_fake_backend"]
 
 
 def disk_image(
@@ -120,6 +121,24 @@ def register_fake_backend(host: PluginHost, name: str = "fake", **kwargs: Any) -
 
     host.register(SimpleNamespace(register_backends=register_backends), name=f"fake-{name}")
     return backend
+
+
+def classical_config(**sections: Any) -> LivesegConfig:
+    """A config for tests on the demo hardware: classical chain, 3 quick frames.
+
+    Keyword arguments replace whole top-level sections (``hardware=…``, ``sequence=…``).
+    """
+    from liveseg.config import parse_config
+    from liveseg.defaults import CLASSICAL_STEPS
+
+    data: dict[str, Any] = {
+        "name": "test",
+        "hardware": {"mm_config": "demo", "exposure_ms": 5},
+        "sequence": {"time_plan": {"interval": 0, "loops": 3}},
+        "pipeline": {"steps": [s.model_dump() for s in CLASSICAL_STEPS]},
+    }
+    data.update(sections)
+    return parse_config(data)
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+"""``python -m liveseg``: the CLI."""
+
+from liveseg.cli import main
+
+main()
