@@ -1,0 +1,488 @@
+"""Offline batch segmentation of a folder (TIFF/PNG) or an OME-Zarr, locally or on Dask.
+
+Outputs in ``OUT`` (the reference-set convention, so a batch output can be corrected
+and used as a reference set):
+
+* ``<name>_labels.tif``: uint32 labels of every input image/plane;
+* ``<name>_objects.csv``: its per-object table (:func:`liveseg.measure.measure_objects`);
+* ``objects.csv``: all per-object rows with an ``image`` column, rebuilt from the
+  per-image tables at the end of every run (so each image appears exactly once);
+* ``images.csv``: one row per input (status ok / error, count, seconds, error text);
+* ``batch.jsonl``: an append-only log of every attempt; ``run.json``: provenance
+  (inputs, the exact model version ``name@N``, chain, plugin versions).
+
+Resumable: an image is done when its ``_labels.tif`` exists; both per-image files are
+written under temporary names and renamed (objects table first, labels last), so a
+crash never leaves a file that looks done but is not, and re-running skips exactly the
+finished images. One bad file is an error row, never the end of the batch.
+
+``workers=N`` starts a ``distributed.LocalCluster`` bound to 127.0.0.1 (one thread per
+worker process); ``scheduler=ADDRESS`` uses an existing Dask scheduler. Each task builds
+the chain once and processes a chunk of images.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from liveseg.errors import ConfigError, LivesegError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from liveseg.config import StepConfig
+
+__all__ = ["BatchInput", "discover_inputs", "process_chunk", "run_batch"]
+
+log = logging.getLogger("liveseg.batch")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One image to segment: a file, or one plane of an OME-Zarr array."""
+
+    name: str
+    path: str
+    array: str | None = None  # path of the array inside the zarr store
+    index: tuple[int, ...] = ()  # leading (non-YX) indices of the plane
+
+    def read(self) -> np.ndarray:
+        """The 2-D image (errors name the file and say what is wrong)."""
+        from liveseg.imageio import check_image, read_image
+
+        if self.array is None:
+            return read_image(self.path)
+        import zarr
+
+        arr = zarr.open_array(str(Path(self.path) / self.array), mode="r")
+        plane = np.asarray(arr[self.index] if self.index else arr[...])
+        return check_image(plane, f"{self.path}/{self.array}{list(self.index)}")
+
+
+def _strip(name: str) -> str:
+    for suffix in (".ome.zarr", ".ome.tif", ".ome.tiff", ".tiff", ".tif", ".png", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _multiscale_arrays(group: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(array path, axis names) of the full-resolution level of every image in a group."""
+    attrs = dict(group.attrs)
+    ms = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    found: list[tuple[str, list[str]]] = []
+    if ms:
+        first = ms[0]
+        axes = [a["name"] if isinstance(a, dict) else str(a) for a in first.get("axes", [])]
+        path = first["datasets"][0]["path"]
+        found.append((f"{prefix}{path}", axes))
+        return found
+    import zarr
+
+    for key, child in sorted(group.members()):
+        if key in ("labels", "OME"):
+            continue
+        if isinstance(child, zarr.Group):
+            found.extend(_multiscale_arrays(child, f"{prefix}{key}/"))
+        elif isinstance(child, zarr.Array) and not prefix and len(found) == 0:
+            found.append((f"{prefix}{key}", []))
+    return found
+
+
+def discover_inputs(source: str | os.PathLike[str]) -> list[BatchInput]:
+    """Every image of a folder (TIFF/PNG, not ``_labels``/``_valid``) or OME-Zarr plane.
+
+    Raises
+    ------
+    ConfigError
+        When the input does not exist or holds no images.
+    """
+    src = Path(source)
+    if not src.exists():
+        raise ConfigError(f"batch input {src} does not exist")
+    is_zarr = src.is_dir() and (
+        src.name.lower().endswith(".zarr")
+        or (src / "zarr.json").is_file()
+        or (src / ".zgroup").is_file()
+    )
+    if not is_zarr:
+        if not src.is_dir():
+            return [BatchInput(_strip(src.name), str(src))]
+        from liveseg.imageio import list_images
+
+        files = list_images(src)
+        if not files:
+            raise ConfigError(f"batch input {src} holds no .tif/.tiff/.png images")
+        return [BatchInput(_strip(p.name), str(p)) for p in files]
+    import zarr
+
+    node = zarr.open(str(src), mode="r")
+    stem = _strip(src.name)
+    if isinstance(node, zarr.Array):
+        arrays: list[tuple[str, list[str]]] = [("", [])]
+    else:
+        arrays = _multiscale_arrays(node)
+    inputs = []
+    for array_path, axes in arrays:
+        arr = zarr.open_array(str(src / array_path), mode="r") if array_path else node
+        lead = arr.shape[:-2]
+        names = (
+            axes[: len(lead)]
+            if len(axes) >= len(lead) + 2
+            else [f"d{i}" for i in range(len(lead))]
+        )
+        tag = array_path.replace("/", "-")
+        for idx in np.ndindex(*lead) if lead else [()]:
+            parts = [stem, tag] + [f"{n}{i}" for n, i in zip(names, idx, strict=True)]
+            inputs.append(
+                BatchInput(
+                    "_".join(p for p in parts if p),
+                    str(src),
+                    array_path or None,
+                    tuple(int(i) for i in idx),
+                )
+            )
+    if not inputs:
+        raise ConfigError(f"{src}: no image arrays found in this zarr store")
+    if not any(i.array for i in inputs):
+        inputs = [BatchInput(i.name, i.path, "", i.index) for i in inputs]
+    return inputs
+
+
+def _atomic_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_labels(path: Path, labels: np.ndarray) -> None:
+    import tifffile
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    with open(tmp, "wb") as fh:
+        tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _is_done(out: Path, name: str) -> bool:
+    return (out / f"{name}_labels.tif").is_file() and (out / f"{name}_objects.csv").is_file()
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+class _Chain:
+    """One built chain that segments inputs and writes their outputs atomically."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        steps: Sequence[dict[str, Any]],
+        home: Path,
+        plugins_dir: str | None,
+        threads: int,
+    ) -> None:
+        from liveseg.config import StepConfig
+        from liveseg.pipeline import Pipeline, StepContext
+        from liveseg.plugins import PluginHost
+
+        self.out = out_dir
+        self.host = PluginHost(plugins_dir=plugins_dir)
+        self.pipeline = Pipeline.build(
+            [StepConfig.model_validate(s) for s in steps],
+            self.host.backends(),
+            StepContext(home=home, threads=threads),
+        )
+        self._k = 0
+
+    def process(self, item: BatchInput) -> dict[str, Any]:
+        """Segment one input and write its files; a failure becomes an error record."""
+        from liveseg.measure import measure_objects
+        from liveseg.types import Frame
+
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {
+            "name": item.name,
+            "source": _source(item),
+            "count": None,
+            "error": "",
+        }
+        try:
+            image = item.read()
+            frame = Frame(index=self._k, image=image, name=item.name)
+            self._k += 1
+            result = self.pipeline.run(frame)
+            if result.status.value != "ok":
+                raise LivesegError(f"segmentation failed: {result.error}")
+            columns = measure_objects(frame, result)
+            columns.update(self.host.measure_frame(frame, result))
+            n = len(next(iter(columns.values()))) if columns else 0
+            rows = [
+                {"image": item.name, **{c: _cell(v[j]) for c, v in columns.items()}}
+                for j in range(n)
+            ]
+            _atomic_csv(self.out / f"{item.name}_objects.csv", rows, ["image", *columns])
+            _atomic_labels(self.out / f"{item.name}_labels.tif", result.labels)  # done marker
+            rec.update(status="ok", count=result.count)
+        except Exception as exc:
+            msg = str(exc) if isinstance(exc, LivesegError) else f"{type(exc).__name__}: {exc}"
+            rec.update(status="error", error=msg)
+            log.warning("%s: %s", item.name, msg)
+        rec["seconds"] = time.perf_counter() - t0
+        _log_attempt(self.out, rec)
+        return rec
+
+    def close(self) -> None:
+        """Release the chain's backends."""
+        self.pipeline.close()
+
+
+def _done_record(item: BatchInput) -> dict[str, Any]:
+    return {
+        "name": item.name,
+        "source": _source(item),
+        "status": "done",
+        "count": None,
+        "seconds": 0.0,
+        "error": "",
+    }
+
+
+def process_chunk(
+    inputs: Sequence[BatchInput],
+    out_dir: str,
+    steps: Sequence[dict[str, Any]],
+    home: str,
+    plugins_dir: str | None = None,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Segment ``inputs`` with one chain built here (one Dask task).
+
+    Returns one record per input: ``name``, ``status`` (ok / error / done), ``count``,
+    ``seconds``, ``error``. Never raises for one input's failure.
+    """
+    out = Path(out_dir)
+    records = [_done_record(i) for i in inputs if _is_done(out, i.name)]
+    todo = [i for i in inputs if not _is_done(out, i.name)]
+    if not todo:
+        return records
+    chain = _Chain(out, steps, Path(home), plugins_dir, threads)
+    try:
+        records.extend(chain.process(item) for item in todo)
+    finally:
+        chain.close()
+    return records
+
+
+def _source(item: BatchInput) -> str:
+    if item.array is None:
+        return item.path
+    return f"{item.path}/{item.array}{list(item.index)}"
+
+
+def _log_attempt(out: Path, rec: dict[str, Any]) -> None:
+    line = json.dumps({"time": _dt.datetime.now(_dt.UTC).isoformat(), **rec}, default=str)
+    with open(out / "batch.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def _chunks(items: Sequence[BatchInput], n: int) -> list[list[BatchInput]]:
+    size = max(1, math.ceil(len(items) / max(n, 1)))
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _merge_tables(out: Path, inputs: Iterable[BatchInput]) -> int:
+    """Rebuild objects.csv from the per-image tables (each image exactly once)."""
+    rows: list[dict[str, str]] = []
+    columns: list[str] = []
+    for item in inputs:
+        f = out / f"{item.name}_objects.csv"
+        if not f.is_file():
+            continue
+        with open(f, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            for c in reader.fieldnames or []:
+                if c not in columns:
+                    columns.append(c)
+            rows.extend(reader)
+    _atomic_csv(out / "objects.csv", rows, columns or ["image"])
+    return len(rows)
+
+
+def run_batch(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    steps: Sequence[StepConfig],
+    home: Path,
+    model: str | None = None,
+    plugins_dir: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Segment every input of ``source`` into ``out_dir``; returns the summary.
+
+    ``steps`` is the chain (already carrying the exact model version). Finished images
+    are skipped; failed ones are retried on the next run.
+    """
+    from tqdm import tqdm
+
+    from liveseg.plugins import PluginHost
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(source)
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"batch input has images with the same name: {', '.join(dup)}")
+    step_dicts = [s.model_dump(mode="json") for s in steps]
+    done_before = sum(_is_done(out, i.name) for i in inputs)
+    info = {
+        "kind": "batch",
+        "input": str(source),
+        "model": model,
+        "chain": step_dicts,
+        "n_inputs": len(inputs),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(),
+        "plugins": PluginHost(plugins_dir=plugins_dir).versions(),
+        "dask": {"workers": workers, "scheduler": scheduler},
+        **(provenance or {}),
+    }
+    _write_json(out / "run.json", {**info, "status": "running"})
+    records: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(inputs), desc="batch", unit="img", disable=not progress, initial=done_before
+    )
+    try:
+        todo = [i for i in inputs if not _is_done(out, i.name)]
+        records.extend(_done_record(i) for i in inputs if _is_done(out, i.name))
+        if workers or scheduler:
+            records.extend(
+                _run_dask(
+                    todo, out, step_dicts, home, plugins_dir, threads, workers, scheduler, bar
+                )
+            )
+        elif todo:
+            chain = _Chain(out, step_dicts, home, plugins_dir, threads)
+            try:
+                for item in todo:
+                    records.append(chain.process(item))
+                    bar.update(1)
+            finally:
+                chain.close()
+    finally:
+        bar.close()
+    by_name = {r["name"]: r for r in records}
+    ordered = [by_name[i.name] for i in inputs if i.name in by_name]
+    _atomic_csv(
+        out / "images.csv", ordered, ["name", "source", "status", "count", "seconds", "error"]
+    )
+    n_objects = _merge_tables(out, inputs)
+    errors = {r["name"]: r["error"] for r in ordered if r["status"] == "error"}
+    summary = {
+        "total": len(inputs),
+        "ok": sum(r["status"] == "ok" for r in ordered),
+        "skipped_done": sum(r["status"] == "done" for r in ordered),
+        "failed": len(errors),
+        "errors": errors,
+        "objects": n_objects,
+        "wall_s": time.perf_counter() - t0,
+        "out": str(out),
+    }
+    _write_json(out / "run.json", {**info, "status": "finished", "summary": summary})
+    return summary
+
+
+def _run_dask(
+    todo: Sequence[BatchInput],
+    out: Path,
+    steps: list[dict[str, Any]],
+    home: Path,
+    plugins_dir: str | None,
+    threads: int,
+    workers: int | None,
+    scheduler: str | None,
+    bar: Any,
+) -> list[dict[str, Any]]:
+    """Chunks of images as Dask tasks on a local cluster (127.0.0.1) or a scheduler."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise LivesegError(
+            "Dask is not installed: pip install 'liveseg[dask]' (or run without --workers)"
+        ) from None
+    if not todo:
+        return []
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    else:
+        n_workers = int(workers or 1)
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        client = Client(cluster)  # type: ignore[no-untyped-call]
+    records: list[dict[str, Any]] = []
+    try:
+        chunks = _chunks(todo, n_workers * 4)
+        futures = [
+            client.submit(
+                process_chunk, chunk, str(out), steps, str(home), plugins_dir, threads, pure=False
+            )
+            for chunk in chunks
+        ]
+        for fut in as_completed(futures):  # type: ignore[no-untyped-call]
+            res = fut.result()
+            records.extend(res)
+            bar.update(len(res))
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+        if cluster is not None:
+            cluster.close()  # type: ignore[no-untyped-call]
+    return records
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line for the CLI."""
+    return (
+        f"{summary['ok']} segmented, {summary['skipped_done']} already done, "
+        f"{summary['failed']} failed of {summary['total']} → {summary['out']}"
+    )

@@ -1,0 +1,535 @@
+"""CLI of the retraining loop.
+
+Commands: ``flag``, ``queue``, ``annotate``, ``models``, ``retrain``, ``validate`` and
+``batch``.
+
+Every command takes ``--home`` (else ``$LIVESEG_HOME``, else the platform's user data
+directory), where the queue and the model registry live.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["commands"]
+
+_home_option = click.option(
+    "--home",
+    type=click.Path(file_okay=False),
+    envvar="LIVESEG_HOME",
+    help="liveseg data directory (queue, models); default $LIVESEG_HOME or the user data dir.",
+)
+
+
+def _home(home: str | None) -> Path:
+    from liveseg.home import resolve_home
+
+    return resolve_home(home)
+
+
+def _queue(home: str | None) -> Any:
+    from liveseg.retrain.queue import RetrainQueue
+
+    return RetrainQueue(_home(home))
+
+
+def _registry(home: str | None) -> Any:
+    from liveseg.models import ModelRegistry
+
+    return ModelRegistry(_home(home))
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- flag --------------------------------------------------------------------------------
+@click.command("flag")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--frame", "frames", type=int, multiple=True, required=True, help="Frame index.")
+@click.option("--reason", default="", help="Why the frame needs correcting.")
+@_home_option
+def flag_cmd(run: str, frames: tuple[int, ...], reason: str, home: str | None) -> None:
+    """Put frames of a (finished or running) RUN into the retraining queue."""
+    import datetime as dt
+
+    from liveseg import open_run
+
+    reader = open_run(run)
+    queue = _queue(home)
+    for index in frames:
+        image = reader.image(index)
+        labels = reader.labels(index)
+        item = queue.add(
+            image,
+            labels,
+            run=str(Path(run).resolve()),
+            frame_index=index,
+            reason=reason,
+            source="operator",
+        )
+        record = {
+            "time": dt.datetime.now().isoformat(),
+            "kind": "flag",
+            "frame": index,
+            "reason": reason,
+            "source": "operator",
+            "item": item,
+        }
+        with (Path(run) / "events.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        click.echo(f"frame {index} → queue item {item}")
+
+
+# -- queue -------------------------------------------------------------------------------
+@click.group("queue")
+def queue_group() -> None:
+    """The retraining queue: flagged frames and their corrections."""
+
+
+@queue_group.command("list")
+@click.option("--state", type=click.Choice(["new", "corrected", "used"]), help="Only this state.")
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def queue_list(state: str | None, as_json: bool, home: str | None) -> None:
+    """List queue items."""
+    items = _queue(home).items(state)
+    if as_json:
+        _echo_json([it.as_dict() for it in items])
+        return
+    if not items:
+        click.echo("queue is empty" + (f" (state {state})" if state else ""))
+        return
+    click.echo(f"{'id':>4}  {'state':<9}  {'name':<28}  {'source':<10}  reason")
+    for it in items:
+        click.echo(f"{it.id:>4}  {it.state.value:<9}  {it.name:<28}  {it.source:<10}  {it.reason}")
+
+
+@queue_group.command("show")
+@click.argument("item", type=int)
+@_home_option
+def queue_show(item: int, home: str | None) -> None:
+    """Show one item and its history."""
+    q = _queue(home)
+    _echo_json({**q.get(item).as_dict(), "history": q.history(item)})
+
+
+@queue_group.command("add")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--labels",
+    "labels",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Label image for each IMAGE, in order (TIFF/PNG/_seg.npy).",
+)
+@click.option("--valid", "valid", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reason", default="annotated elsewhere")
+@click.option("--relabel", is_flag=True, help="Renumber label ids to 1..N instead of failing.")
+@_home_option
+def queue_add(
+    images: tuple[str, ...],
+    labels: tuple[str, ...],
+    valid: tuple[str, ...],
+    reason: str,
+    relabel: bool,
+    home: str | None,
+) -> None:
+    """Add image/label pairs annotated elsewhere as corrected items."""
+    from liveseg.imageio import read_image
+    from liveseg.retrain.annotate import AnnotationError, check_labels, read_labels_file
+
+    if len(labels) != len(images):
+        raise AnnotationError(
+            f"got {len(images)} images but {len(labels)} --labels; give one label file each"
+        )
+    if valid and len(valid) != len(images):
+        raise AnnotationError(f"got {len(images)} images but {len(valid)} --valid masks")
+    q = _queue(home)
+    for k, image_path in enumerate(images):
+        img = read_image(image_path)
+        lab = check_labels(read_labels_file(labels[k]), img.shape, labels[k], relabel=relabel)
+        mask = read_labels_file(valid[k]) if valid else None
+        name = Path(image_path).name.split(".")[0]
+        item = q.add(img, labels=lab, valid=mask, reason=reason, source="import", name=name)
+        click.echo(f"{image_path} → queue item {item} (corrected)")
+
+
+@queue_group.command("export")
+@click.argument("items", nargs=-1, type=int)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["tif", "seg", "both"]), default="tif")
+@click.option("--state", type=click.Choice(["new", "corrected", "used"]), default=None)
+@_home_option
+def queue_export(
+    items: tuple[int, ...], output: str, fmt: str, state: str | None, home: str | None
+) -> None:
+    """Export items (default: all new ones) as TIFF pairs and/or Cellpose _seg.npy."""
+    from liveseg.retrain.annotate import export_items
+
+    q = _queue(home)
+    chosen = [q.get(i) for i in items] if items else q.items(state or "new")
+    written = export_items(q, chosen, output, fmt=fmt)
+    click.echo(f"exported {len(chosen)} items ({len(written)} label files) to {output}")
+    click.echo(f"correct the *_labels.tif / *_seg.npy files, then: liveseg queue import {output}")
+
+
+@queue_group.command("import")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--item", type=int, help="With a single label file: the item it corrects.")
+@click.option("--valid", type=click.Path(exists=True, dir_okay=False))
+@click.option("--relabel", is_flag=True, help="Renumber label ids to 1..N instead of failing.")
+@click.option("--all", "include_unchanged", is_flag=True, help="Also accept unchanged labels.")
+@_home_option
+def queue_import(
+    source: str,
+    item: int | None,
+    valid: str | None,
+    relabel: bool,
+    include_unchanged: bool,
+    home: str | None,
+) -> None:
+    """Import corrected labels: an exported folder, or one file with --item."""
+    from liveseg.retrain.annotate import import_folder, import_labels
+
+    q = _queue(home)
+    if Path(source).is_dir():
+        outcome = import_folder(q, source, relabel=relabel, include_unchanged=include_unchanged)
+        for name, what in outcome.items():
+            click.echo(f"{name}: {what}")
+        return
+    if item is None:
+        raise click.UsageError("importing a single file needs --item ID")
+    updated = import_labels(q, item, source, valid, relabel=relabel)
+    click.echo(f"item {updated.id}: corrected (revision {updated.revision})")
+
+
+@queue_group.command("drop")
+@click.argument("items", nargs=-1, type=int, required=True)
+@_home_option
+def queue_drop(items: tuple[int, ...], home: str | None) -> None:
+    """Remove items and their files."""
+    q = _queue(home)
+    for i in items:
+        q.drop(i)
+        click.echo(f"dropped item {i}")
+
+
+@click.command("annotate")
+@click.argument("item", type=int)
+@_home_option
+def annotate_cmd(item: int, home: str | None) -> None:
+    """Open ITEM in napari (image + labels); edited labels are saved on close."""
+    from liveseg.retrain.annotate import open_in_napari
+
+    updated = open_in_napari(_queue(home), item)
+    if updated is None:
+        click.echo("labels unchanged")
+    else:
+        click.echo(f"item {updated.id}: corrected (revision {updated.revision})")
+
+
+# -- models ------------------------------------------------------------------------------
+@click.group("models")
+def models_group() -> None:
+    """The model registry: versions, aliases, lineage."""
+
+
+@models_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def models_list(as_json: bool, home: str | None) -> None:
+    """List models, versions and aliases."""
+    reg = _registry(home)
+    rows = []
+    for name in reg.names():
+        aliases = reg.aliases(name)
+        for v in reg.versions(name):
+            mv = reg.get(name, v)
+            tags = [a for a, av in aliases.items() if av == v]
+            rows.append(
+                {
+                    "spec": mv.spec,
+                    "backend": mv.backend,
+                    "parent": mv.parent,
+                    "created": mv.card.get("created"),
+                    "aliases": tags,
+                }
+            )
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(
+            "no models yet (the shipped default appears on first use: liveseg models "
+            "import-default)"
+        )
+        return
+    for r in rows:
+        alias = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
+        parent = f"  ← {r['parent']}" if r["parent"] else ""
+        click.echo(f"{r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
+
+
+@models_group.command("show")
+@click.argument("spec")
+@_home_option
+def models_show(spec: str, home: str | None) -> None:
+    """Print a version's model.json (plus its path)."""
+    mv = _registry(home).resolve(spec)
+    _echo_json({"spec": mv.spec, "path": str(mv.path), **mv.card})
+
+
+@models_group.command("clone")
+@click.argument("spec")
+@click.option("--name", help="Name of the clone (default: same name, next version).")
+@_home_option
+def models_clone(spec: str, name: str | None, home: str | None) -> None:
+    """Copy a version; the original's files are never written again."""
+    mv = _registry(home).clone(spec, name=name)
+    click.echo(f"{spec} → {mv.spec}")
+
+
+@models_group.command("promote")
+@click.argument("spec")
+@click.option("--alias", default="prod", show_default=True)
+@click.option("--reason", default="manual promotion")
+@_home_option
+def models_promote(spec: str, alias: str, reason: str, home: str | None) -> None:
+    """Point an alias (prod) at a version; recorded in the model's history."""
+    mv = _registry(home).promote(spec, alias=alias, reason=reason, forced=True)
+    click.echo(f"{mv.name}@{alias} → {mv.spec}")
+
+
+@models_group.command("export")
+@click.argument("spec")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@_home_option
+def models_export(spec: str, output: str, home: str | None) -> None:
+    """Copy a version (weights + model.json) to a folder."""
+    out = _registry(home).export(spec, output)
+    click.echo(f"exported {spec} to {out}")
+
+
+@models_group.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", help="Registry name (default: from model.json).")
+@click.option("--backend", help="Backend, when model.json does not say.")
+@click.option("--promote", is_flag=True, help="Make it prod when the name has no prod yet.")
+@_home_option
+def models_import(
+    directory: str, name: str | None, backend: str | None, promote: bool, home: str | None
+) -> None:
+    """Register a model directory (an export, or a fine-tuned cellpose model)."""
+    mv = _registry(home).import_dir(directory, name=name, backend=backend, promote=promote)
+    click.echo(f"imported {directory} as {mv.spec}")
+
+
+@models_group.command("import-default")
+@click.option("--name", default="default", show_default=True)
+@_home_option
+def models_import_default(name: str, home: str | None) -> None:
+    """Register the shipped default model (liveseg-torch) as NAME@N with alias prod."""
+    from liveseg.errors import ModelError
+    from liveseg.models import builtin_models
+
+    shipped = builtin_models()
+    if "default" not in shipped:
+        raise ModelError("no shipped default model: install the liveseg-torch plugin")
+    mv = _registry(home).import_dir(
+        shipped["default"], name=name, note="shipped default model", promote=True
+    )
+    click.echo(f"shipped default model → {mv.spec}")
+
+
+# -- validate / retrain ------------------------------------------------------------------
+@click.command("validate")
+@click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "specs", multiple=True, required=True, help="Model(s) to compare.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def validate_cmd(
+    ref_dir: str, specs: tuple[str, ...], output: str | None, as_json: bool, home: str | None
+) -> None:
+    """Score model(s) on a reference set (AP@0.5/0.75/0.9, matched IoU) and write a report."""
+    from liveseg.retrain.validate import load_reference_set, validate_model, write_report
+
+    h = _home(home)
+    reg = _registry(home)
+    refs = load_reference_set(ref_dir)
+    results = []
+    for spec in specs:
+        mv = reg.resolve(spec)
+        res = validate_model(mv, refs, h, progress=True)
+        reg.record(mv, "validate", {"ref_set": str(ref_dir), **res.summary()})
+        results.append(res)
+    out = Path(output) if output else h / "reports" / f"validate-{results[-1].model}"
+    report = write_report(out, refs, results, title=f"Validation on {ref_dir}")
+    if as_json:
+        _echo_json({r.model: r.summary() for r in results} | {"report": str(report)})
+        return
+    for r in results:
+        s = r.summary()
+        click.echo(
+            f"{r.model}: AP@0.5 {s['ap@0.5']:.3f}  AP@0.75 {s['ap@0.75']:.3f}  "
+            f"AP@0.9 {s['ap@0.9']:.3f}  matched IoU {s['mean_matched_iou']:.3f}  "
+            f"P {s['precision@0.5']:.3f}  R {s['recall@0.5']:.3f}"
+        )
+    click.echo(f"report: {report}")
+
+
+@click.command("retrain")
+@click.option("--model", "spec", default="default@prod", show_default=True)
+@click.option("--from-queue", is_flag=True, default=True, help="Train on corrected queue items.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--val",
+    "val_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Reference set deciding the promotion.",
+)
+@click.option("--base-items", type=int, default=None, help="Generated items mixed in.")
+@click.option("--base-style", default=None, help="Synthetic style of the base data.")
+@click.option("--min-gain", type=float, default=0.0, show_default=True)
+@click.option("--metric", default="ap@0.5", show_default=True)
+@click.option("--include-used", is_flag=True, help="Also train on items used before.")
+@click.option("--force", is_flag=True, help="Promote even if not better (recorded).")
+@click.option("-o", "--report", "report_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def retrain_cmd(
+    spec: str,
+    from_queue: bool,
+    epochs: int,
+    learning_rate: float | None,
+    seed: int,
+    val_dir: str | None,
+    base_items: int | None,
+    base_style: str | None,
+    min_gain: float,
+    metric: str,
+    include_used: bool,
+    force: bool,
+    report_dir: str | None,
+    as_json: bool,
+    home: str | None,
+) -> None:
+    """Fine-tune a clone of MODEL on corrected items; promote to prod only if better."""
+    from liveseg.retrain.train import RetrainOptions, retrain
+
+    opts = RetrainOptions(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        base_items=base_items,
+        base_style=base_style,
+        val_dir=Path(val_dir) if val_dir else None,
+        force=force,
+        min_gain=min_gain,
+        metric=metric,
+        include_used=include_used,
+        report_dir=Path(report_dir) if report_dir else None,
+        progress=sys.stderr.isatty() or not as_json,
+    )
+    out = retrain(spec, _home(home), opts)
+    if as_json:
+        _echo_json(out.as_dict())
+        return
+    click.echo(f"{out.parent.spec} → {out.candidate.spec}: {out.reason}")
+    if out.parent_metrics and out.candidate_metrics:
+        for key in ("ap@0.5", "ap@0.75", "ap@0.9", "mean_matched_iou"):
+            click.echo(
+                f"  {key:<17} parent {out.parent_metrics[key]:.3f}  "
+                f"candidate {out.candidate_metrics[key]:.3f}"
+            )
+    if out.report:
+        click.echo(f"report: {out.report}")
+
+
+# -- batch -------------------------------------------------------------------------------
+@click.command("batch")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "spec", help="Model for the chain's model step (e.g. nuclei@prod).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Chain config.")
+@click.option("--workers", type=int, help="Dask LocalCluster on 127.0.0.1 with N workers.")
+@click.option("--scheduler", help="Address of an existing Dask scheduler.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def batch_cmd(
+    source: str,
+    output: str,
+    spec: str | None,
+    config: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    threads: int,
+    plugins_dir: str | None,
+    as_json: bool,
+    home: str | None,
+) -> None:
+    """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
+    from liveseg.batch import run_batch, summary_line
+    from liveseg.config import LivesegConfig, load_config
+    from liveseg.defaults import default_steps
+    from liveseg.plugins import PluginHost
+    from liveseg.retrain.validate import model_steps
+
+    h = _home(home)
+    cfg = load_config(config) if config else LivesegConfig()
+    pdir = plugins_dir or cfg.plugins.dir
+    factories = PluginHost(plugins_dir=pdir).backends()
+    steps = list(cfg.pipeline.steps)
+    resolved = None
+    if spec:
+        mv = _registry(home).resolve(spec)
+        resolved = mv.spec  # pin the exact version for the whole batch
+        if steps and any(s.backend == mv.backend for s in steps):
+            for s in steps:
+                if s.backend == mv.backend:
+                    s.params = {**s.params, "model": mv.spec}
+        else:
+            steps = model_steps(mv, factories)
+    if not steps:
+        steps = default_steps(factories)
+    summary = run_batch(
+        source,
+        output,
+        steps=steps,
+        home=h,
+        model=resolved,
+        plugins_dir=pdir,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        progress=not as_json,
+    )
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(summary_line(summary))
+        for name, err in summary["errors"].items():
+            click.echo(f"  error {name}: {err}", err=True)
+    if summary["failed"]:
+        sys.exit(1)
+
+
+commands: list[click.Command] = [
+    flag_cmd,
+    queue_group,
+    annotate_cmd,
+    models_group,
+    validate_cmd,
+    retrain_cmd,
+    batch_cmd,
+]
