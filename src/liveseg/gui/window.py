@@ -1,0 +1,569 @@
+"""The liveseg main window: live image + masks, counts, objects, flagging, control.
+
+Threads: :meth:`LiveWindow.start` runs ``Session.run`` in a plain worker thread; the
+session's callbacks land in a :class:`~liveseg.gui.feed.LiveFeed` (O(1) each), and a
+``QTimer`` on the Qt thread takes the newest image and result from it at most
+:data:`DISPLAY_HZ` times a second. A slow display therefore only drops frames from
+the *display* (counted in the status line) and never slows acquisition or
+segmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import (  # type: ignore[attr-defined]
+    QAbstractTableModel,
+    Qt,
+    QTimer,
+    Signal,
+)
+from qtpy.QtGui import (  # type: ignore[attr-defined]
+    QKeySequence,
+    QShortcut,
+)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from liveseg.gui.canvas import ImageCanvas
+from liveseg.gui.feed import LiveFeed, LogEntry
+from liveseg.gui.plot import CountPlot
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from qtpy.QtGui import QCloseEvent
+
+    from liveseg.session import Session
+    from liveseg.types import Flag
+
+__all__ = ["DISPLAY_HZ", "LiveWindow", "ObjectsModel", "chain_description"]
+
+log = logging.getLogger("liveseg.gui")
+
+DISPLAY_HZ = 30
+"""Upper bound on display refreshes per second."""
+
+TABLE_COLUMNS = (
+    "label",
+    "area_px",
+    "area_um2",
+    "centroid_row",
+    "centroid_col",
+    "centroid_x_um",
+    "centroid_y_um",
+    "mean_intensity",
+    "eccentricity",
+    "score",
+)
+
+
+def chain_description(session: Session) -> list[str]:
+    """One line per chain step: step name, backend, plugin and version, model."""
+    host = session.host
+    versions = host.versions()
+    lines = []
+    pipeline = session.pipeline
+    for step, backend_name, backend in zip(
+        pipeline.step_names, pipeline.backend_names, pipeline.backends, strict=False
+    ):
+        plugin = host.backend_plugin(backend_name)
+        version = versions.get(plugin, "")
+        text = f"{step} — {backend_name} ({plugin}{' ' + version if version else ''})"
+        for attr in ("model_version", "model_id", "model_name", "model"):
+            value = getattr(backend, attr, None)
+            if isinstance(value, str | int) and value != "":
+                text += f", model {value}"
+                break
+        lines.append(text)
+    return lines
+
+
+class ObjectsModel(QAbstractTableModel):
+    """The current frame's objects: a table model over measurement columns (no copy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._columns: Mapping[str, np.ndarray] = {}
+        self._names: list[str] = []
+        self._rows = 0
+        self.frame_index: int | None = None
+
+    def set_columns(self, frame_index: int, columns: Mapping[str, np.ndarray]) -> None:
+        """Show the objects of ``frame_index`` (O(1): the view reads lazily)."""
+        self.beginResetModel()
+        self.frame_index = frame_index
+        self._columns = columns
+        self._names = [c for c in TABLE_COLUMNS if c in columns]
+        self._rows = len(columns.get("label", ()))
+        self.endResetModel()
+
+    def rowCount(self, parent: Any = None) -> int:  # noqa: D102
+        return self._rows
+
+    def columnCount(self, parent: Any = None) -> int:  # noqa: D102
+        return len(self._names)
+
+    def data(self, index: Any, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: D102
+        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+            return None
+        value = self._columns[self._names[index.column()]][index.row()]
+        if self._names[index.column()] == "label":
+            return str(int(value))
+        return f"{float(value):.4g}"
+
+    def headerData(  # noqa: D102
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Horizontal:
+            return self._names[section] if section < len(self._names) else None
+        return str(section + 1)
+
+
+class LiveWindow(QMainWindow):
+    """Main window around one :class:`~liveseg.session.Session`.
+
+    Parameters
+    ----------
+    session
+        The session to drive. With ``owns_session`` (the ``liveseg gui`` command), the
+        window closes it — and so releases the core — when it closes.
+    output
+        Run directory for the next run (``None``: a timestamped one under the config's
+        ``output``); cleared after each run.
+    mda_widget
+        Include pymmcore-widgets' MDA widget and device controls (``False`` runs the
+        config's sequence or one loaded from YAML).
+    """
+
+    run_done = Signal(object)  # summary dict, on the Qt thread
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        owns_session: bool = False,
+        output: str | Path | None = None,
+        mda_widget: bool = True,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.owns_session = owns_session
+        self.output = output
+        self.setWindowTitle(f"liveseg — {session.config.name}")
+        self.feed = LiveFeed(session)
+        self.feed.attach()
+        self._thread: threading.Thread | None = None
+        self._sequence: Any = None  # loaded from YAML; else the MDA widget / config
+        self.last_summary: dict[str, Any] | None = None
+        self.last_run_dir: Path | None = None
+        self.flags: list[Flag] = []
+        self._seg_times: list[float] = []
+        self._closed = False
+
+        self.canvas = ImageCanvas()
+        self.plot = CountPlot()
+        self.objects = ObjectsModel()
+        self.log_view = QPlainTextEdit(readOnly=True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.status = QLabel()
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.mda: Any = None
+        self._build(mda_widget)
+        self.run_done.connect(self._on_run_done)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(int(1000 / DISPLAY_HZ))
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._slow_timer = QTimer(self)
+        self._slow_timer.setInterval(500)
+        self._slow_timer.timeout.connect(self._slow_tick)
+        self._slow_timer.start()
+        self._update_buttons()
+        self._slow_tick()
+
+    # -- layout -----------------------------------------------------------------------
+    def _build(self, mda_widget: bool) -> None:
+        # toolbar row: run control, flag, display options
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.stop_btn = QPushButton("Stop")
+        self.flag_btn = QPushButton("Flag (F)")
+        self.flag_btn.setToolTip("Put the shown frame and its masks into the retraining queue")
+        self.reason = QLineEdit(placeholderText="flag reason (optional)")
+        self.reason.setMaximumWidth(220)
+        self.start_btn.clicked.connect(self.start)
+        self.pause_btn.clicked.connect(self.toggle_pause)
+        self.stop_btn.clicked.connect(self.stop)
+        self.flag_btn.clicked.connect(self.flag_shown)
+        self.flag_shortcut = QShortcut(QKeySequence("F"), self)
+        self.flag_shortcut.activated.connect(self.flag_shown)
+
+        self.auto_contrast = QCheckBox("auto")
+        self.auto_contrast.setChecked(True)
+        self.auto_contrast.setToolTip("Auto contrast (0.5–99.8 percentiles of each frame)")
+        self.lo = QDoubleSpinBox(minimum=0, maximum=65535, decimals=0, value=0)
+        self.hi = QDoubleSpinBox(minimum=0, maximum=65535, decimals=0, value=4095)
+        self.auto_contrast.toggled.connect(self._contrast_changed)
+        self.lo.editingFinished.connect(lambda: self._contrast_changed(False))
+        self.hi.editingFinished.connect(lambda: self._contrast_changed(False))
+        self.mode = QComboBox()
+        self.mode.addItems(["filled", "outline"])
+        self.mode.currentTextChanged.connect(lambda m: self.canvas.set_mode(m))
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.setMaximumWidth(100)
+        self.opacity.valueChanged.connect(lambda v: self.canvas.set_opacity(v / 100))
+        self.show_masks = QCheckBox("masks")
+        self.show_masks.setChecked(True)
+        self.show_masks.toggled.connect(self.canvas.set_overlay_visible)
+        fit = QPushButton("Fit")
+        fit.clicked.connect(self.canvas.fit)
+
+        bar = QHBoxLayout()
+        for w in (self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn, self.reason):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(QLabel("contrast"))
+        for opt in (self.auto_contrast, self.lo, self.hi, self.show_masks, self.mode):
+            bar.addWidget(opt)
+        bar.addWidget(QLabel("opacity"))
+        bar.addWidget(self.opacity)
+        bar.addWidget(fit)
+
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addLayout(bar)
+        vsplit = QSplitter(Qt.Orientation.Vertical)
+        vsplit.addWidget(self.canvas)
+        vsplit.addWidget(self.plot)
+        vsplit.setStretchFactor(0, 4)
+        vsplit.setStretchFactor(1, 1)
+        lv.addWidget(vsplit, 1)
+        self.hover = QLabel(" ")
+        lv.addWidget(self.hover)
+        self.canvas.hovered.connect(self.hover.setText)
+
+        # right side: chain + status, tabs (acquisition, objects, log)
+        chain = QGroupBox("Chain")
+        cl = QVBoxLayout(chain)
+        self.chain_label = QLabel("\n".join(chain_description(self.session)))
+        self.chain_label.setWordWrap(True)
+        cl.addWidget(self.chain_label)
+        status_box = QGroupBox("Status")
+        sl = QVBoxLayout(status_box)
+        sl.addWidget(self.status)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._acquisition_tab(mda_widget), "Acquisition")
+        table = QTableView()
+        table.setModel(self.objects)
+        table.setAlternatingRowColors(True)
+        self.table = table
+        self.tabs.addTab(table, "Objects")
+        self.tabs.addTab(self.log_view, "Log")
+
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 0, 0, 0)
+        rv.addWidget(chain)
+        rv.addWidget(status_box)
+        rv.addWidget(self.tabs, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        self.setCentralWidget(split)
+        self.resize(1400, 850)
+
+    def _acquisition_tab(self, mda_widget: bool) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        load = QPushButton("Load sequence YAML…")
+        load.clicked.connect(self._load_sequence_dialog)
+        self.sequence_label = QLabel("sequence: from the MDA widget" if mda_widget else "")
+        self.sequence_label.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(load)
+        row.addWidget(self.sequence_label, 1)
+        layout.addLayout(row)
+        if not mda_widget:
+            self.sequence_label.setText("sequence: from the config")
+            layout.addStretch(1)
+            return tab
+        from pymmcore_widgets import ExposureWidget, MDAWidget
+
+        core = self.session.core
+        devices = QGroupBox("Devices")
+        form = QFormLayout(devices)
+        # (ChannelWidget is left out: it raises when the session unloads the devices
+        # while the window still exists; the MDA widget's channel table covers it.)
+        form.addRow("exposure (ms)", ExposureWidget(mmcore=core))
+        layout.addWidget(devices)
+        self.mda = MDAWidget(mmcore=core)
+        # liveseg runs the sequence itself (into its run directory): hide the widget's
+        # own run buttons and save box so there is one Start and one output.
+        self.mda.control_btns.hide()
+        self.mda.save_info.hide()
+        try:
+            self.mda.setValue(self.session.config.useq_sequence())
+        except Exception:
+            log.debug("config sequence not shown in the MDA widget", exc_info=True)
+        layout.addWidget(self.mda, 1)
+        return tab
+
+    # -- sequence ---------------------------------------------------------------------
+    def load_sequence(self, path: str | Path) -> None:
+        """Use a useq sequence YAML for the next runs (and show it in the MDA widget)."""
+        import useq
+
+        from liveseg.config import load_yaml
+
+        seq = useq.MDASequence.model_validate(load_yaml(path))
+        self._sequence = seq
+        if self.mda is not None:
+            self.mda.setValue(seq)
+            self._sequence = None  # the widget now holds it (and may be edited)
+        self.sequence_label.setText(f"sequence: {path}")
+        self._log(LogEntry("sequence", f"loaded sequence {path}"))
+
+    def _load_sequence_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load useq sequence", "", "YAML (*.yaml *.yml)"
+        )
+        if path:
+            try:
+                self.load_sequence(path)
+            except Exception as exc:
+                self._log(LogEntry("error", f"could not load {path}: {exc}", logging.ERROR))
+
+    def sequence(self) -> Any:
+        """What Start will acquire: a loaded YAML, the MDA widget's value, or the config's."""
+        if self._sequence is not None:
+            return self._sequence
+        if self.mda is not None:
+            return self.mda.value()
+        return self.session.config.useq_sequence()
+
+    # -- run control ------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether an acquisition is in progress."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, events: Any = None) -> None:
+        """Start acquiring (``events`` or :meth:`sequence`) in a worker thread."""
+        if self.running:
+            return
+        try:
+            seq = events if events is not None else self.sequence()
+        except Exception as exc:
+            self._log(LogEntry("error", f"invalid sequence: {exc}", logging.ERROR))
+            return
+        self.plot.clear()
+        self._seg_times.clear()
+        self.last_summary = None
+        output, self.output = self.output, None
+        self._thread = threading.Thread(
+            target=self._run, args=(seq, output), name="liveseg-gui-run", daemon=True
+        )
+        self._thread.start()
+        self._update_buttons(running=True)
+
+    def _run(self, seq: Any, output: str | Path | None) -> None:
+        try:
+            summary = self.session.run(seq, output=output)
+        except Exception as exc:
+            log.exception("run failed")
+            summary = {"error": repr(exc)}
+        self.run_done.emit(summary)  # Qt queues this to the window's thread
+
+    def toggle_pause(self) -> None:
+        """Pause or resume the acquisition (segmentation catches up meanwhile)."""
+        if self.running:
+            self.session.core.mda.toggle_pause()
+        self.pause_btn.setChecked(self.running and self.session.core.mda.is_paused())
+
+    def stop(self) -> None:
+        """Cancel the acquisition; frames already acquired are still segmented and saved."""
+        if self.running:
+            self.session.core.mda.cancel()
+            self._log(LogEntry("run", "stop requested"))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run thread ends (tests, shutdown); True if it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _update_buttons(self, running: bool | None = None) -> None:
+        running = self.running if running is None else running
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        if self.mda is not None:
+            self.mda.setEnabled(not running)
+        if not running:
+            self.pause_btn.setChecked(False)
+
+    # -- flagging ---------------------------------------------------------------------
+    def shown_frame(self) -> int | None:
+        """The frame a flag refers to: the segmented frame whose masks are shown."""
+        return self.canvas.overlay_index
+
+    def flag_shown(self, reason: str | None = None) -> Flag | None:
+        """Put the shown frame (image + masks) into the retraining queue."""
+        index = self.shown_frame()
+        if index is None:
+            self._log(LogEntry("flag", "nothing to flag yet (no segmented frame shown)"))
+            return None
+        text = reason if isinstance(reason, str) else self.reason.text().strip()
+        try:
+            flag = self.session.flag(index, text, source="operator")
+        except Exception as exc:
+            self._log(LogEntry("error", f"flag of frame {index} failed: {exc}", logging.ERROR))
+            return None
+        self.flags.append(flag)
+        self.reason.clear()
+        self.statusBar().showMessage(f"frame {index} flagged for retraining", 4000)
+        return flag
+
+    # -- display ----------------------------------------------------------------------
+    def _tick(self) -> None:
+        """≤ DISPLAY_HZ per second on the Qt thread: show the newest of everything."""
+        snap = self.feed.take()
+        if snap.run_started is not None:
+            self.plot.clear()
+        if snap.image is not None:
+            self.canvas.set_image(*snap.image)
+            if self.auto_contrast.isChecked():
+                lo, hi = self.canvas.limits
+                self.lo.setValue(lo)
+                self.hi.setValue(hi)
+        if snap.result is not None:
+            frame, result, columns = snap.result
+            if snap.image is None and self.canvas.image_index is None:
+                self.canvas.set_image(frame.index, frame.image)
+            self.canvas.set_overlay(frame.index, result.labels, columns)
+            self.objects.set_columns(frame.index, columns)
+        if snap.points:
+            now = time.monotonic()
+            self._seg_times.extend([now] * len(snap.points))
+            self.plot.add_points(snap.points)
+        for entry in snap.log:
+            self._log(entry)
+
+    def _slow_tick(self) -> None:
+        """Twice a second: status line and the run's events.jsonl."""
+        for entry in self.feed.read_events():
+            self._log(entry)
+        self.status.setText(self.status_text())
+
+    def status_text(self) -> str:
+        """Frames, segmentation rate, latency, backlog and display drops."""
+        feed = self.feed
+        proc = self.session.processor
+        queue = self.session.queue
+        seg_ms = list(proc.segment_ms[-20:]) if proc is not None else []
+        lat_ms = list(proc.latencies_ms[-20:]) if proc is not None else []
+        fps = 1e3 / float(np.mean(seg_ms)) if seg_ms else 0.0
+        now = time.monotonic()
+        recent = [t for t in self._seg_times if now - t < 5.0]
+        self._seg_times = recent
+        rate = len(recent) / 5.0
+        lat = f"{np.median(lat_ms):.0f} ms" if lat_ms else "–"
+        backlog = queue.backlog() if queue is not None else 0
+        state = "running" if self.running else "idle"
+        if self.running and self.session.core.mda.is_paused():
+            state = "paused"
+        return (
+            f"{state} · acquired {feed.frames_acquired} · segmented {feed.frames_segmented}"
+            f" (failed {feed.frames_failed})\n"
+            f"segmentation {fps:.1f} frames/s (chain), {rate:.1f} frames/s (last 5 s)"
+            f" · latency p50 {lat} · backlog {backlog}\n"
+            f"dropped for display: {feed.dropped_images} images,"
+            f" {feed.dropped_results} results · flags {len(self.flags)}"
+        )
+
+    def _log(self, entry: LogEntry) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        mark = "!" if entry.level >= logging.WARNING else " "
+        self.log_view.appendPlainText(f"{stamp}{mark} [{entry.kind}] {entry.text}")
+
+    def _on_run_done(self, summary: dict[str, Any]) -> None:
+        self._tick()  # show the last frames before reporting
+        self.last_summary = summary
+        run_dir = summary.get("run_dir")
+        self.last_run_dir = Path(run_dir) if run_dir else None
+        if "error" in summary:
+            self._log(LogEntry("error", f"run failed: {summary['error']}", logging.ERROR))
+        else:
+            self._log(
+                LogEntry(
+                    "run",
+                    f"run finished: {summary.get('frames_acquired')} acquired,"
+                    f" {summary.get('frames_segmented')} segmented → {run_dir}",
+                )
+            )
+        self._update_buttons(running=False)
+        self._slow_tick()
+
+    def _contrast_changed(self, auto: bool) -> None:
+        if auto:
+            self.canvas.set_auto_contrast(True)
+        else:
+            self.auto_contrast.setChecked(False)
+            self.canvas.set_limits(self.lo.value(), self.hi.value())
+
+    # -- shutdown ---------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent | None) -> None:  # noqa: D102
+        self.shutdown()
+        if event is not None:
+            super().closeEvent(event)
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop any run, wait for it, disconnect, and close an owned session."""
+        if self._closed:
+            return
+        self._closed = True
+        self._timer.stop()
+        self._slow_timer.stop()
+        if self.running:
+            self.session.core.mda.cancel()
+            if not self.wait(timeout):
+                log.error("the run did not stop within %.0f s", timeout)
+        self.feed.detach()
+        if self.owns_session:
+            self.session.close()

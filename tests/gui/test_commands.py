@@ -1,0 +1,35 @@
+"""``liveseg gui`` without Qt, and Qt never imported by ``liveseg`` itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BLOCK_QT = (
+    "import sys\n"
+    "for m in ('qtpy', 'PySide6', 'PyQt6', 'PyQt5', 'PySide2', 'pymmcore_widgets', 'superqt'):\n"
+    "    sys.modules[m] = None\n"
+)
+
+
+def test_gui_without_qt_prints_install_hint() -> None:
+    code = BLOCK_QT + "from liveseg.cli import main\nmain(['gui'])\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'liveseg[gui]'" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_and_gui_commands_do_not_import_qt() -> None:
+    code = (
+        "import sys, liveseg.cli, liveseg.gui, liveseg.gui.commands, liveseg.gui.feed\n"
+        "bad = [m for m in ('qtpy', 'PySide6', 'PyQt6', 'napari') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "assert 'gui' in liveseg.cli.main.commands\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
