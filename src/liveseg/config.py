@@ -96,7 +96,7 @@ class HardwareConfig(_Model):
 
     mm_config: str = "demo"
     properties: list[tuple[str, str, str | float | int]] = Field(default_factory=list)
-    exposure_ms: float | None = Field(default=None, gt=0)
+    exposure_ms: float | None = Field(default=None, ge=0)
     pixel_size_um: float | None = Field(default=None, gt=0)
     simulate: SimulationConfig | None = None
 

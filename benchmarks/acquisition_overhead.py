@@ -1,0 +1,149 @@
+"""Does live segmentation slow the camera? Prints JSON.
+
+For two camera rates — paced like live imaging (10 ms exposure, ~100 frames/s at 512²)
+and the demo camera's fastest (FastImage, 0 ms) — it measures, in one process and
+interleaved (baseline, chain, baseline, chain …) so machine noise hits both alike:
+
+* ``baseline``: a plain pymmcore-plus MDA writing OME-Zarr, no liveseg;
+* ``worker``: the same MDA through a liveseg Session (frameReady only enqueues; the chain
+  runs on a worker thread) with the given backlog policy;
+* ``in_handler`` (paced only, fewer frames): the chain run inside frameReady — what not
+  to do, for scale.
+
+Ratios are acquisition frames/s relative to the baseline of the same round.
+
+Usage: python benchmarks/acquisition_overhead.py [--frames 300] [--chain default|classical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import useq
+
+from liveseg.config import parse_config
+from liveseg.defaults import CLASSICAL_STEPS
+from liveseg.session import Session
+from liveseg.types import Frame
+
+MODES = {
+    "paced_10ms": {"exposure_ms": 10.0, "properties": [["Camera", "Mode", "Fluorescent Beads"]]},
+    "fastest": {
+        "exposure_ms": 0.0,
+        "properties": [["Camera", "Mode", "Fluorescent Beads"], ["Camera", "FastImage", "1"]],
+    },
+}
+
+
+def _config(mode: dict[str, Any], chain: str, policy: str, frames: int, threads: int) -> Any:
+    hw = {
+        "mm_config": "demo",
+        "properties": mode["properties"],
+        "exposure_ms": mode["exposure_ms"],
+    }
+    data: dict[str, Any] = {
+        "name": "bench",
+        "hardware": hw,
+        "sequence": {"time_plan": {"interval": 0, "loops": frames}},
+        "backlog": {"policy": policy, "queue_size": 16},
+        "threads": threads,
+    }
+    if chain == "classical":
+        data["pipeline"] = {"steps": [s.model_dump() for s in CLASSICAL_STEPS]}
+    return parse_config(data)
+
+
+def _baseline(session: Session, frames: int, out: Path) -> float:
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": frames})
+    t0 = time.perf_counter()
+    session.core.mda.run(seq, output=str(out))
+    return frames / (time.perf_counter() - t0)
+
+
+def _in_handler(session: Session, frames: int, out: Path) -> float:
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": frames})
+    counter = [0]
+
+    def handler(img: Any, event: Any, meta: Any = None) -> None:
+        session.pipeline.run(Frame(counter[0], img))
+        counter[0] += 1
+
+    session.core.mda.events.frameReady.connect(handler)
+    try:
+        t0 = time.perf_counter()
+        session.core.mda.run(seq, output=str(out))
+        return frames / (time.perf_counter() - t0)
+    finally:
+        session.core.mda.events.frameReady.disconnect(handler)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--chain", choices=["default", "classical"], default="default")
+    ap.add_argument("--policy", choices=["all", "latest"], default="latest")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--handler-frames", type=int, default=30)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="liveseg-bench-"))
+    report: dict[str, Any] = {
+        "frames": args.frames,
+        "chain_request": args.chain,
+        "policy": args.policy,
+        "threads": args.threads,
+        "modes": {},
+    }
+    try:
+        for name, mode in MODES.items():
+            cfg = _config(mode, args.chain, args.policy, args.frames, args.threads)
+            with Session(cfg, home=tmp / "home") as session:
+                report["chain"] = session.pipeline.step_names
+                base, live, runs = [], [], []
+                _baseline(session, 20, tmp / f"{name}-warmup.ome.zarr")
+                for r in range(args.rounds):
+                    # Alternate which goes first so drift and warm-up hit both alike.
+                    if r % 2:
+                        s = session.run(output=tmp / f"{name}-run{r}")
+                    base.append(_baseline(session, args.frames, tmp / f"{name}-base{r}.ome.zarr"))
+                    if not r % 2:
+                        s = session.run(output=tmp / f"{name}-run{r}")
+                    live.append(s["acquisition_fps"])
+                    runs.append(s)
+                entry: dict[str, Any] = {
+                    "baseline_fps": [round(v, 1) for v in base],
+                    "worker_fps": [round(v, 1) for v in live],
+                    "ratio_worker_vs_baseline": round(
+                        statistics.mean(live) / statistics.mean(base), 3
+                    ),
+                    "segmentation_fps": round(
+                        statistics.mean(s["segmentation_fps"] for s in runs), 2
+                    ),
+                    "latency_ms_p50": round(statistics.mean(s["latency_ms_p50"] for s in runs), 1),
+                    "latency_ms_p95": round(statistics.mean(s["latency_ms_p95"] for s in runs), 1),
+                    "frames_segmented": [s["frames_segmented"] for s in runs],
+                    "frames_skipped": [s["frames_skipped"] for s in runs],
+                    "max_backlog": [s["max_backlog"] for s in runs],
+                }
+                if name == "paced_10ms" and args.handler_frames:
+                    b = _baseline(session, args.handler_frames, tmp / "h-base.ome.zarr")
+                    h = _in_handler(session, args.handler_frames, tmp / "h.ome.zarr")
+                    entry["in_handler_fps"] = round(h, 1)
+                    entry["ratio_in_handler_vs_baseline"] = round(h / b, 3)
+                report["modes"][name] = entry
+                print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
