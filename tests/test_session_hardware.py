@@ -98,6 +98,8 @@ def test_backlog_all_segments_every_frame_even_when_slow(make_session, tmp_path)
     assert all(r["status"] == "ok" for r in rows)
     assert all(run.labels(r["index"]) is not None for r in rows)
     assert summary["max_backlog"] > 2  # segmentation really lagged behind the camera
+    assert set(summary["step_ms_mean"]) == {"0:fake"}
+    assert summary["step_ms_mean"]["0:fake"] >= 120  # the summary states the backend's rate
     assert sorted(fake.calls) == list(range(12))
 
 

@@ -111,6 +111,7 @@ class FrameProcessor:
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
         self.counts: list[int] = []
+        self.step_ms: dict[str, list[float]] = {}
         self.by_status: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -158,6 +159,8 @@ class FrameProcessor:
             if result.status is FrameStatus.OK:
                 self.latencies_ms.append(latency)
                 self.segment_ms.append(seg_ms)
+                for step, ms in result.timings_ms.items():
+                    self.step_ms.setdefault(step, []).append(ms)
                 self.counts.append(result.count)
         if result.status is FrameStatus.OK:
             self._flags(frame, result)
@@ -201,6 +204,8 @@ class FrameProcessor:
             "latency_ms_p95": float(np.nanpercentile(lat, 95)),
             "segment_ms_mean": float(np.nanmean(seg)),
             "segmentation_fps": float(1e3 / np.nanmean(seg)) if self.segment_ms else 0.0,
+            # Per step, so an operator sees which backend limits the rate (e.g. cellpose on CPU).
+            "step_ms_mean": {k: float(np.mean(v)) for k, v in self.step_ms.items()},
             "wall_s": wall_s,
         }
 

@@ -38,6 +38,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
             ),
         ),
         ("max backlog (frames)", summary.get("max_backlog")),
+        (
+            "per step (ms, mean)",
+            ", ".join(f"{k} {v:.1f}" for k, v in summary.get("step_ms_mean", {}).items()),
+        ),
         ("chain", " -> ".join(summary.get("chain", []))),
         ("output", summary.get("run_dir")),
     ]
