@@ -333,6 +333,7 @@ class Session:
         )
         self._recent_lock = threading.Lock()
         self.run_dir: Path | None = None
+        self._bar: Any = None
         self.controller: Controller | None = None
         self.queue: FrameQueue | None = None
         self.processor: FrameProcessor | None = None
@@ -420,7 +421,8 @@ class Session:
     ) -> dict[str, Any]:
         """Acquire ``events`` (default: the config's sequence), segmenting live.
 
-        Returns the summary that is also written to run.json.
+        ``progress`` shows a bar of processed frames on stderr. Returns the summary that
+        is also written to run.json.
         """
         cfg = self.config
         sequence = events if events is not None else cfg.useq_sequence()
@@ -462,6 +464,14 @@ class Session:
             )
             for i in range(cfg.backlog.workers)
         ]
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            import useq
+
+            total = len(list(sequence)) if isinstance(sequence, useq.MDASequence) else None
+            self._bar = tqdm(total=total, desc="frames", unit="frame", leave=False)
         for w in workers:
             w.start()
         t0 = time.perf_counter()
@@ -498,6 +508,9 @@ class Session:
             self.host.sequence_finished(str(run_dir), summary)
             store.close()
             self._store = None
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
             self.events.run_finished.emit(summary)
         return summary
 
@@ -516,6 +529,9 @@ class Session:
                 log.exception("processing frame %d failed", item.frame.index)
                 if self._store is not None:
                     self._store.event("error", frame=item.frame.index, error=repr(exc))
+            finally:
+                if self._bar is not None:
+                    self._bar.update(1)
 
     def _remember(self, frame: Frame, result: FrameResult) -> None:
         with self._recent_lock:

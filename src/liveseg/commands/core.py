@@ -74,7 +74,7 @@ def run_cmd(
     cfg = _load(config, overrides)
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
-        summary = session.run(output=output)
+        summary = session.run(output=output, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
