@@ -101,3 +101,148 @@ def test_visit_objects_centres_every_target(make_session, host, tmp_path):
     assert seen == truth
     assert _base_planes(tmp_path / "run") == len(base)  # the base grid: base frames only
     assert len(run.events("triggered_started")) == len(OBJECTS)
+
+
+def test_visit_objects_dedupe_and_stage_limits(make_session, host, tmp_path):
+    cfg = _config(
+        [{"trigger": "visit_objects", "params": {"filter": "area_um2 > 50"}}],
+        sequence={
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+            "time_plan": {"interval": 0.3, "loops": 2},
+        },
+        selection={"dedupe_radius_um": 8, "stage_limits": {"x": [-100, 30]}},
+    )
+    summary = make_session(cfg, host=host).run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    props = run.events("proposal")
+    accepted = [p for p in props if p["accepted"]]
+    rejected = [p for p in props if not p["accepted"]]
+    assert {round(p["target_xy"][0]) for p in accepted} == {-55, 20}  # x=40 is outside
+    assert summary["proposals_accepted"] == 2 and len(run.triggered()) == 2
+    reasons = sorted(p["reason"].split(":")[0] for p in rejected)
+    # time point 0: one outside; time point 1: one outside, two already visited
+    assert reasons == ["duplicate", "duplicate", "outside stage limits", "outside stage limits"]
+    assert all(p["frame"] is not None and p["label"] >= 1 for p in props)
+
+
+def test_skip_if_empty_skips_the_rest_of_the_position(make_session, host, tmp_path):
+    cfg = _config(
+        [
+            {
+                "trigger": "skip_if_empty",
+                "params": {"min_count": 1, "filter": "mean_intensity > 20"},
+            }
+        ],
+        sequence={
+            "axis_order": "tpgcz",
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}, {"x": 900, "y": 900, "z": 0}],
+            "z_plan": {"range": 2, "step": 1},
+            "time_plan": {"interval": 0, "loops": 2},
+        },
+    )
+    summary = make_session(cfg, host=host).run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    frames = run.frames()
+    by_pos = {p: [r for r in frames if r["position"] == p] for p in (0, 1)}
+    assert len(by_pos[0]) == 6  # 2 time points x 3 planes
+    assert [(r["t"], r["z"]) for r in by_pos[1]] == [(0, 0), (1, 0)]  # probes only
+    assert summary["base_events_skipped"] == 4 == summary["frames_acquired"] - 8 + 4
+    skipped = run.events("events_skipped")
+    assert [(e["p"], e["t"], e["n"]) for e in skipped] == [(1, 0, 2), (1, 1, 2)]
+    assert len(run.events("skip_requested")) == 2
+    # the base grid stays aligned: every acquired plane reads back as acquired
+    for r in frames:
+        img = run.image(r["index"])
+        assert img.any()
+
+
+def test_adaptive_interval_switches_and_switches_back(make_session, host, tmp_path):
+    cfg = _config(
+        [
+            {
+                "trigger": "adaptive_interval",
+                "params": {
+                    "condition": "count >= 1 and t >= 1 and t <= 2",
+                    "fast_interval_s": 0.15,
+                    "release_frames": 1,
+                },
+            }
+        ],
+        sequence={
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+            "time_plan": {"interval": 0.6, "loops": 6},
+        },
+    )
+    make_session(cfg, host=host).run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    starts = [e["started_s"] for e in run.events("timepoint")]
+    assert len(starts) == 6
+    gaps = np.diff(starts)
+    # slow (0.6) -> fast after t=1 and t=2 -> slow again after t=3 fails the condition
+    assert gaps[0] > 0.45
+    assert gaps[1] < 0.35 and gaps[2] < 0.35
+    assert gaps[3] > 0.45 and gaps[4] > 0.45
+    changes = [e["interval_s"] for e in run.events("interval_changed")]
+    assert changes == [0.15, None]
+
+
+def test_stop_when_finishes_cleanly(make_session, host, tmp_path):
+    cfg = _config(
+        [{"trigger": "stop_when", "params": {"condition": "objects_total >= 6"}}],
+        sequence={
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+            "time_plan": {"interval": 0.25, "loops": 20},
+        },
+    )
+    summary = make_session(cfg, host=host).run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    assert run.run_info["status"] == "finished"
+    assert summary["stopped"] and "objects_total >= 6" in summary["stopped"]
+    frames = run.frames()
+    assert 2 <= len(frames) < 20
+    assert len(frames) == summary["frames_acquired"]  # every acquired frame is in the tables
+    assert all(r["status"] == "ok" for r in frames)
+    assert len(run.events("stop_requested")) == 1
+    for r in frames:
+        assert run.image(r["index"]).any() and run.labels(r["index"]) is not None
+
+
+def test_a_raising_trigger_does_not_stop_the_run(make_session, tmp_path):
+    from types import SimpleNamespace
+
+    host = PluginHost(entry_points=False)
+
+    class Boom:
+        def __init__(self, params, context):
+            pass
+
+        def propose(self, frame, result, objects, state):
+            raise RuntimeError("kaboom")
+
+    @liveseg.hookimpl
+    def register_triggers(register):
+        register("boom", Boom)
+
+    @liveseg.hookimpl
+    def propose_events(frame, result, history):
+        raise ValueError("hook kaboom")
+
+    host.register(
+        SimpleNamespace(register_triggers=register_triggers, propose_events=propose_events),
+        name="boomer",
+    )
+    cfg = _config(
+        [{"trigger": "boom"}, {"trigger": "visit_objects", "params": {"max_objects": 1}}],
+        sequence={"time_plan": {"interval": 0, "loops": 2}},
+    )
+    summary = make_session(cfg, host=host).run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    assert run.run_info["status"] == "finished"
+    assert len([r for r in run.frames() if r["series"] == "base"]) == 2
+    errors = run.events("plugin_error")
+    trig = [e for e in errors if e.get("plugin") == "boom"]
+    hook = [e for e in errors if e.get("plugin") == "boomer" and e.get("hook") == "propose_events"]
+    assert [e["frame"] for e in trig] == [0, 1] and "kaboom" in trig[0]["error"]
+    assert len(hook) == 2
+    assert summary["trigger_errors"] == 2
+    assert summary["triggered_series"] >= 1  # the other trigger still worked

@@ -515,6 +515,7 @@ class TriggerQueue:
         self.base_delay_s: list[float] = []
         self.timepoint_starts: list[tuple[int, float, float]] = []  # (t, scheduled, started)
         self.dropped_units = 0
+        self._triggered_since = 0
 
     # -- worker side ----------------------------------------------------------------------
     def add(self, unit: _Unit) -> None:
@@ -588,7 +589,13 @@ class TriggerQueue:
                 interval_s=self._interval,
             )
             if delay > self._tolerance():
-                self._record("base_delayed", t=t, delay_s=round(delay, 4))
+                cause = (
+                    f"{self._triggered_since} triggered event(s) ran before it"
+                    if self._triggered_since
+                    else "the base acquisition is slower than its plan"
+                )
+                self._record("base_delayed", t=t, delay_s=round(delay, 4), cause=cause)
+            self._triggered_since = 0
 
     def __iter__(self) -> TriggerQueue:
         return self
@@ -767,6 +774,7 @@ class TriggerQueue:
 
     def _yield_triggered(self, ev: useq.MDAEvent) -> useq.MDAEvent:
         self.frames_yielded += 1
+        self._triggered_since += 1
         return ev
 
     def _yield_base(self, item: _Base, sched: float | None) -> useq.MDAEvent:

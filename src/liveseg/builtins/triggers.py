@@ -155,6 +155,9 @@ class SkipIfEmptyParams(_Params):
     """The minimum object count a position needs to be acquired further."""
 
     min_count: int = Field(default=1, ge=1)
+    filter: str | None = Field(
+        default=None, description="count only objects matching this condition (e.g. size)"
+    )
 
 
 class SkipIfEmpty:
@@ -170,6 +173,7 @@ class SkipIfEmpty:
 
     def __init__(self, params: SkipIfEmptyParams, context: TriggerContext) -> None:
         self.params = params
+        self.condition = compile_condition(params.filter) if params.filter else None
 
     def propose(
         self,
@@ -182,6 +186,9 @@ class SkipIfEmpty:
         if result.status is not FrameStatus.OK:
             return None
         count = len(objects.get("label", ()))
+        if self.condition is not None and count:
+            ns = frame_namespace(frame, objects, state)
+            count = int(np.count_nonzero(np.broadcast_to(self.condition(ns), (count,))))
         if count >= self.params.min_count:
             return None
         t = int(frame.event.index.get("t", 0)) if frame.event is not None else 0
