@@ -37,6 +37,9 @@ def gui_config(**overrides: Any) -> LivesegConfig:
             "axis_order": "tpcz",
         },
         "pipeline": {"steps": [s.model_dump() for s in CLASSICAL_STEPS]},
+        # The GUI tests use the builtin classical chain only; model plugins under
+        # development elsewhere in the tree must not be able to break them.
+        "plugins": {"deny": ["torch", "cellpose"]},
     }
     data.update(overrides)
     return parse_config(data)

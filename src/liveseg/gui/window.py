@@ -247,22 +247,31 @@ class LiveWindow(QMainWindow):
         self.show_masks.toggled.connect(self.canvas.set_overlay_visible)
         fit = QPushButton("Fit")
         fit.clicked.connect(self.canvas.fit)
+        self.sync = QCheckBox("image follows masks")
+        self.sync.setToolTip(
+            "Show the segmented frame's own image under its masks instead of the newest"
+            " acquired image (no lag between image and masks)"
+        )
 
         bar = QHBoxLayout()
         for w in (self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn, self.reason):
             bar.addWidget(w)
         bar.addStretch(1)
-        bar.addWidget(QLabel("contrast"))
+        view_bar = QHBoxLayout()
+        view_bar.addWidget(QLabel("contrast"))
         for opt in (self.auto_contrast, self.lo, self.hi, self.show_masks, self.mode):
-            bar.addWidget(opt)
-        bar.addWidget(QLabel("opacity"))
-        bar.addWidget(self.opacity)
-        bar.addWidget(fit)
+            view_bar.addWidget(opt)
+        view_bar.addWidget(QLabel("opacity"))
+        view_bar.addWidget(self.opacity)
+        view_bar.addWidget(self.sync)
+        view_bar.addStretch(1)
+        view_bar.addWidget(fit)
 
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(0, 0, 0, 0)
         lv.addLayout(bar)
+        lv.addLayout(view_bar)
         vsplit = QSplitter(Qt.Orientation.Vertical)
         vsplit.addWidget(self.canvas)
         vsplit.addWidget(self.plot)
@@ -466,18 +475,19 @@ class LiveWindow(QMainWindow):
         snap = self.feed.take()
         if snap.run_started is not None:
             self.plot.clear()
-        if snap.image is not None:
+        sync = self.sync.isChecked()
+        if snap.image is not None and not sync:
             self.canvas.set_image(*snap.image)
-            if self.auto_contrast.isChecked():
-                lo, hi = self.canvas.limits
-                self.lo.setValue(lo)
-                self.hi.setValue(hi)
         if snap.result is not None:
             frame, result, columns = snap.result
-            if snap.image is None and self.canvas.image_index is None:
+            if sync or self.canvas.image_index is None:
                 self.canvas.set_image(frame.index, frame.image)
             self.canvas.set_overlay(frame.index, result.labels, columns)
             self.objects.set_columns(frame.index, columns)
+        if (snap.image is not None or snap.result is not None) and self.auto_contrast.isChecked():
+            lo, hi = self.canvas.limits
+            self.lo.setValue(lo)
+            self.hi.setValue(hi)
         if snap.points:
             now = time.monotonic()
             self._seg_times.extend([now] * len(snap.points))
