@@ -118,3 +118,39 @@ def test_concurrent_versions_are_unique(tmp_path):
     assert payloads == [b"a"] * 5 + [b"b"] * 5
     leftovers = (tmp_path / "home" / "models" / "race").iterdir()
     assert not [p for p in leftovers if "staging" in p.name]
+
+
+def test_models_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    home = str(tmp_path / "home")
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "weights.pt").write_bytes(b"w")
+    (src / "model.json").write_text(json.dumps({"backend": "unet", "arch": "x"}))
+    r = CliRunner()
+    res = r.invoke(
+        main, ["models", "import", str(src), "--name", "nuclei", "--promote", "--home", home]
+    )
+    assert res.exit_code == 0, res.output
+    assert "nuclei@1" in res.output
+    res = r.invoke(main, ["models", "clone", "nuclei@prod", "--home", home])
+    assert res.exit_code == 0 and "nuclei@2" in res.output
+    res = r.invoke(main, ["models", "promote", "nuclei@2", "--home", home])
+    assert res.exit_code == 0 and "nuclei@prod → nuclei@2" in res.output
+    res = r.invoke(main, ["models", "list", "--json", "--home", home])
+    rows = json.loads(res.output)
+    assert [(x["spec"], x["aliases"], x["parent"]) for x in rows] == [
+        ("nuclei@1", [], None),
+        ("nuclei@2", ["prod"], "nuclei@1"),
+    ]
+    res = r.invoke(main, ["models", "show", "nuclei@prod", "--home", home])
+    assert json.loads(res.output)["arch"] == "x"
+    res = r.invoke(
+        main, ["models", "export", "nuclei@1", "-o", str(tmp_path / "ex"), "--home", home]
+    )
+    assert res.exit_code == 0 and (tmp_path / "ex" / "weights.pt").read_bytes() == b"w"
+    res = r.invoke(main, ["models", "show", "nope@1", "--home", home])
+    assert res.exit_code == 2 and "no model named 'nope'" in res.output

@@ -203,3 +203,63 @@ def test_concurrent_processes_and_sigkill(tmp_path):
     states = {it.state for it in items.values()}
     assert ItemState.USED in states
     assert "trained" in trn_out
+
+
+def test_queue_cli_roundtrip(tmp_path):
+    import json
+
+    import tifffile
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    home = str(tmp_path / "home")
+    img, lab = _frame(5)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    tifffile.imwrite(tmp_path / "a_labels.tif", lab)
+    tifffile.imwrite(tmp_path / "bad_labels.tif", lab.astype(np.float32))
+    r = CliRunner()
+    res = r.invoke(
+        main,
+        [
+            "queue",
+            "add",
+            str(tmp_path / "a.tif"),
+            "--labels",
+            str(tmp_path / "a_labels.tif"),
+            "--home",
+            home,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    res = r.invoke(
+        main,
+        [
+            "queue",
+            "add",
+            str(tmp_path / "a.tif"),
+            "--labels",
+            str(tmp_path / "bad_labels.tif"),
+            "--home",
+            home,
+        ],
+    )
+    assert res.exit_code == 2 and "floating point" in res.output
+    q = RetrainQueue(home)
+    q.add(img, lab, reason="flagged", name="fl")
+    res = r.invoke(main, ["queue", "list", "--json", "--home", home])
+    rows = json.loads(res.output)
+    assert [(x["name"], x["state"]) for x in rows] == [("a", "corrected"), ("fl", "new")]
+    out = tmp_path / "x"
+    res = r.invoke(main, ["queue", "export", "-o", str(out), "--home", home])
+    assert res.exit_code == 0 and (out / "fl_labels.tif").is_file()
+    fixed = lab.copy()
+    fixed[fixed == 2] = 0
+    tifffile.imwrite(out / "fl_labels.tif", fixed)
+    res = r.invoke(main, ["queue", "import", str(out), "--home", home])
+    assert res.exit_code == 0 and "fl: imported" in res.output
+    res = r.invoke(main, ["queue", "show", "2", "--home", home])
+    shown = json.loads(res.output)
+    assert shown["state"] == "corrected" and len(shown["history"]) == 2
+    res = r.invoke(main, ["queue", "drop", "1", "--home", home])
+    assert res.exit_code == 0 and [i.name for i in q.items()] == ["fl"]

@@ -385,7 +385,7 @@ class ModelRegistry:
         if not card_path.is_file():
             raise ModelError(f"{d} has no model.json; import needs a model directory")
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        weights = d / str(card.get("weights", "weights.pt"))
+        weights = d / str(card.get("weights") or _guess_weights(d))
         if not weights.is_file():
             raise ModelError(f"{d}: weights file {weights.name!r} named by model.json is missing")
         card_backend = backend or card.get("backend")
@@ -483,6 +483,15 @@ _MANAGED = frozenset(
         "imported_from",
     }
 )
+
+
+def _guess_weights(directory: Path) -> str:
+    """The weights file of a model directory whose model.json does not name it."""
+    for name in ("weights.pt", "default.pt", "weights.safetensors"):
+        if (directory / name).is_file():
+            return name
+    others = [p.name for p in directory.iterdir() if p.is_file() and p.suffix != ".json"]
+    return others[0] if len(others) == 1 else "weights.pt"
 
 
 def _user() -> str:
