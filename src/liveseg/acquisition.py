@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import useq
     from pymmcore_plus import CMMCorePlus
 
-__all__ = ["Controller", "FrameQueue", "QueueItem"]
+__all__ = ["Controller", "FrameQueue", "QueueItem", "connect_direct"]
 
 log = logging.getLogger("liveseg.acquisition")
 
@@ -144,6 +144,23 @@ class FrameQueue:
                     path.unlink(missing_ok=True)
 
 
+def connect_direct(signal: Any, slot: Any) -> None:
+    """Connect ``slot`` so that it runs in the emitting (runner) thread, on any backend.
+
+    When a QApplication exists, pymmcore-plus emits Qt signals, and a Qt signal connected
+    to a plain Python callable is *queued* to the Qt thread: frames would then reach the
+    queue only when the GUI gets round to it (a busy GUI slows segmentation, and frames
+    still queued when the run ends are lost). A direct connection keeps the O(1) handler
+    on the runner thread, as with psygnal. Qt is imported only for Qt signals.
+    """
+    if type(signal).__module__.startswith(("PySide", "PyQt")):
+        from qtpy.QtCore import Qt
+
+        signal.connect(slot, Qt.ConnectionType.DirectConnection)
+    else:
+        signal.connect(slot)
+
+
 class Controller:
     """Runs an MDA on a core and feeds every frame into a :class:`FrameQueue`.
 
@@ -189,6 +206,10 @@ class Controller:
         pos = meta.get("position") if isinstance(meta, dict) else None
         if pos and pos.get("x") is not None and pos.get("y") is not None:
             x, y = pos["x"], pos["y"]  # where the stage really was, not where it was sent
+        md = self.geometry_md
+        trig = event.metadata.get("liveseg") if event.metadata else None
+        if trig:  # a triggered event: its series and the frame/label that triggered it
+            md = {**md, **trig}
         frame = Frame(
             index=self._index,
             image=image,
@@ -199,7 +220,7 @@ class Controller:
             stage_z=event.z_pos,
             pixel_size_um=self._pixel_size,
             pixel_affine=self._affine,
-            metadata=self.geometry_md,
+            metadata=md,
         )
         self._index += 1
         self.frames_acquired += 1
@@ -210,7 +231,7 @@ class Controller:
         self.prepare()
         self._t0 = time.perf_counter()
         sig = self.core.mda.events.frameReady
-        sig.connect(self.on_frame)
+        connect_direct(sig, self.on_frame)
         try:
             self.core.mda.run(events, output=output)
         finally:
