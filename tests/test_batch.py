@@ -96,8 +96,8 @@ def test_batch_resume_after_sigkill(tmp_path):
     out = tmp_path / "out"
     cmd = [
         sys.executable,
-        "-m",
-        "liveseg.cli",
+        "-c",
+        "from liveseg.cli import main; main()",
         "batch",
         str(src),
         "-o",
@@ -157,7 +157,7 @@ def test_ome_zarr_input(tmp_path):
     }
     inputs = discover_inputs(store)
     assert [i.name for i in inputs] == ["plate_0_t0_c0", "plate_0_t1_c0", "plate_0_t2_c0"]
-    np.testing.assert_array_equal(inputs[1].read(), data[1, 0])
+    np.testing.assert_array_equal(inputs[1].read(), data[1])
     out = tmp_path / "out"
     summary = run_batch(store, out, steps=STEPS, home=tmp_path / "home", progress=False)
     assert summary["ok"] == 3
