@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import liveseg
-from liveseg.config import parse_config
 from liveseg.errors import ConfigError
 from liveseg.plugins import PluginHost
 from liveseg.testing import classical_config, register_fake_backend
@@ -163,7 +162,7 @@ def test_raising_hook_plugin_does_not_stop_acquisition(make_session, tmp_path):
 def test_missing_micromanager_config_is_a_clear_error(liveseg_home, tmp_path):
     from liveseg.session import Session
 
-    cfg = parse_config({"hardware": {"mm_config": str(tmp_path / "scope.cfg")}})
+    cfg = classical_config(hardware={"mm_config": str(tmp_path / "scope.cfg")})
     with pytest.raises(ConfigError, match=r"Micro-Manager config file not found: .*scope\.cfg"):
         Session(cfg, home=liveseg_home)
 
