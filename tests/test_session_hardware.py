@@ -24,8 +24,15 @@ pytestmark = pytest.mark.hardware
 # object positions to pixels, then draws every object a whole pixel (1 µm) over.
 POS = [(0.0, 0.0), (699.0, -300.0)]
 OBJECTS = [
-    (-150, -100), (80, 60), (200, -180), (-60, 170), (10, -20), (-220, 210),
-    (650, -350), (760, -230), (820, -420),
+    (-150, -100),
+    (80, 60),
+    (200, -180),
+    (-60, 170),
+    (10, -20),
+    (-220, 210),
+    (650, -350),
+    (760, -230),
+    (820, -420),
     (240, 0),  # straddles the right edge of position 0: the documented exception
 ]
 RADIUS = 6.0
@@ -61,7 +68,9 @@ def test_counts_and_stage_positions_match_simulated_sample(make_session, tmp_pat
     for row in run.frames():
         px, py = row["stage_x_um"], row["stage_y_um"]
         inside = [(x, y) for x, y in OBJECTS if _in_fov(x, y, px, py)]
-        cut = [(x, y) for x, y in OBJECTS if _touches_fov(x, y, px, py) and not _in_fov(x, y, px, py)]
+        cut = [
+            (x, y) for x, y in OBJECTS if _touches_fov(x, y, px, py) and not _in_fov(x, y, px, py)
+        ]
         objs = [o for o in run.objects(frame=row["index"]) if not o["touches_edge"]]
         assert len(objs) == len(inside), (row, objs)
         assert row["count"] in range(len(inside), len(inside) + len(cut) + 1)
@@ -223,8 +232,17 @@ def test_cli_run_exits_cleanly_repeatedly(tmp_path):
     data["home"] = str(tmp_path / "home")
     cfg.write_text(json.dumps(data))
     for i in range(3):
+        cmd = [
+            sys.executable,
+            "-m",
+            "liveseg",
+            "run",
+            str(cfg),
+            "--output",
+            str(tmp_path / f"r{i}"),
+        ]
         out = subprocess.run(
-            [sys.executable, "-m", "liveseg", "run", str(cfg), "--output", str(tmp_path / f"r{i}")],
+            cmd,
             capture_output=True,
             text=True,
             timeout=300,
