@@ -184,7 +184,8 @@ def builtin_models() -> dict[str, Path]:
                 log.warning("ignoring unreadable shipped model card %s", card_path)
                 continue
             name = str(card.get("name") or card_path.parent.name)
-            found.setdefault(name, card_path.parent)
+            if _NAME_RE.match(name):
+                found.setdefault(name, card_path.parent)
             if package == "liveseg_torch":
                 found.setdefault("default", card_path.parent)
     return found
