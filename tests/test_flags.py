@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from liveseg.builtins.flags import CountOutlier, Disagreement, LowConfidence, agreement
 from liveseg.plugins import PluginHost
@@ -79,3 +80,62 @@ def test_disagreement_against_threshold_backend():
     reason = pol.check(frame, FrameResult(labels=missed))
     assert reason is not None and "1 vs 6 objects" in reason
     pol.close()
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_session_policies_and_cli_flag(make_session, liveseg_home, tmp_path):
+    """A real (demo-hardware) run: a policy flags frames, the operator flags one after."""
+    import json
+
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+    from liveseg.retrain.queue import RetrainQueue
+    from liveseg.testing import classical_config
+
+    cfg = classical_config(
+        hardware={
+            "mm_config": "demo",
+            "exposure_ms": 5,
+            "simulate": {"n_objects": 40, "extent_um": 500, "seed": 1},
+        },
+        # The second opinion finds nothing (min_contrast above any frame's range), so
+        # every frame where the chain found objects disagrees completely.
+        flags=[
+            {
+                "policy": "disagreement",
+                "params": {"backend": "threshold", "params": {"min_contrast": 2.0}},
+            }
+        ],
+    )
+    session = make_session(cfg)
+    summary = session.run(output=tmp_path / "run")
+    assert summary["frames_segmented"] == 3
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    auto = [e for e in events if e["kind"] == "flag" and e["source"] == "disagreement"]
+    assert len(auto) == 3 and "agreement 0.00" in auto[0]["reason"]
+    q = RetrainQueue(liveseg_home)
+    items = q.items()
+    assert len(items) == 3 and all(it.predicted().max() > 0 for it in items)
+    assert {it.source for it in items} == {"disagreement"}
+
+    res = CliRunner().invoke(
+        main,
+        [
+            "flag",
+            str(tmp_path / "run"),
+            "--frame",
+            "1",
+            "--reason",
+            "missed cells",
+            "--home",
+            str(liveseg_home),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    item = q.items()[-1]
+    assert item.reason == "missed cells" and item.frame_index == 1
+    np.testing.assert_array_equal(item.image(), items[1].image())
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["kind"] == "flag" and events[-1]["item"] == item.id
