@@ -1,0 +1,182 @@
+"""The liveseg plugin module: registers the ``unet`` backend and its trainer.
+
+Importing this module is cheap (no torch); the backend imports torch when it is built.
+
+Example chain step::
+
+    - backend: unet
+      params: {model: default, tile: 512, overlap: 32}
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from liveseg.errors import ModelError
+from liveseg.hookspecs import Register, hookimpl
+from liveseg.types import FinetuneResult, Frame, FrameResult, TrainItem, input_image
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from liveseg.pipeline import StepContext
+
+__all__ = ["UnetBackend", "UnetParams", "finetune", "resolve_weights"]
+
+log = logging.getLogger("liveseg.torch")
+
+
+class UnetParams(BaseModel):
+    """Parameters of the ``unet`` step (pixels unless stated).
+
+    Thresholds left at ``None`` use the values stored in the weights (chosen on a
+    validation set when the model was trained).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(
+        default="default",
+        description="'default' (shipped weights), a weights file or model directory, "
+        "or a registry spec like 'nuclei@prod'",
+    )
+    tile: int = Field(default=512, ge=32, le=8192, description="tile side for large frames")
+    overlap: int = Field(default=32, ge=0, description="tile overlap, blended")
+    prob_threshold: float | None = Field(default=None, gt=0, lt=1)
+    seed_threshold: float | None = Field(default=None, gt=0, lt=1)
+    min_size: int | None = Field(default=None, ge=0, description="smallest object kept")
+    test_time_flips: bool = Field(default=False, description="average 4 flips (4x slower)")
+    batch_size: int = Field(default=4, ge=1, description="tiles per forward pass")
+
+
+def resolve_weights(spec: str, home: Path | None = None) -> Path:
+    """Turn a ``model`` parameter into a weights file path.
+
+    ``"default"`` is the shipped file; a spec with ``@`` goes to the model registry
+    (:func:`liveseg.models.resolve_model`); anything else is a path (absolute, relative
+    to the working directory, or relative to ``home``). A directory resolves to the
+    ``weights.pt`` (or ``default.pt``) inside it.
+    """
+    from liveseg_torch.weights import default_weights_path
+
+    if spec in ("", "default"):
+        return default_weights_path()
+    if "@" in spec:
+        try:
+            from liveseg.models import resolve_model  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ModelError(
+                f"model {spec!r} is a registry spec, but the model registry "
+                f"(liveseg.models) is not available in this installation: {exc}. "
+                f"Pass a weights file path instead."
+            ) from exc
+        return Path(resolve_model(spec, home=home).weights_path)
+    path = Path(spec).expanduser()
+    if not path.is_absolute() and not path.exists() and home is not None:
+        path = Path(home) / path
+    if path.is_dir():
+        for name in ("weights.pt", "default.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise ModelError(f"model directory {str(path)!r} holds no weights.pt or default.pt")
+    return path
+
+
+class UnetBackend:
+    """Chain step: the default deep model (foreground + distance maps -> watershed).
+
+    The weights load once when the step is built and serve every frame. ``scores`` holds
+    each object's mean foreground probability.
+    """
+
+    Params = UnetParams
+
+    def __init__(self, params: UnetParams, context: StepContext) -> None:
+        import torch
+
+        from liveseg_torch.inference import Predictor
+        from liveseg_torch.weights import load_checkpoint
+
+        self.params = params
+        self.logger = context.logger
+        if context.threads and context.threads > 0:
+            torch.set_num_threads(int(context.threads))
+        self.weights_path = resolve_weights(params.model, context.home)
+        ckpt = load_checkpoint(self.weights_path)
+        self.predictor: Any = Predictor(
+            ckpt,
+            device=context.device,
+            tile=params.tile,
+            overlap=params.overlap,
+            batch_size=params.batch_size,
+            test_time_flips=params.test_time_flips,
+        )
+        self.logger.info(
+            "unet: loaded %s on %s (%d threads)",
+            self.weights_path,
+            self.predictor.device,
+            torch.get_num_threads(),
+        )
+
+    def segment(self, frame: Frame, upstream: FrameResult | None) -> FrameResult:
+        """Segment the upstream (or raw) image."""
+        img = input_image(frame, upstream)
+        t0 = time.perf_counter()
+        labels, scores = self.predictor.predict(
+            img,
+            prob_threshold=self.params.prob_threshold,
+            seed_threshold=self.params.seed_threshold,
+            min_size=self.params.min_size,
+        )
+        return FrameResult(
+            labels=labels,
+            scores=scores,
+            image=img,
+            extra={"model": str(self.weights_path), "unet_ms": (time.perf_counter() - t0) * 1e3},
+        )
+
+    def close(self) -> None:
+        """Drop the model (frees its memory, and GPU memory when on CUDA)."""
+        self.predictor = None
+
+
+def finetune(
+    base_weights: str | Path,
+    items: Sequence[TrainItem],
+    out_dir: str | Path,
+    *,
+    epochs: int,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    val_items: Sequence[TrainItem] = (),
+    progress: bool = True,
+) -> FinetuneResult:
+    """Trainer of the ``unet`` backend; see :func:`liveseg_torch.finetune.finetune`."""
+    from liveseg_torch.finetune import finetune as _finetune
+
+    return _finetune(
+        base_weights,
+        items,
+        out_dir,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        val_items=val_items,
+        progress=progress,
+    )
+
+
+@hookimpl
+def register_backends(register: Register) -> None:
+    """Register the ``unet`` backend."""
+    register("unet", UnetBackend)
+
+
+@hookimpl
+def register_trainers(register: Register) -> None:
+    """Register ``finetune`` as the trainer of ``unet`` models."""
+    register("unet", finetune)

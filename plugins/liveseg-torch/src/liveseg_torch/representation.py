@@ -1,0 +1,95 @@
+"""Instance representation: foreground probability + normalised boundary distance.
+
+Training targets (from instance labels):
+
+- ``foreground``: 1 inside any object, 0 outside;
+- ``distance``: for each object, its Euclidean distance transform divided by the
+  object's maximum, so every object peaks at 1 in its centre and falls to 0 at its
+  boundary, *whatever its size*. Touching objects meet at 0, which is what separates them.
+
+Decoding (to labels): seeds are connected regions where the predicted distance exceeds
+``seed_threshold`` inside the foreground; a watershed on the negated distance grows the
+seeds over the foreground mask (``prob_threshold``). Both steps are a few milliseconds of
+scipy/scikit-image at 512x512, much cheaper on a CPU than following Cellpose flow fields.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["decode", "object_scores", "targets"]
+
+
+def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground (float32 0/1) and normalised distance (float32 0..1) maps."""
+    lab = np.asarray(labels)
+    fg = (lab > 0).astype(np.float32)
+    dist = np.zeros(lab.shape, dtype=np.float32)
+    for idx, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        # Pad by one pixel so objects cut by the crop edge still reach 0 at their outline.
+        sl_pad = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        mask = lab[sl_pad] == idx
+        edt = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+        peak = float(edt.max())
+        if peak > 0:
+            region = dist[sl_pad]
+            region[mask] = (edt[mask] / peak).astype(np.float32)
+    return fg, dist
+
+
+def decode(
+    prob: np.ndarray,
+    distance: np.ndarray,
+    *,
+    prob_threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 8,
+) -> np.ndarray:
+    """Turn foreground probability and distance maps into ``uint32`` labels.
+
+    Parameters
+    ----------
+    prob, distance : numpy.ndarray
+        Foreground probability and normalised distance, both in [0, 1].
+    prob_threshold : float
+        Pixels above it are foreground.
+    seed_threshold : float
+        Distance above it (inside the foreground) forms the object seeds; higher splits
+        touching objects more eagerly, lower merges more.
+    min_size : int
+        Objects with fewer pixels are removed.
+    """
+    from skimage.segmentation import watershed
+
+    mask = prob > prob_threshold
+    if not mask.any():
+        return np.zeros(prob.shape, dtype=np.uint32)
+    seeds, n = ndi.label(mask & (distance > seed_threshold))
+    if n == 0:
+        labels, n = ndi.label(mask)
+    else:
+        labels = watershed(-distance, seeds, mask=mask)
+        # Foreground islands without a seed (tiny or faint objects) keep their component.
+        rest, n_rest = ndi.label(mask & (labels == 0))
+        if n_rest:
+            labels = np.where(rest > 0, rest + n, labels)
+    areas = np.bincount(labels.ravel())
+    keep = areas >= max(min_size, 1)
+    keep[0] = False
+    lut = np.zeros(areas.size, dtype=np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut[labels]
+
+
+def object_scores(labels: np.ndarray, prob: np.ndarray) -> dict[int, float]:
+    """Mean foreground probability of each object (its confidence)."""
+    n = int(labels.max())
+    if n == 0:
+        return {}
+    flat = labels.ravel()
+    sums = np.bincount(flat, weights=prob.ravel(), minlength=n + 1)
+    counts = np.bincount(flat, minlength=n + 1)
+    return {i: float(sums[i] / counts[i]) for i in range(1, n + 1) if counts[i] > 0}

@@ -1,0 +1,225 @@
+"""Behaviour of the unet backend: weights, accuracy, tiling, inputs, errors, plugin wiring."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liveseg.errors import ConfigError, ModelError
+from liveseg.metrics import aggregate, average_precision
+from liveseg.pipeline import Pipeline, StepContext, validate_params
+from liveseg.synthetic import generate
+from liveseg.types import Frame
+from liveseg_torch.inference import Predictor, prepare_image
+from liveseg_torch.plugin import UnetBackend, UnetParams, resolve_weights
+from liveseg_torch.representation import decode, targets
+from liveseg_torch.weights import load_checkpoint, save_checkpoint
+
+# Frames the model never trained on (training uses seeds 0..n of dataset seed 0).
+EVAL_SEEDS = [987_654_321 + i for i in range(4)]
+
+
+def test_default_weights_segment_synthetic_frames(predictor):
+    results = []
+    for seed in EVAL_SEEDS:
+        img, true = generate(seed, (256, 256), "train", photons=(100.0, 3000.0))
+        labels, scores = predictor.predict(img)
+        assert labels.dtype == np.uint32 and labels.shape == img.shape
+        assert set(scores) == set(np.unique(labels[labels > 0]).tolist())
+        assert all(0.0 <= s <= 1.0 for s in scores.values())
+        results.append(average_precision(true, labels, (0.5, 0.75)))
+    pooled = aggregate(results)
+    assert pooled.ap[0.5] >= 0.8, pooled.as_dict()
+    assert pooled.mean_matched_iou >= 0.75
+
+
+def test_backend_via_pipeline_with_default_params(tmp_path):
+    params = validate_params("seg", "unet", UnetBackend, {})
+    backend = UnetBackend(params, StepContext(home=tmp_path, threads=1))
+    pipe = Pipeline([("seg", "unet", backend)])
+    img, true = generate(EVAL_SEEDS[0], (200, 232), "sparse")
+    result = pipe.run(Frame(index=0, image=img))
+    pipe.close()
+    assert result.error is None
+    assert result.labels.shape == (200, 232)
+    assert average_precision(true, result.labels).ap[0.5] >= 0.7
+
+
+def test_params_reject_unknown_fields():
+    with pytest.raises(ConfigError, match="valid fields"):
+        validate_params("seg", "unet", UnetBackend, {"tiles": 3})
+
+
+def test_tiling_matches_single_pass(default_ckpt_path):
+    ckpt = load_checkpoint(default_ckpt_path)
+    img, _ = generate(EVAL_SEEDS[1], (256, 256), "train", density=(10.0, 10.0))
+    single = Predictor(ckpt, device="cpu", tile=512)
+    tiled = Predictor(ckpt, device="cpu", tile=128, overlap=32, batch_size=3)
+    p1, d1 = single.maps(img)
+    p2, d2 = tiled.maps(img)
+    assert np.mean(np.abs(p1 - p2)) < 0.01
+    assert np.mean(np.abs(d1 - d2)) < 0.01
+    l1, _ = single.predict(img)
+    l2, _ = tiled.predict(img)
+    agree = average_precision(l1, l2, (0.5, 0.9))
+    assert agree.ap[0.5] >= 0.97
+    assert agree.ap[0.9] >= 0.85
+
+
+def test_any_dtype_and_size(predictor):
+    img, true = generate(EVAL_SEEDS[2], (150, 97), "sparse", bit_depths=(16,))
+    ref, _ = predictor.predict(img)
+    for cast in (np.float32, np.float64):
+        out, _ = predictor.predict(img.astype(cast))
+        assert out.shape == (150, 97)
+        assert average_precision(ref, out).ap[0.5] >= 0.95
+    as8 = (img.astype(float) / img.max() * 255).astype(np.uint8)
+    out8, _ = predictor.predict(as8)
+    assert average_precision(true, out8).ap[0.5] >= 0.6
+
+
+def test_blank_and_tiny_frames(predictor):
+    for shape in ((64, 64), (5, 3), (1, 1)):
+        labels, scores = predictor.predict(np.full(shape, 100, np.uint16))
+        assert labels.shape == shape
+        assert labels.max() == 0 and scores == {}
+
+
+def test_predict_batch_matches_predict(predictor):
+    frames = [generate(s, (128, 128), "sparse")[0] for s in EVAL_SEEDS[:3]]
+    frames.append(generate(EVAL_SEEDS[3], (96, 160), "sparse")[0])
+    batch = predictor.predict_batch(frames)
+    for img, (labels, _) in zip(frames, batch, strict=True):
+        single, _ = predictor.predict(img)
+        assert average_precision(single, labels, (0.9,)).ap[0.9] >= 0.95
+
+
+def test_test_time_flips_agree(default_ckpt_path):
+    ckpt = load_checkpoint(default_ckpt_path)
+    img, true = generate(EVAL_SEEDS[0], (128, 128), "sparse")
+    plain = Predictor(ckpt, device="cpu").predict(img)[0]
+    flipped = Predictor(ckpt, device="cpu", test_time_flips=True).predict(img)[0]
+    assert average_precision(plain, flipped).ap[0.5] >= 0.8
+    assert average_precision(true, flipped).ap[0.5] >= 0.7
+
+
+def test_targets_and_decode_roundtrip():
+    _, true = generate(5, (128, 128), "test_hard")
+    fg, dist = targets(true)
+    assert fg.max() == 1 and dist.max() == pytest.approx(1.0)
+    assert np.all(dist[true == 0] == 0)
+    labels = decode(fg, dist, seed_threshold=0.5, min_size=1)
+    r = average_precision(true, labels, (0.5, 0.75))
+    assert r.ap[0.5] >= 0.95
+    assert r.ap[0.75] >= 0.9
+
+
+def test_prepare_image_is_float32_and_bounded():
+    out = prepare_image(np.array([[0, 65535], [3, 4]], dtype=np.uint16))
+    assert out.dtype == np.float32
+    assert out.min() >= -1 and out.max() <= 8
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def test_missing_file_is_model_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_garbage_file_is_model_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(ModelError, match=r"bad\.pt.*corrupt"):
+        load_checkpoint(bad)
+
+
+def test_truncated_file_is_model_error(tmp_path, default_ckpt_path):
+    cut = tmp_path / "cut.pt"
+    data = default_ckpt_path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="corrupt"):
+        load_checkpoint(cut)
+
+
+def test_wrong_kind_of_checkpoint_is_model_error(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, other)
+    with pytest.raises(ModelError, match="not a liveseg-torch unet checkpoint"):
+        load_checkpoint(other)
+
+
+def test_mismatched_state_is_model_error(tmp_path, default_ckpt_path):
+    raw = torch.load(default_ckpt_path, weights_only=True)
+    raw["arch"]["channels"] = 8
+    wrong = tmp_path / "wrong.pt"
+    torch.save(raw, wrong)
+    with pytest.raises(ModelError, match="does not fit"):
+        load_checkpoint(wrong)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)
+    with pytest.raises(ModelError, match="corrupt or not a torch checkpoint"):
+        load_checkpoint(evil)
+
+
+def test_backend_reports_bad_model(tmp_path):
+    with pytest.raises(ModelError):
+        UnetBackend(UnetParams(model=str(tmp_path / "x.pt")), StepContext(home=tmp_path))
+
+
+def test_resolve_weights(tmp_path, default_ckpt_path):
+    assert resolve_weights("default") == default_ckpt_path
+    ckpt = load_checkpoint(default_ckpt_path)
+    save_checkpoint(ckpt, tmp_path / "m" / "weights.pt")
+    assert resolve_weights(str(tmp_path / "m")) == tmp_path / "m" / "weights.pt"
+    assert resolve_weights("m", home=tmp_path) == tmp_path / "m" / "weights.pt"
+    with pytest.raises(ModelError, match="no weights"):
+        (tmp_path / "empty").mkdir()
+        resolve_weights(str(tmp_path / "empty"))
+
+
+def test_save_load_roundtrip_keeps_settings(tmp_path, default_ckpt_path):
+    ckpt = load_checkpoint(default_ckpt_path)
+    copy = load_checkpoint(save_checkpoint(ckpt, tmp_path / "c.pt"))
+    assert copy.decode == ckpt.decode and copy.normalize == ckpt.normalize
+    for (k, a), (_, b) in zip(
+        ckpt.model.state_dict().items(), copy.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+# -- plugin wiring ------------------------------------------------------------------
+
+
+def test_entry_point_registers_backend_and_trainer():
+    from liveseg.plugins import PluginHost
+
+    host = PluginHost()
+    assert "unet" in host.backends()
+    assert "unet" in host.trainers()
+
+
+def test_plugin_module_import_is_light():
+    code = "import liveseg_torch.plugin, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_shipped_card_matches_weights(default_ckpt_path):
+    import json
+
+    card = json.loads((default_ckpt_path.parent / "model.json").read_text())
+    ckpt = load_checkpoint(default_ckpt_path)
+    assert card["backend"] == "unet"
+    assert card["architecture"]["channels"] == ckpt.model.config.channels
+    assert card["representation"]["defaults"] == ckpt.decode
+    assert default_ckpt_path.stat().st_size < 5 * 1024 * 1024
