@@ -75,9 +75,13 @@ def test_retrain_promotes_better_candidate_and_keeps_parent(setup, tmp_path):
     assert card["training"]["base_data"]["n"] == 2
     assert card["decision"]["promoted"] is True
     assert {m["model"] for m in card["metrics"]} == {"parent", "self"}
+    base = card["base_domain_check"]
+    assert base["style"] == "sparse" and base["n"] == 10
+    assert set(base["parent"]) >= {"ap@0.5"} and set(base["self"]) >= {"ap@0.5"}
     assert {it.state for it in q.items()} == {ItemState.USED}
     report = out.report.read_text()
     assert "level@1 (parent)" in report and "level@2" in report
+    assert "Base-domain check: 10 generated 'sparse' images" in report
     for f in ("report.html", "ap_curve.png", "loss_curve.png", "worst.png", "metrics.json"):
         assert (tmp_path / "report" / f).stat().st_size > 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
@@ -193,10 +197,14 @@ def test_domain_shift_retrain_end_to_end(tmp_path):
     print(
         f"\ndomain shift ({style}) AP@0.5: default {before_ap:.3f} -> retrained "
         f"{after_ap:.3f}; fine-tune {out['seconds']['finetune_s']:.0f} s, validate "
-        f"{out['seconds']['validate_s']:.0f} s"
+        f"{out['seconds']['validate_s']:.0f} s; base domain (train style) "
+        f"{out['base_domain']['parent']['ap@0.5']:.3f} -> "
+        f"{out['base_domain']['self']['ap@0.5']:.3f}"
     )
     assert out["promoted"], out["reason"]
     assert after_ap - before_ap >= 0.2
+    # The generated base data keeps most of what the parent could do on its own domain.
+    assert out["base_domain"]["self"]["ap@0.5"] >= out["base_domain"]["parent"]["ap@0.5"] - 0.15
     assert reg.resolve("default@prod").spec == out["candidate"] == "default@2"
     assert _hashes(parent.path) == before  # parent files byte-identical
     report = (report_dir / "report.md").read_text()
@@ -219,3 +227,25 @@ def test_domain_shift_retrain_end_to_end(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["default@2"]["ap@0.5"] == pytest.approx(after_ap)
+
+
+def test_decision_rules():
+    from liveseg.retrain.train import _decide
+
+    p = {"ap@0.5": 0.40}
+    c = {"ap@0.5": 0.60}
+    assert _decide(p, c, RetrainOptions())[0]
+    ok, why = _decide(p, c, RetrainOptions(min_gain=0.3))
+    assert not ok and "min_gain 0.3" in why
+    ok, why = _decide(c, p, RetrainOptions())
+    assert not ok and "ap@0.5 0.400 vs parent 0.600" in why
+    ok, why = _decide(c, p, RetrainOptions(force=True))
+    assert ok and "--force although not better" in why
+    # Better on the target but forgets the base domain beyond max_drop: refused.
+    guard = ({"ap@0.5": 0.85}, {"ap@0.5": 0.60})
+    ok, why = _decide(p, c, RetrainOptions(max_drop=0.1), guard)
+    assert not ok and "forgets the base domain" in why and "0.600 vs parent 0.850" in why
+    assert _decide(p, c, RetrainOptions(max_drop=0.3), guard)[0]
+    assert _decide(p, c, RetrainOptions(), guard)[0]  # informational without max_drop
+    with pytest.raises(LivesegError, match="unknown metric"):
+        _decide(p, c, RetrainOptions(metric="f1"))

@@ -401,6 +401,19 @@ def validate_cmd(
 @click.option("--min-gain", type=float, default=0.0, show_default=True)
 @click.option("--metric", default="ap@0.5", show_default=True)
 @click.option("--include-used", is_flag=True, help="Also train on items used before.")
+@click.option(
+    "--guard-images",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Generated base-style images that show what the candidate forgot (0: off).",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=None,
+    help="Refuse a candidate that loses more than this (metric) on the base-style images.",
+)
 @click.option("--force", is_flag=True, help="Promote even if not better (recorded).")
 @click.option("-o", "--report", "report_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True)
@@ -417,6 +430,8 @@ def retrain_cmd(
     min_gain: float,
     metric: str,
     include_used: bool,
+    guard_images: int,
+    max_drop: float | None,
     force: bool,
     report_dir: str | None,
     as_json: bool,
@@ -436,6 +451,8 @@ def retrain_cmd(
         min_gain=min_gain,
         metric=metric,
         include_used=include_used,
+        guard_images=guard_images,
+        max_drop=max_drop,
         report_dir=Path(report_dir) if report_dir else None,
         progress=sys.stderr.isatty() or not as_json,
     )
@@ -450,6 +467,12 @@ def retrain_cmd(
                 f"  {key:<17} parent {out.parent_metrics[key]:.3f}  "
                 f"candidate {out.candidate_metrics[key]:.3f}"
             )
+    if out.base_domain:
+        key = metric if metric in out.base_domain["parent"] else "ap@0.5"
+        click.echo(
+            f"  base domain ({out.base_domain['style']}, {key}): parent "
+            f"{out.base_domain['parent'][key]:.3f}  candidate {out.base_domain['self'][key]:.3f}"
+        )
     if out.report:
         click.echo(f"report: {out.report}")
 

@@ -56,10 +56,12 @@ _NOT_INHERITED = frozenset(
 class RetrainOptions:
     """Knobs of one retrain (CLI options of ``liveseg retrain``).
 
-    ``base_items``: generated examples mixed in (``None``: as many as corrected items,
-    at least 4); ``metric``: the reference-set metric the decision uses; ``min_gain``:
-    how much better the candidate must be; ``include_used``: also train on items that
-    already trained an earlier version.
+    ``base_items``: generated examples mixed in (``None``: three per corrected item, at
+    least 4); ``metric``: the reference-set metric the decision uses; ``min_gain``: how
+    much better the candidate must be; ``include_used``: also train on items that
+    already trained an earlier version. ``guard_images`` generated images of the base
+    style score parent and candidate on what the parent could already do (0 disables);
+    with ``max_drop`` set, a candidate that loses more than that there is not promoted.
     """
 
     epochs: int = 30
@@ -73,6 +75,8 @@ class RetrainOptions:
     metric: str = "ap@0.5"
     alias: str = "prod"
     include_used: bool = False
+    guard_images: int = 10
+    max_drop: float | None = None
     report_dir: Path | None = None
     progress: bool = True
 
@@ -88,6 +92,7 @@ class RetrainOutcome:
     report: Path | None
     parent_metrics: dict[str, float] | None
     candidate_metrics: dict[str, float] | None
+    base_domain: dict[str, Any] | None = None
     items: list[int] = field(default_factory=list)
     finetune: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -102,6 +107,7 @@ class RetrainOutcome:
             "report": str(self.report) if self.report else None,
             "parent_metrics": self.parent_metrics,
             "candidate_metrics": self.candidate_metrics,
+            "base_domain": self.base_domain,
             "items": self.items,
             "seconds": self.seconds,
         }
@@ -121,6 +127,19 @@ def base_items(
     return out
 
 
+def guard_set(n: int, shapes: Sequence[tuple[int, ...]], style: str) -> list[RefImage]:
+    """``n`` generated reference images of the base style (seeds apart from training)."""
+    from liveseg.retrain.validate import RefImage
+    from liveseg.synthetic import generate
+
+    out = []
+    for k in range(n):
+        shape = shapes[k % len(shapes)] if shapes else (256, 256)
+        image, labels = generate(50_000 + k, (int(shape[0]), int(shape[1])), style=style)
+        out.append(RefImage(f"base-{style}-{k}", image, labels))
+    return out
+
+
 def _digest_refs(refs: Sequence[RefImage]) -> str:
     h = hashlib.sha256()
     for r in refs:
@@ -133,6 +152,7 @@ def _decide(
     parent: dict[str, float] | None,
     cand: dict[str, float] | None,
     opts: RetrainOptions,
+    guard: tuple[dict[str, float], dict[str, float]] | None = None,
 ) -> tuple[bool, str]:
     if parent is None or cand is None:
         if opts.force:
@@ -147,6 +167,16 @@ def _decide(
     pv, cv = parent[m], cand[m]
     better = not math.isnan(cv) and (math.isnan(pv) or cv > pv + opts.min_gain)
     compare = f"{m} {cv:.3f} vs parent {pv:.3f}"
+    if better and guard is not None and opts.max_drop is not None:
+        gp, gc = guard[0][m], guard[1][m]
+        if gp - gc > opts.max_drop:
+            forgot = (
+                f"it forgets the base domain ({m} {gc:.3f} vs parent {gp:.3f} on generated "
+                f"base-style images, drop > max_drop {opts.max_drop:g})"
+            )
+            if opts.force:
+                return True, f"promoted with --force although {forgot}; target {compare}"
+            return False, f"not promoted: better on the reference set ({compare}) but {forgot}"
     if better:
         return True, f"promoted: candidate is better on the reference set ({compare})"
     if opts.force:
@@ -203,7 +233,7 @@ def retrain(
     refs = load_reference_set(opts.val_dir) if opts.val_dir is not None else None
     train_items = [it.train_item() for it in items]
     style = opts.base_style or str(parent.card.get("training_style") or "train")
-    n_base = opts.base_items if opts.base_items is not None else max(4, len(train_items))
+    n_base = opts.base_items if opts.base_items is not None else max(4, 3 * len(train_items))
     shapes = [ti.image.shape for ti in train_items]
     mixed = train_items + base_items(
         n_base, [(int(s[0]), int(s[1])) for s in shapes], style, opts.seed
@@ -255,6 +285,7 @@ def retrain(
 
         parent_res: ValidationResult | None = None
         cand_res: ValidationResult | None = None
+        guard_res: tuple[ValidationResult, ValidationResult] | None = None
         if refs is not None:
             t0 = time.perf_counter()
             parent_res = validate_model(parent, refs, home, host=host, progress=opts.progress)
@@ -267,10 +298,21 @@ def retrain(
                 label="candidate",
                 progress=opts.progress,
             )
+            if opts.guard_images > 0:
+                guard_refs = guard_set(opts.guard_images, shapes, style)
+                guard_res = (
+                    validate_model(
+                        parent, guard_refs, home, host=host, label=f"{parent.spec} (parent)"
+                    ),
+                    validate_model(
+                        staged, guard_refs, home, host=host, ref=str(staged_dir), label="candidate"
+                    ),
+                )
             timings["validate_s"] = time.perf_counter() - t0
         p_sum = parent_res.summary() if parent_res else None
         c_sum = cand_res.summary() if cand_res else None
-        promoted, reason = _decide(p_sum, c_sum, opts)
+        g_sum = (guard_res[0].summary(), guard_res[1].summary()) if guard_res else None
+        promoted, reason = _decide(p_sum, c_sum, opts, g_sum)
 
         ref_info = (
             {"ref_set": str(opts.val_dir), "ref_digest": _digest_refs(refs), "n": len(refs)}
@@ -324,6 +366,11 @@ def retrain(
                 if refs
                 else []
             ),
+            "base_domain_check": (
+                {"style": style, "n": opts.guard_images, "parent": g_sum[0], "self": g_sum[1]}
+                if g_sum
+                else None
+            ),
             "decision": {
                 "promoted": promoted,
                 "reason": reason,
@@ -352,6 +399,8 @@ def retrain(
     if parent_res is not None and cand_res is not None:
         cand_res.model = candidate.spec
         parent_res.model = f"{parent.spec} (parent)"
+        if guard_res is not None:
+            guard_res[1].model = candidate.spec
         registry.record(parent, "validate", {**ref_info, **(p_sum or {})})
         registry.record(candidate, "validate", {**ref_info, **(c_sum or {})})
     queue.mark_used([it.id for it in items], candidate.spec)
@@ -389,6 +438,11 @@ def retrain(
                 "parent weights sha256": file_sha256(parent.weights_path)[:16],
                 "validation losses": "computed on the reference set (curves only)",
             },
+            guard=guard_res or (),
+            guard_title=(
+                f"Base-domain check: {opts.guard_images} generated '{style}' images "
+                f"(what the parent could already do)"
+            ),
         )
     return RetrainOutcome(
         parent=parent,
@@ -398,6 +452,7 @@ def retrain(
         report=report,
         parent_metrics=p_sum,
         candidate_metrics=c_sum,
+        base_domain=card["base_domain_check"],
         items=[it.id for it in items],
         finetune={
             "train_losses": list(result.train_losses),

@@ -388,11 +388,15 @@ def write_report(
     decision: str | None = None,
     details: Mapping[str, Any] | None = None,
     worst: int = 4,
+    guard: Sequence[ValidationResult] = (),
+    guard_title: str = "Base-domain check",
 ) -> Path:
     """Write ``report.md``, ``report.html``, ``metrics.json`` and PNGs; returns report.md.
 
     ``results`` are compared side by side (e.g. parent then candidate); the worst images
-    are those where the last result scores lowest.
+    are those where the last result scores lowest. ``guard`` results (the same models on
+    a second set, e.g. the domain the parent was trained on) get their own table, so
+    forgetting is visible next to the gain.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -426,7 +430,16 @@ def write_report(
     md.append("|---|" + "---|" * len(results))
     for k in keys:
         md.append(f"| {k} | " + " | ".join(_fmt(s[k]) for s in summaries) + " |")
-    md += ["", f"Reference images: {len(refs)}", "", "## Curves", ""]
+    md += ["", f"Reference images: {len(refs)}", ""]
+    if guard:
+        gsum = [g.summary() for g in guard]
+        md += [f"## {guard_title}", ""]
+        md.append("| metric | " + " | ".join(g.model for g in guard) + " |")
+        md.append("|---|" + "---|" * len(guard))
+        for k in keys[:4]:
+            md.append(f"| {k} | " + " | ".join(_fmt(s[k]) for s in gsum) + " |")
+        md.append("")
+    md += ["## Curves", ""]
     md += [f"![{p}]({p})" for p in pngs if p != "worst.png"]
     md += ["", "## Per image (AP@0.5)", ""]
     md.append("| image | n_true | " + " | ".join(r.model for r in results) + " |")
@@ -454,6 +467,7 @@ def write_report(
                     for r in results
                 },
                 "losses": {k: list(v) for k, v in (losses or {}).items()},
+                "guard": {g.model: g.summary() for g in guard},
             },
             indent=2,
             default=float,
