@@ -57,3 +57,7 @@ for _name in COMMAND_MODULES:
         continue
     for _cmd in getattr(_module, "commands", []):
         main.add_command(_cmd)
+
+
+if __name__ == "__main__":
+    main()

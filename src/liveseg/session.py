@@ -384,7 +384,14 @@ class Session:
 
             factory = factories[cfg.policy]
             params = validate_params(cfg.policy, cfg.policy, factory, cfg.params)
-            out.append((cfg.policy, factory(params)))
+            ctx = StepContext(
+                home=self.home,
+                threads=self.config.threads,
+                device=self.config.device,
+                step_name=cfg.policy,
+                logger=log.getChild(cfg.policy),
+            )
+            out.append((cfg.policy, factory(params, ctx)))
         return out
 
     # -- simulated sample -------------------------------------------------------------
