@@ -102,12 +102,12 @@ class SyntheticStyle:
         Objects smaller than this (after overlaps are cut) are dropped from the labels.
     """
 
-    density: Range = (2.0, 16.0)
+    density: Range = (2.0, 20.0)
     radius: Range = (5.0, 16.0)
     radius_cv: float = 0.2
     elongation: Range = (1.0, 1.8)
     wobble: Range = (0.0, 0.12)
-    packing: Range = (0.72, 1.15)
+    packing: Range = (0.7, 1.15)
     brightness_cv: Range = (0.1, 0.5)
     texture: Range = (0.0, 0.35)
     edge_width: Range = (0.4, 1.5)
@@ -117,7 +117,7 @@ class SyntheticStyle:
     background: Range = (0.02, 0.3)
     illumination: Range = (0.0, 0.5)
     blur: Range = (0.5, 2.0)
-    photons: Range = (15.0, 3000.0)
+    photons: Range = (10.0, 3000.0)
     read_noise: Range = (0.5, 5.0)
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     invert: bool = False

@@ -29,15 +29,15 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def small_run(tmp_path, default_ckpt_path):
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, default_ckpt_path):
     torch.set_num_threads(1)
     before = _digest(default_ckpt_path)
     items = _items()
     result = finetune(
         default_ckpt_path,
         items,
-        tmp_path / "ft",
+        tmp_path_factory.mktemp("ft"),
         epochs=6,
         learning_rate=3e-3,
         seed=7,
@@ -48,7 +48,7 @@ def small_run(tmp_path, default_ckpt_path):
     return result, items
 
 
-def test_finetune_lowers_loss_and_changes_output(small_run, default_ckpt_path, tmp_path):
+def test_finetune_lowers_loss_and_changes_output(small_run, default_ckpt_path):
     result, items = small_run
     base = load_checkpoint(default_ckpt_path)
     tuned = load_checkpoint(result.weights_path)

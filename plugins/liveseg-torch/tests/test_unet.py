@@ -113,10 +113,11 @@ def test_targets_and_decode_roundtrip():
     fg, dist = targets(true)
     assert fg.max() == 1 and dist.max() == pytest.approx(1.0)
     assert np.all(dist[true == 0] == 0)
-    labels = decode(fg, dist, seed_threshold=0.5, min_size=1)
-    r = average_precision(true, labels, (0.5, 0.75))
-    assert r.ap[0.5] >= 0.95
-    assert r.ap[0.75] >= 0.9
+    for scale in (1, 2):
+        labels = decode(fg, dist, seed_threshold=0.5, min_size=1, scale=scale)
+        r = average_precision(true, labels, (0.5, 0.75))
+        assert r.ap[0.5] >= 0.95, scale
+        assert r.ap[0.75] >= 0.9, scale
 
 
 def test_prepare_image_is_float32_and_bounded():

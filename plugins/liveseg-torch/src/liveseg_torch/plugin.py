@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +51,9 @@ class UnetParams(BaseModel):
     min_size: int | None = Field(default=None, ge=0, description="smallest object kept")
     test_time_flips: bool = Field(default=False, description="average 4 flips (4x slower)")
     batch_size: int = Field(default=4, ge=1, description="tiles per forward pass")
+    decode_scale: Literal[1, 2] = Field(
+        default=2, description="2: watershed at half resolution (fast); 1: full resolution"
+    )
 
 
 def resolve_weights(spec: str, home: Path | None = None) -> Path:
@@ -114,6 +117,7 @@ class UnetBackend:
             overlap=params.overlap,
             batch_size=params.batch_size,
             test_time_flips=params.test_time_flips,
+            decode_scale=params.decode_scale,
         )
         self.logger.info(
             "unet: loaded %s on %s (%d threads)",

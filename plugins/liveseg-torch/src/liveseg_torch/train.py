@@ -118,7 +118,7 @@ def train_steps(
         if i < warmup:
             return learning_rate * (i + 1) / warmup
         frac = (i - warmup) / max(1, steps - warmup)
-        return learning_rate * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac)))
+        return float(learning_rate * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac))))
 
     losses: list[float] = []
     for i in range(steps):
