@@ -68,6 +68,7 @@ def test_finetune_writes_card(small_run):
 
     card = json.loads((Path(result.weights_path).parent / "model.json").read_text())
     assert card["backend"] == "unet"
+    assert Path(result.weights_path).name == card["weights"]
     assert len(card["training_items"]) == len(items)
     assert card["hyperparameters"]["seed"] == 7
     assert card["train_losses"] == list(result.train_losses)

@@ -202,10 +202,16 @@ def test_save_load_roundtrip_keeps_settings(tmp_path, default_ckpt_path):
 
 
 def test_entry_point_registers_backend_and_trainer():
+    import importlib.metadata
+
+    import liveseg_torch.plugin
     from liveseg.plugins import PluginHost
 
-    host = PluginHost()
-    assert "unet" in host.backends()
+    eps = importlib.metadata.entry_points(group="liveseg")
+    assert any(ep.value == "liveseg_torch.plugin" for ep in eps)
+    host = PluginHost(entry_points=False)
+    host.register(liveseg_torch.plugin, name="torch")
+    assert host.backends()["unet"] is UnetBackend
     assert "unet" in host.trainers()
 
 
@@ -221,6 +227,16 @@ def test_shipped_card_matches_weights(default_ckpt_path):
     card = json.loads((default_ckpt_path.parent / "model.json").read_text())
     ckpt = load_checkpoint(default_ckpt_path)
     assert card["backend"] == "unet"
+    assert (default_ckpt_path.parent / card["weights"]) == default_ckpt_path
     assert card["architecture"]["channels"] == ckpt.model.config.channels
     assert card["representation"]["defaults"] == ckpt.decode
     assert default_ckpt_path.stat().st_size < 5 * 1024 * 1024
+
+
+def test_registry_spec_resolves_through_liveseg_models(tmp_path):
+    pytest.importorskip("liveseg.models")
+    backend = UnetBackend(UnetParams(model="default@prod"), StepContext(home=tmp_path))
+    assert backend.weights_path.is_file()
+    assert tmp_path in backend.weights_path.parents
+    with pytest.raises(ModelError):
+        UnetBackend(UnetParams(model="nope@prod"), StepContext(home=tmp_path))

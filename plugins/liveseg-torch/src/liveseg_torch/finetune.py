@@ -168,8 +168,9 @@ def finetune(
         except (OSError, ValueError):
             parent_card = {}
     card = {
-        "name": f"fine-tuned from {parent_card.get('name', base.name)}",
+        "description": f"fine-tuned from {parent_card.get('name', base.name)}",
         "backend": "unet",
+        "weights": WEIGHTS_NAME,
         "format": "liveseg-torch/unet",
         "version": liveseg_torch.__version__,
         "parent": str(base),

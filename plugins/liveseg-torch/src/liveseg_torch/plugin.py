@@ -77,10 +77,11 @@ def resolve_weights(spec: str, home: Path | None = None) -> Path:
                 f"(liveseg.models) is not available in this installation: {exc}. "
                 f"Pass a weights file path instead."
             ) from exc
-        return Path(resolve_model(spec, home=home).weights_path)
-    path = Path(spec).expanduser()
-    if not path.is_absolute() and not path.exists() and home is not None:
-        path = Path(home) / path
+        path = Path(resolve_model(spec, home=home).weights_path)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and not path.exists() and home is not None:
+            path = Path(home) / path
     if path.is_dir():
         for name in ("weights.pt", "default.pt"):
             if (path / name).is_file():

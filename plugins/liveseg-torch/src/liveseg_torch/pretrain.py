@@ -109,8 +109,10 @@ def pretrain(
     val = score(lambda im: predictor.predict(im)[0], dataset("val"))
     seconds = time.perf_counter() - t_start
     card: dict[str, Any] = {
-        "name": "liveseg-torch default nuclei model",
+        "name": "default",
+        "description": "liveseg-torch default nuclei model",
         "backend": "unet",
+        "weights": "default.pt",
         "format": "liveseg-torch/unet",
         "version": liveseg_torch.__version__,
         "architecture": {
