@@ -243,7 +243,8 @@ def _shape_field(blob: _Blob, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
         for k, amp, phase in blob.harmonics:
             rim += amp * np.cos(k * theta + phase)
         rho = rho / np.maximum(rim, 0.5)
-    return rho
+    out: np.ndarray = rho
+    return out
 
 
 def _random_blob(
@@ -281,7 +282,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     """Zero-mean, unit-std smooth random field."""
     field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
     std = float(field.std())
-    return field / std if std > 0 else field
+    out: np.ndarray = field / std if std > 0 else field
+    return out
 
 
 def _illumination(rng: np.random.Generator, shape: tuple[int, int], depth: float) -> np.ndarray:
@@ -294,7 +296,8 @@ def _illumination(rng: np.random.Generator, shape: tuple[int, int], depth: float
     tilt = rng.uniform(-1, 1) * (yy / h - 0.5) + rng.uniform(-1, 1) * (xx / w - 0.5)
     field = vignette + 0.3 * tilt
     field = (field - field.min()) / max(float(field.max() - field.min()), 1e-6)
-    return (1.0 - depth + depth * field).astype(np.float32)
+    out: np.ndarray = (1.0 - depth + depth * field).astype(np.float32)
+    return out
 
 
 def _render(
@@ -337,7 +340,7 @@ def _relabel(labels: np.ndarray, min_area: int) -> np.ndarray:
     keep[0] = False
     lut = np.zeros(areas.size, dtype=np.uint32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    out = lut[labels]
+    out: np.ndarray = lut[labels]
     # A nucleus cut in two by its neighbours keeps only its largest piece.
     objects = ndi.find_objects(out)
     for idx, sl in enumerate(objects, start=1):

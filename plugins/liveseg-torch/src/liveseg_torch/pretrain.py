@@ -183,7 +183,7 @@ def rescore(out: Path, threads: int = 2) -> dict[str, Any]:
     ckpt = load_checkpoint(out / "default.pt")
     predictor = Predictor(ckpt, device="cpu")
     ckpt.decode = tune_decoding(predictor, dataset("val"))
-    card = json.loads((out / "model.json").read_text())
+    card: dict[str, Any] = json.loads((out / "model.json").read_text())
     card["representation"]["defaults"] = ckpt.decode
     card["metrics"] = {
         "test_hard": score(lambda im: predictor.predict(im)[0], dataset("test_hard")),

@@ -53,9 +53,10 @@ def _watershed(mask: np.ndarray, distance: np.ndarray, seed_threshold: float) ->
         return np.zeros(mask.shape, dtype=np.int64)
     seeds, n = ndi.label(mask & (distance > seed_threshold))
     if n == 0:
-        labels, _ = ndi.label(mask)
-        return labels.astype(np.int64)
-    labels = watershed(-distance, seeds, mask=mask).astype(np.int64)
+        comp, _ = ndi.label(mask)
+        out: np.ndarray = comp.astype(np.int64)
+        return out
+    labels: np.ndarray = watershed(-distance, seeds, mask=mask).astype(np.int64)
     rest, n_rest = ndi.label(mask & (labels == 0))
     if n_rest:
         labels = np.where(rest > 0, rest + n, labels)
@@ -103,7 +104,7 @@ def decode(
         else:
             mask_e, dist_e = mask, distance
         hh, ww = mask_e.shape[0] // 2, mask_e.shape[1] // 2
-        mask2 = mask_e.reshape(hh, 2, ww, 2).any(axis=(1, 3))
+        mask2: np.ndarray = np.asarray(mask_e.reshape(hh, 2, ww, 2).any(axis=(1, 3)))
         dist2 = dist_e.reshape(hh, 2, ww, 2).mean(axis=(1, 3))
         half = _watershed(mask2, dist2, seed_threshold)
         # Every foreground pixel lies in a foreground block, so it gets that block's label.
