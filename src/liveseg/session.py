@@ -112,6 +112,7 @@ class FrameProcessor:
         self.segment_ms: list[float] = []
         self.counts: list[int] = []
         self.step_ms: dict[str, list[float]] = {}
+        self.frame_checks: list[tuple[tuple[float, float], float, tuple[int, int], int]] = []
         self.by_status: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -161,6 +162,11 @@ class FrameProcessor:
                 self.segment_ms.append(seg_ms)
                 for step, ms in result.timings_ms.items():
                     self.step_ms.setdefault(step, []).append(ms)
+                if frame.stage_xy is not None and frame.metadata.get("series", "base") == "base":
+                    inner = int(np.count_nonzero(~columns["touches_edge"].astype(bool)))
+                    self.frame_checks.append(
+                        (frame.stage_xy, frame.pixel_size_um, frame.shape, inner)
+                    )
                 self.counts.append(result.count)
         if result.status is FrameStatus.OK:
             self._flags(frame, result)
@@ -334,6 +340,7 @@ class Session:
         self._recent_lock = threading.Lock()
         self.run_dir: Path | None = None
         self._bar: Any = None
+        self.simulated_objects: list[tuple[float, float, float, float]] = []
         self.controller: Controller | None = None
         self.queue: FrameQueue | None = None
         self.processor: FrameProcessor | None = None
@@ -403,6 +410,7 @@ class Session:
         from liveseg.simulation import make_sample
 
         sample, objects = make_sample(sim)
+        self.simulated_objects = objects
         self._sample = contextlib.ExitStack()
         self._sample.enter_context(sample.patch(self.core))
         # The simulation patches snapImage only: hardware-sequenced bursts would bypass it.
@@ -473,9 +481,8 @@ class Session:
         ]
         self._bar = None
         if progress:
-            from tqdm import tqdm
-
             import useq
+            from tqdm import tqdm
 
             total = len(list(sequence)) if isinstance(sequence, useq.MDASequence) else None
             self._bar = tqdm(total=total, desc="frames", unit="frame", leave=False)
@@ -511,6 +518,12 @@ class Session:
             )
             if triggers is not None:
                 summary.update(triggers.summary())
+            if self.simulated_objects:
+                from liveseg.simulation import count_check
+
+                summary["simulation_check"] = count_check(
+                    self.simulated_objects, processor.frame_checks
+                )
             store.finish(summary, status)
             self.host.sequence_finished(str(run_dir), summary)
             store.close()

@@ -43,12 +43,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
             ", ".join(f"{k} {v:.1f}" for k, v in summary.get("step_ms_mean", {}).items()),
         ),
         ("chain", " -> ".join(summary.get("chain", []))),
+        *_simulation_lines(summary.get("simulation_check") or {}),
         ("output", summary.get("run_dir")),
     ]
     width = max(len(k) for k, _ in lines)
     click.echo("liveseg run summary")
     for key, value in lines:
         click.echo(f"  {key:<{width}}  {value}")
+
+
+def _simulation_lines(check: dict[str, float]) -> list[tuple[str, Any]]:
+    if not check:
+        return []
+    return [
+        (
+            "simulated truth",
+            f"{check['true_objects_per_frame']:.1f} objects/frame clear of the edge, "
+            f"{check['detected_objects_per_frame']:.1f} found "
+            f"(mean |error| {check['mean_abs_count_error']:.2f}, "
+            f"{100 * check['frames_exact']:.0f}% of frames exact)",
+        )
+    ]
 
 
 @click.command("run")
