@@ -56,6 +56,7 @@ def test_normalize_constant_image_is_zero_not_nan():
 def test_normalize_maps_percentiles():
     img = np.arange(10000, dtype=np.float32).reshape(100, 100)
     out = normalize_image(img, 0, 100)
+    assert out.dtype == np.float32
     assert out.min() == pytest.approx(0, abs=1e-3) and out.max() == pytest.approx(1, abs=1e-3)
 
 

@@ -40,7 +40,7 @@ def normalize_image(
     lo, hi = np.percentile(sample, [low, high])
     if not np.isfinite(lo) or not np.isfinite(hi) or hi - lo < 1e-12:
         return np.zeros_like(img)
-    out = (img - lo) / (hi - lo)
+    out = ((img - lo) / (hi - lo)).astype(np.float32, copy=False)
     if clip:
         np.clip(out, 0.0, 1.0, out=out)
     return out
