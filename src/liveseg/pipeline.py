@@ -30,6 +30,7 @@ __all__ = [
     "Pipeline",
     "StepContext",
     "StepError",
+    "lookup_factory",
     "validate_params",
 ]
 
@@ -83,6 +84,17 @@ class StepError(RuntimeError):
         self.cause = cause
 
 
+def lookup_factory(
+    kind: str, name: str, factories: Mapping[str, Callable[..., Any]], where: str = ""
+) -> Callable[..., Any]:
+    """The factory registered as ``name``, or a ConfigError listing what is available."""
+    if name not in factories:
+        available = ", ".join(sorted(factories)) or "(none)"
+        place = f" {where}" if where else ""
+        raise ConfigError(f"unknown {kind} {name!r}{place}; available {kind}s: {available}")
+    return factories[name]
+
+
 def validate_params(step: str, backend: str, factory: Callable[..., Any], params: Any) -> Any:
     """Validate ``params`` against ``factory.Params`` with an error naming step and field."""
     model = getattr(factory, "Params", None)
@@ -132,13 +144,7 @@ class Pipeline:
         try:
             for i, step in enumerate(steps):
                 name = step.name or f"{i}:{step.backend}"
-                if step.backend not in factories:
-                    available = ", ".join(sorted(factories)) or "(none)"
-                    raise ConfigError(
-                        f"unknown backend {step.backend!r} in step {name!r}; "
-                        f"available backends: {available}"
-                    )
-                factory = factories[step.backend]
+                factory = lookup_factory("backend", step.backend, factories, f"in step {name!r}")
                 params = validate_params(name, step.backend, factory, step.params)
                 ctx = StepContext(
                     home=context.home,

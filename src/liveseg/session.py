@@ -26,7 +26,7 @@ from liveseg.defaults import default_steps
 from liveseg.errors import ConfigError, LivesegError
 from liveseg.home import resolve_home
 from liveseg.measure import measure_objects
-from liveseg.pipeline import Pipeline, StepContext
+from liveseg.pipeline import Pipeline, StepContext, lookup_factory, validate_params
 from liveseg.plugins import PluginHost
 from liveseg.store import RunStore
 from liveseg.triggers import TriggerController, build_trigger_controller
@@ -382,14 +382,7 @@ class Session:
         factories = self.host.flag_policies()
         out = []
         for cfg in self.config.flags:
-            if cfg.policy not in factories:
-                raise ConfigError(
-                    f"unknown flag policy {cfg.policy!r}; "
-                    f"available: {', '.join(sorted(factories))}"
-                )
-            from liveseg.pipeline import validate_params
-
-            factory = factories[cfg.policy]
+            factory = lookup_factory("flag policy", cfg.policy, factories)
             params = validate_params(cfg.policy, cfg.policy, factory, cfg.params)
             ctx = StepContext(
                 home=self.home,

@@ -1182,18 +1182,13 @@ def build_trigger_controller(
     """The controller a config asks for, or ``None`` when it lists no triggers."""
     if not config.triggers:
         return None
-    from liveseg.pipeline import validate_params
+    from liveseg.pipeline import lookup_factory, validate_params
     from liveseg.store import TriggeredStore
 
     factories = host.triggers()
     built: list[tuple[str, Any]] = []
     for i, cfg in enumerate(config.triggers):
-        if cfg.trigger not in factories:
-            raise ConfigError(
-                f"unknown trigger {cfg.trigger!r} (triggers[{i}]); "
-                f"available: {', '.join(sorted(factories)) or '(none)'}"
-            )
-        factory = factories[cfg.trigger]
+        factory = lookup_factory("trigger", cfg.trigger, factories, f"(triggers[{i}])")
         params = validate_params(cfg.trigger, cfg.trigger, factory, cfg.params)
         ctx = TriggerContext(
             name=cfg.trigger,

@@ -173,7 +173,7 @@ def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG: YAML, fields, sequence, and every step's backend and parameters."""
     from liveseg.defaults import default_steps
     from liveseg.errors import ConfigError
-    from liveseg.pipeline import validate_params
+    from liveseg.pipeline import lookup_factory, validate_params
     from liveseg.plugins import PluginHost
 
     cfg = _load(config, overrides)
@@ -183,12 +183,8 @@ def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
     steps = cfg.pipeline.steps or default_steps(factories)
     for i, step in enumerate(steps):
         name = step.name or f"{i}:{step.backend}"
-        if step.backend not in factories:
-            raise ConfigError(
-                f"unknown backend {step.backend!r} in step {name!r}; "
-                f"available backends: {', '.join(sorted(factories))}"
-            )
-        validate_params(name, step.backend, factories[step.backend], step.params)
+        factory = lookup_factory("backend", step.backend, factories, f"in step {name!r}")
+        validate_params(name, step.backend, factory, step.params)
     mm = cfg.hardware.mm_config
     if mm != "demo" and not Path(mm).expanduser().is_file():
         raise ConfigError(f"Micro-Manager config file not found: {mm}")
