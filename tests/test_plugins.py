@@ -88,3 +88,23 @@ def test_every_hookspec_and_signature_is_documented_in_readme():
         pattern = re.escape(f"{name}({params})")
         assert re.search(pattern, text), f"README does not document hook {name}({params})"
         assert fn.__doc__ and len(fn.__doc__) > 40, f"hookspec {name} has no real docstring"
+
+
+def test_hook_tracing_switch_logs_calls(monkeypatch, caplog):
+    import logging
+
+    import numpy as np
+
+    monkeypatch.setenv("LIVESEG_TRACE_HOOKS", "1")
+    host = PluginHost(entry_points=False)
+
+    class Listener:
+        @hookimpl
+        def frame_processed(self, frame, result):
+            return None
+
+    host.register(Listener(), name="listener")
+    with caplog.at_level(logging.INFO, logger="liveseg.plugins"):
+        host.frame_processed(Frame(7, np.zeros((2, 2))), FrameResult(np.zeros((2, 2), np.uint32)))
+    traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hook:")]
+    assert any("frame_processed [listener] frame=7" in m for m in traced)

@@ -89,7 +89,8 @@ class PluginHost:
         self._info: dict[str, PluginInfo] = {}
         self._registries: dict[str, dict[str, tuple[str, Callable[..., Any]]]] | None = None
         self.on_error: ErrorHandler = on_error or _log_error
-        if os.environ.get("LIVESEG_TRACE_HOOKS"):
+        self._trace = bool(os.environ.get("LIVESEG_TRACE_HOOKS"))
+        if self._trace:
             self.pm.trace.root.setwriter(lambda msg: log.info("hook: %s", msg.rstrip()))
             self.pm.enable_tracing()
         if builtins:
@@ -248,6 +249,10 @@ class PluginHost:
             except Exception as exc:
                 self.on_error(impl.plugin_name, hook_name, exc, frame_index)
                 continue
+            if self._trace:
+                log.info(
+                    "hook: %s [%s] frame=%s -> %s", hook_name, impl.plugin_name, frame_index, res
+                )
             if res is not None:
                 results.append((impl.plugin_name, res))
         return results
