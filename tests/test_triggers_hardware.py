@@ -246,3 +246,56 @@ def test_a_raising_trigger_does_not_stop_the_run(make_session, tmp_path):
     assert len(hook) == 2
     assert summary["trigger_errors"] == 2
     assert summary["triggered_series"] >= 1  # the other trigger still worked
+
+
+class _OneObject:
+    """Labels one off-centre square on full base frames; nothing on smaller (ROI) frames."""
+
+    def __init__(self, params, context):
+        pass
+
+    def segment(self, frame, upstream):
+        from liveseg.types import FrameResult
+
+        labels = np.zeros(frame.shape, np.uint32)
+        if frame.shape == (SIZE, SIZE):
+            labels[30:42, 180:192] = 1
+        return FrameResult(labels=labels)
+
+    def close(self):
+        pass
+
+
+def test_visit_objects_with_camera_roi(make_session, host, tmp_path):
+    from types import SimpleNamespace
+
+    from liveseg.hookspecs import hookimpl
+
+    @hookimpl
+    def register_backends(register):
+        register("one_object", _OneObject)
+
+    host.register(SimpleNamespace(register_backends=register_backends), name="one-object")
+    cfg = classical_config(
+        hardware={"mm_config": "demo", "exposure_ms": 5, "properties": SMALL_CAMERA},
+        sequence={
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+            "time_plan": {"interval": 0.2, "loops": 2},
+        },
+        pipeline={"steps": [{"backend": "one_object"}]},
+        triggers=[{"trigger": "visit_objects", "params": {"roi": [64, 47]}}],
+        selection={"dedupe_radius_um": 5},
+    )
+    session = make_session(cfg, host=host)
+    session.run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    series = run.triggered()
+    assert len(series) == 1  # the second time point's object is deduped
+    (index,) = series[0]["frames"]
+    assert run.image(index).shape == (46, 64)  # ROI height rounded down to even
+    # the object sits at pixel (35.5, 185.5): the stage went there
+    x, y = series[0]["target_xy"]
+    assert x == pytest.approx(185.5 - HALF) and y == pytest.approx(35.5 - HALF)
+    base = [r for r in run.frames() if r["series"] == "base"]
+    assert len(base) == 2 and all(run.image(r["index"]).shape == (SIZE, SIZE) for r in base)
+    assert session.core.getImageWidth() == SIZE  # the ROI is cleared after the run

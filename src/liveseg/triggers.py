@@ -943,9 +943,12 @@ class TriggerController:
         """Connect the base sink and timing handlers to ``core``'s MDA signals."""
         ev = core.mda.events
         self.queue._clock = core.mda.event_seconds_elapsed
+        self._core = core
+        self._roi_active = False
         pairs: list[tuple[Any, Callable[..., Any]]] = [
             (ev.sequenceStarted, self.sink.setup),
             (ev.frameReady, self.sink.frame),
+            (ev.eventStarted, self._apply_roi),
             (ev.eventStarted, self.queue.on_event_started),
             (ev.sequenceFinished, self.sink.close),
         ]
@@ -957,6 +960,27 @@ class TriggerController:
             for sig, fn in pairs:
                 sig.disconnect(fn)
             self.sink.close()
+            if self._roi_active:
+                core.clearROI()
+                self._roi_active = False
+
+    def _apply_roi(self, event: useq.MDAEvent) -> None:
+        """Set a triggered event's camera ROI before its snap (``eventStarted``, runner thread).
+
+        The ROI is centred on the sensor, where the stage move has put the object.
+        """
+        core = self._core
+        roi = event.metadata.get("liveseg_roi") if event.metadata else None
+        if roi:
+            if self._roi_active:
+                core.clearROI()
+            sensor_w, sensor_h = core.getImageWidth(), core.getImageHeight()
+            w, h = min(int(roi[0]), sensor_w), min(int(roi[1]), sensor_h)
+            core.setROI((sensor_w - w) // 2, (sensor_h - h) // 2, w, h)
+            self._roi_active = True
+        elif self._roi_active:
+            core.clearROI()
+            self._roi_active = False
 
     # -- worker side ----------------------------------------------------------------------
     def write_labels(self, frame: Frame, labels: np.ndarray) -> None:

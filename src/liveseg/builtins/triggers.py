@@ -63,6 +63,10 @@ class VisitObjectsParams(_Params):
         default_factory=list, description="channel presets (empty: current channel)"
     )
     exposure_ms: float | None = Field(default=None, gt=0)
+    roi: tuple[int, int] | None = Field(
+        default=None,
+        description="camera ROI (width, height) px centred on the object; rounded down to even",
+    )
     priority: int = 0
 
 
@@ -132,6 +136,11 @@ class VisitObjects:
             z0 = frame.event.z_pos
         offsets = self.z_offsets if z0 is not None else [0.0]
         channels: list[str | None] = list(self.params.channels) or [None]
+        metadata: dict[str, Any] = {}
+        if self.params.roi is not None:
+            w, h = self.params.roi
+            # Even sizes keep the ROI centred on the sensor, hence on the object.
+            metadata["liveseg_roi"] = [max(2, w - w % 2), max(2, h - h % 2)]
         events = []
         for ci, ch in enumerate(channels):
             for zi, dz in enumerate(offsets):
@@ -146,6 +155,7 @@ class VisitObjects:
                         if ch is None
                         else {"config": ch, "group": self.channel_group},
                         exposure=self.params.exposure_ms,
+                        metadata=metadata,
                     )
                 )
         return events
