@@ -50,3 +50,17 @@ def test_pixel_stage_roundtrip_with_mirror_and_affine():
     x, y = pixel_to_stage([10.0, 70.0], [20.0, 90.0], g)
     r, c = stage_to_pixel(x, y, g)
     assert r == pytest.approx([10.0, 70.0]) and c == pytest.approx([20.0, 90.0])
+
+
+def test_label_ids_compact_and_sparse_agree_with_unique():
+    from liveseg.types import label_ids
+
+    compact = np.zeros((20, 20), np.uint32)
+    compact[1:3, 1:3], compact[5, 5], compact[9:12, 2] = 3, 1, 7
+    sparse = compact.copy()
+    sparse[15, 15] = 4_000_000_000  # far above 4x the pixel count: the sorting path
+    for labels in (compact, sparse):
+        expected = np.unique(labels)[1:]
+        assert list(label_ids(labels)) == list(expected)
+        assert FrameResult(labels=labels).count == expected.size
+    assert label_ids(np.zeros((0, 0), np.uint32)).size == 0

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from liveseg.coords import CameraGeometry, pixel_to_stage
+from liveseg.types import label_ids
 
 if TYPE_CHECKING:
     from liveseg.types import Frame, FrameResult
@@ -62,8 +63,7 @@ def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
     """Standard per-object columns for ``result.labels`` measured on the raw image."""
     labels = result.labels
     image = np.asarray(frame.image, dtype=np.float64)
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
+    ids = label_ids(labels)
     n = ids.size
     if n == 0:
         return {c: np.zeros(0) for c in OBJECT_COLUMNS}

@@ -167,7 +167,7 @@ class FrameProcessor:
                     self.frame_checks.append(
                         (frame.stage_xy, frame.pixel_size_um, frame.shape, inner)
                     )
-                self.counts.append(result.count)
+                self.counts.append(len(columns["label"]))  # measured already; no recount
         if result.status is FrameStatus.OK:
             self._flags(frame, result)
         self.host.frame_processed(frame, result)

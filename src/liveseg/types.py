@@ -30,6 +30,7 @@ __all__ = [
     "TrainItem",
     "empty_labels",
     "input_image",
+    "label_ids",
 ]
 
 LABEL_DTYPE = np.dtype(np.uint32)
@@ -96,16 +97,30 @@ class FrameResult:
     @property
     def count(self) -> int:
         """Number of objects (distinct non-zero labels)."""
-        if self.labels.size == 0:
-            return 0
-        ids = np.unique(self.labels)
-        return int(ids.size - (1 if ids[0] == 0 else 0))
+        return int(label_ids(self.labels).size)
 
     def replace(self, **changes: Any) -> FrameResult:
         """Return a copy with some fields changed."""
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         values.update(changes)
         return FrameResult(**values)
+
+
+def label_ids(labels: np.ndarray) -> np.ndarray:
+    """The object ids present in ``labels`` (ascending, 0 excluded).
+
+    Uses a histogram (linear time) when the ids are compact, as chain outputs are, and
+    falls back to sorting for sparse ids; this runs on every frame.
+    """
+    flat = np.asarray(labels).ravel()
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(flat.max())
+    if top <= 4 * flat.size + 1024:
+        ids = np.flatnonzero(np.bincount(flat, minlength=1))
+    else:
+        ids = np.unique(flat).astype(np.int64)
+    return ids[ids != 0]
 
 
 def empty_labels(shape: tuple[int, int]) -> np.ndarray:

@@ -203,6 +203,12 @@ class Predictor:
             return np.zeros(img.shape, dtype=np.uint32), {}
         prob, dist = self._maps_prepared(img)
         s = self.decode_settings(prob_threshold, seed_threshold, min_size)
+        return self._decode(prob, dist, s)
+
+    def _decode(
+        self, prob: np.ndarray, dist: np.ndarray, s: dict[str, float]
+    ) -> tuple[np.ndarray, dict[int, float]]:
+        """Labels and per-object scores from the network's two maps."""
         labels = decode(
             prob,
             dist,
@@ -247,13 +253,5 @@ class Predictor:
                 if not prepared[i].any():
                     results[i] = (np.zeros(prepared[i].shape, dtype=np.uint32), {})
                     continue
-                labels = decode(
-                    prob,
-                    dist,
-                    prob_threshold=s["prob_threshold"],
-                    seed_threshold=s["seed_threshold"],
-                    min_size=int(s["min_size"]),
-                    scale=self.decode_scale,
-                )
-                results[i] = (labels, object_scores(labels, prob))
+                results[i] = self._decode(prob, dist, s)
         return [r for r in results if r is not None]
