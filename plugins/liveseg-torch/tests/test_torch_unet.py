@@ -156,13 +156,49 @@ def test_wrong_kind_of_checkpoint_is_model_error(tmp_path):
         load_checkpoint(other)
 
 
-def test_mismatched_state_is_model_error(tmp_path, default_ckpt_path):
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("channels", 8, "does not fit"), ("levels", 7, "levels must be 3 or 4")],
+)
+def test_architecture_that_does_not_fit_is_model_error(
+    tmp_path, default_ckpt_path, field, value, message
+):
     raw = torch.load(default_ckpt_path, weights_only=True)
-    raw["arch"]["channels"] = 8
+    raw["arch"][field] = value
     wrong = tmp_path / "wrong.pt"
     torch.save(raw, wrong)
-    with pytest.raises(ModelError, match="does not fit"):
+    with pytest.raises(ModelError, match=message):
         load_checkpoint(wrong)
+
+
+def test_three_level_checkpoints_without_levels_key_still_load(tmp_path):
+    # Checkpoints written before the `levels` field existed hold a 3-level network.
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.weights import Checkpoint
+
+    path = save_checkpoint(Checkpoint(model=UNetLite(NetConfig(channels=4))), tmp_path / "o.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["arch"]["levels"]
+    torch.save(raw, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model.config.levels == 3 and ckpt.model.config.multiple == 8
+    labels, _ = Predictor(ckpt, device="cpu").predict(generate(1, (40, 56))[0])
+    assert labels.shape == (40, 56)
+
+
+def test_four_level_network_trains_on_any_crop_size():
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.train import make_sample, train_steps
+
+    model = UNetLite(NetConfig(channels=4, levels=4))
+    assert model.config.multiple == 16
+    assert model(torch.zeros(1, 1, 48, 80)).shape == (1, 2, 48, 80)
+    img, lab = generate(3, (64, 64))
+    # 40 is not a multiple of 16: the loop rounds the crop up instead of failing.
+    losses = train_steps(
+        model, [make_sample(img, lab)], steps=2, batch_size=2, crop=40, learning_rate=1e-3, seed=0
+    )
+    assert len(losses) == 2 and all(np.isfinite(losses))
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -229,6 +265,7 @@ def test_shipped_card_matches_weights(default_ckpt_path):
     assert card["backend"] == "unet"
     assert (default_ckpt_path.parent / card["weights"]) == default_ckpt_path
     assert card["architecture"]["channels"] == ckpt.model.config.channels
+    assert card["architecture"]["levels"] == ckpt.model.config.levels
     assert card["representation"]["defaults"] == ckpt.decode
     assert default_ckpt_path.stat().st_size < 5 * 1024 * 1024
 

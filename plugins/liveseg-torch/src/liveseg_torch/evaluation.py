@@ -18,6 +18,9 @@ DATASETS: dict[str, dict[str, Any]] = {
     "train": {"style": "train", "seed": 0, "shape": (256, 256)},
     # Same style, other seed: picks the decoding thresholds after training.
     "val": {"style": "train", "seed": 1, "n": 16, "shape": (256, 256)},
+    # Hard style, its own seed: compares architectures and training runs, so that the
+    # test set below is never used to choose between them.
+    "val_hard": {"style": "test_hard", "seed": 3, "n": 16, "shape": (256, 256)},
     # Held out: other seed and harder settings (dense, touching, noisier).
     "test_hard": {"style": "test_hard", "seed": 2, "n": 24, "shape": (256, 256)},
 }

@@ -62,6 +62,7 @@ def pretrain(
     crop: int = 128,
     learning_rate: float = 3e-3,
     channels: int = 16,
+    levels: int = 3,
     seed: int = 0,
     threads: int = 1,
     progress: bool = True,
@@ -80,7 +81,7 @@ def pretrain(
     t_data = time.perf_counter() - t_start
 
     torch.manual_seed(seed)
-    model = UNetLite(NetConfig(channels=channels))
+    model = UNetLite(NetConfig(channels=channels, levels=levels))
     bar = tqdm(total=steps, desc="pretraining", disable=not progress)
     ema: list[float] = []
 
@@ -117,7 +118,7 @@ def pretrain(
         "format": "liveseg-torch/unet",
         "version": liveseg_torch.__version__,
         "architecture": {
-            "type": "UNetLite (3 levels, stride-2 stem, bilinear output upsampling)",
+            "type": f"UNetLite ({levels} levels, stride-2 stem, bilinear output upsampling)",
             **model.config.as_dict(),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         },
@@ -164,7 +165,7 @@ def pretrain(
         "command": (
             f"python -m liveseg_torch.pretrain --out DIR --steps {steps} "
             f"--n-train {n_train} --batch-size {batch_size} --crop {crop} --lr {learning_rate} "
-            f"--channels {channels} --seed {seed} --threads {threads}"
+            f"--channels {channels} --levels {levels} --seed {seed} --threads {threads}"
         ),
     }
     ckpt.meta = {"card": "model.json", "trained_steps": steps, "seed": seed}
@@ -207,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--channels", type=int, default=16)
+    p.add_argument(
+        "--levels", type=int, default=3, choices=(3, 4), help="U-Net depth (see network.py)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 = bit-reproducible, ~1.6x slower)"
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         crop=a.crop,
         learning_rate=a.lr,
         channels=a.channels,
+        levels=a.levels,
         seed=a.seed,
         threads=a.threads,
         progress=not a.no_progress,

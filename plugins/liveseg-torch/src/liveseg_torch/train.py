@@ -108,6 +108,8 @@ def train_steps(
     """
     if not samples:
         raise ValueError("no training samples")
+    m = model.config.multiple
+    crop = -(-int(crop) // m) * m  # the network needs sides that are multiples of m
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()
