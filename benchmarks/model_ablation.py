@@ -3,9 +3,9 @@
 For comparing architectures and training settings before a full pretraining run: every
 variant trains on the same synthetic frames (style ``train``, seed 0) with the same seed,
 then is scored on ``val_hard`` (hard style, seed 3) and ``val`` (training style, seed 1)
-with the decoding thresholds picked per set. ``test_hard`` is deliberately not used: it
-stays the held-out report. Results for the shipped choice are in
-``docs/model-experiments.md``.
+with the decoding thresholds picked per set by ``pretrain.tune_decoding``. ``test_hard``
+is deliberately not used: it stays the held-out report. Results for the shipped choice
+are in ``docs/model-experiments.md``.
 
 Usage: ``python benchmarks/model_ablation.py --levels 4 --channels 16 --steps 3000``.
 Prints JSON. About 7-9 minutes per 3000 steps on one core of the dev VM.
@@ -14,7 +14,6 @@ Prints JSON. About 7-9 minutes per 3000 steps on one core of the dev VM.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 
@@ -32,11 +31,10 @@ def main() -> None:
 
     import torch
 
-    from liveseg.metrics import aggregate, average_precision
-    from liveseg_torch.evaluation import dataset
+    from liveseg_torch.evaluation import dataset, score
     from liveseg_torch.inference import Predictor
     from liveseg_torch.network import NetConfig, UNetLite
-    from liveseg_torch.representation import decode
+    from liveseg_torch.pretrain import tune_decoding
     from liveseg_torch.train import make_sample, train_steps
     from liveseg_torch.weights import Checkpoint
 
@@ -60,22 +58,12 @@ def main() -> None:
     }
     for name in ("val_hard", "val"):
         pairs = dataset(name)
-        maps = [predictor.maps(img) for img, _ in pairs]
-        best = max(
-            (
-                aggregate(
-                    average_precision(lab, decode(pr, d, prob_threshold=pt, seed_threshold=st))
-                    for (pr, d), (_, lab) in zip(maps, pairs, strict=True)
-                ).ap[0.5],
-                pt,
-                st,
-            )
-            for pt, st in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6, 0.7))
-        )
+        predictor.ckpt.decode = tune_decoding(predictor, pairs)
+        scores = score(lambda im: predictor.predict(im)[0], pairs)
         result[name] = {
-            "ap@0.5": round(best[0], 4),
-            "prob_threshold": best[1],
-            "seed_threshold": best[2],
+            "ap@0.5": round(float(scores["ap@0.5"]), 4),
+            "ap@0.75": round(float(scores["ap@0.75"]), 4),
+            "decode": predictor.ckpt.decode,
         }
     print(json.dumps(result, indent=2))
 

@@ -50,6 +50,7 @@ def main() -> None:
 
     import torch
 
+    from liveseg.metrics import aggregate, average_precision
     from liveseg.synthetic import iter_dataset
     from liveseg_torch.evaluation import DATASETS, score
     from liveseg_torch.representation import decode, targets
@@ -84,11 +85,10 @@ def main() -> None:
             block[name] = entry
         ceiling = {}
         for scale in (2, 1):
-            s = score(
-                lambda lab, sc=scale: decode(*targets(lab), scale=sc),
-                [(lab, lab) for _, lab in pairs],
+            ideal = aggregate(
+                average_precision(lab, decode(*targets(lab), scale=scale)) for _, lab in pairs
             )
-            ceiling[f"decode_scale_{scale}_ap@0.5"] = round(float(s["ap@0.5"]), 4)
+            ceiling[f"decode_scale_{scale}_ap@0.5"] = round(float(ideal.ap[0.5]), 4)
         block["decode_ceiling"] = ceiling
         u, t = block["unet"], block["threshold_chain"]
         assert isinstance(u, dict) and isinstance(t, dict)

@@ -21,6 +21,12 @@ def classical_yaml(tmp_path):
     return p
 
 
+def _segment(runner, tmp_path, config, *images):
+    """Run ``liveseg segment IMAGES -o tmp/out`` with ``config`` and a private home."""
+    args = ["segment", *map(str, images), "-o", str(tmp_path / "out"), "--config", str(config)]
+    return runner.invoke(main, [*args, "--home", str(tmp_path / "home")])
+
+
 def test_help_everywhere(runner):
     out = runner.invoke(main, ["--help"])
     assert out.exit_code == 0
@@ -36,20 +42,7 @@ def test_segment_writes_labels_and_tables(runner, tmp_path, classical_yaml):
     for i, centers in enumerate([[(30, 30), (80, 90)], [(50, 50)]]):
         image, _ = disk_image((128, 128), centers, radius=7, seed=i)
         tifffile.imwrite(src / f"img{i}.tif", image)
-    out = runner.invoke(
-        main,
-        [
-            "segment",
-            str(src / "img0.tif"),
-            str(src / "img1.tif"),
-            "-o",
-            str(tmp_path / "out"),
-            "--config",
-            str(classical_yaml),
-            "--home",
-            str(tmp_path / "home"),
-        ],
-    )
+    out = _segment(runner, tmp_path, classical_yaml, src / "img0.tif", src / "img1.tif")
     assert out.exit_code == 0, out.output
     assert "segmented 2 of 2" in out.output
     lab0 = tifffile.imread(tmp_path / "out" / "img0_labels.tif")
@@ -75,20 +68,7 @@ def test_segment_wrong_image_gives_clear_error_and_continues(
     tifffile.imwrite(bad, array, photometric="minisblack")
     good = tmp_path / "good.tif"
     tifffile.imwrite(good, disk_image((64, 64), [(32, 32)])[0])
-    out = runner.invoke(
-        main,
-        [
-            "segment",
-            str(bad),
-            str(good),
-            "-o",
-            str(tmp_path / "out"),
-            "--config",
-            str(classical_yaml),
-            "--home",
-            str(tmp_path / "home"),
-        ],
-    )
+    out = _segment(runner, tmp_path, classical_yaml, bad, good)
     assert out.exit_code == 1
     assert message in out.output
     assert "Traceback" not in out.output

@@ -219,31 +219,14 @@ def test_queue_cli_roundtrip(tmp_path):
     tifffile.imwrite(tmp_path / "a_labels.tif", lab)
     tifffile.imwrite(tmp_path / "bad_labels.tif", lab.astype(np.float32))
     r = CliRunner()
-    res = r.invoke(
-        main,
-        [
-            "queue",
-            "add",
-            str(tmp_path / "a.tif"),
-            "--labels",
-            str(tmp_path / "a_labels.tif"),
-            "--home",
-            home,
-        ],
-    )
+
+    def add(labels: str):
+        image = str(tmp_path / "a.tif")
+        return r.invoke(main, ["queue", "add", image, "--labels", labels, "--home", home])
+
+    res = add(str(tmp_path / "a_labels.tif"))
     assert res.exit_code == 0, res.output
-    res = r.invoke(
-        main,
-        [
-            "queue",
-            "add",
-            str(tmp_path / "a.tif"),
-            "--labels",
-            str(tmp_path / "bad_labels.tif"),
-            "--home",
-            home,
-        ],
-    )
+    res = add(str(tmp_path / "bad_labels.tif"))
     assert res.exit_code == 2 and "floating point" in res.output
     q = RetrainQueue(home)
     q.add(img, lab, reason="flagged", name="fl")
