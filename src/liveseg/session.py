@@ -486,7 +486,7 @@ class Session:
         try:
             if triggers is None:
                 controller.run(sequence, output=str(store.images_path))
-            else:  # the queue interleaves triggered events; base frames go to BaseSink
+            else:  # the queue interleaves triggered events; base frames go to FrameSink
                 with triggers.attached(self.core):
                     controller.run(triggers.queue, output=None)
         except BaseException:

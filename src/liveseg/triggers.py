@@ -17,10 +17,12 @@ The pieces, in the order a frame meets them:
   before it; when it does not, the work is deferred by at most
   ``selection.max_defer_timepoints`` time points, then run, and the delay it causes is
   recorded (``base_delayed``).
-* :class:`BaseSink` writes base frames only into ``images.ome.zarr`` (pymmcore-plus's
-  own OME-Zarr sink, shaped by the base sequence), skipping the planes of skipped events
-  so the base grid stays aligned; triggered frames go to ``triggered.ome.zarr`` (one
-  series each, see :class:`liveseg.store.TriggeredStore`), written by the worker.
+* :class:`FrameSink` writes every frame in the runner thread, as it arrives: base
+  frames into ``images.ome.zarr`` (pymmcore-plus's own OME-Zarr sink, shaped by the base
+  sequence), skipping the planes of skipped events so the base grid stays aligned;
+  triggered frames into ``triggered.ome.zarr`` (one series each, see
+  :class:`liveseg.store.TriggeredStore`). A run killed while the worker lags behind
+  therefore loses labels at most, never images.
 
 Conditions in trigger parameters (``area_um2 > 80 and mean_intensity > 1.5 *
 frame_median``) are parsed by :func:`compile_condition`: a small, safe expression
@@ -61,8 +63,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FRAME_NAMES",
     "Action",
-    "BaseSink",
     "Condition",
+    "FrameSink",
     "SetInterval",
     "SkipRest",
     "StopRun",
@@ -828,17 +830,26 @@ def _block(ev: useq.MDAEvent) -> tuple[int, int]:
     return (int(ev.index.get("p", 0)), int(ev.index.get("t", 0)))
 
 
-# -- base sink ----------------------------------------------------------------------------
-class BaseSink:
-    """pymmcore-plus's OME-Zarr sink, fed with base frames only.
+# -- frame sink ---------------------------------------------------------------------------
+class FrameSink:
+    """Writes each frame in the runner thread, base and triggered, as it arrives.
 
+    Base frames go to pymmcore-plus's OME-Zarr sink, triggered frames to their series.
     The runner's own sink would be shaped from the iterable it runs (an unbounded 3-D
     array for a generator), so the session passes no ``output`` and connects this
     instead: it is set up from the *base* ``MDASequence``, appends base frames in the
     runner thread (as pymmcore-plus does), and skips the planes of dropped base events.
+    Triggered frames are written here too, not by the worker, so none is lost when the
+    process dies with frames still waiting for segmentation.
     """
 
-    def __init__(self, path: Path, base: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        base: Any,
+        triggered: TriggeredStore | None = None,
+        record: Callable[..., None] | None = None,
+    ) -> None:
         # Private module, but it is exactly the sink ``core.mda.run(output=path)`` uses.
         from pymmcore_plus.mda._sink import OmeWritersSink
         from useq import MDASequence
@@ -847,6 +858,8 @@ class BaseSink:
         self._sequence = base if isinstance(base, MDASequence) else None
         self._ready = False
         self._lock = threading.Lock()
+        self._triggered = triggered
+        self._record = record
 
     def setup(self, sequence: Any, meta: Any) -> None:
         """``sequenceStarted`` handler."""
@@ -857,12 +870,24 @@ class BaseSink:
             self._ready = True
 
     def frame(self, img: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
-        """``frameReady`` handler: base frames only."""
-        if event.metadata and "liveseg" in event.metadata:
+        """``frameReady`` handler."""
+        info = event.metadata.get("liveseg") if event.metadata else None
+        if info is not None:
+            self._write_triggered(img, event, str(info.get("series", "")))
             return
         with self._lock:
             if self._ready:
                 self._sink.append(img, event, meta)
+
+    def _write_triggered(self, img: np.ndarray, event: useq.MDAEvent, series: str) -> None:
+        if self._triggered is None or not series:
+            return
+        try:
+            self._triggered.write(series, dict(event.index), image=np.asarray(img))
+        except Exception as exc:  # a full disk must not stop the acquisition
+            log.exception("writing a frame of triggered series %s failed", series)
+            if self._record is not None:
+                self._record("store_error", series=series, error=repr(exc))
 
     def skip(self, n: int) -> None:
         """Leave ``n`` base planes empty (their events were skipped)."""
@@ -918,7 +943,7 @@ class TriggerController:
         self.triggered = triggered
         self.host = host
         self.state = TriggerState()
-        self.sink = BaseSink(store.images_path, base)
+        self.sink = FrameSink(store.images_path, base, triggered, store.event)
         gate = any(getattr(t, "gates", False) for _, t in self.triggers)
         self.queue = TriggerQueue(
             base,
@@ -940,7 +965,7 @@ class TriggerController:
     # -- wiring ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def attached(self, core: CMMCorePlus) -> Iterator[TriggerController]:
-        """Connect the base sink and timing handlers to ``core``'s MDA signals."""
+        """Connect the frame sink and timing handlers to ``core``'s MDA signals."""
         ev = core.mda.events
         self.queue._clock = core.mda.event_seconds_elapsed
         self._core = core
@@ -993,8 +1018,7 @@ class TriggerController:
             self.triggered.write(series, idx, labels=labels)
 
     def skipped(self, frame: Frame) -> None:
-        """A frame the backlog policy did not segment: store its image if triggered."""
-        self._store_triggered_image(frame)
+        """A frame the backlog policy did not segment (its image is already stored)."""
         self.queue.frame_evaluated(frame)
 
     def evaluate(
@@ -1007,25 +1031,13 @@ class TriggerController:
         """Run every trigger on a base frame; store triggered frames. Never raises."""
         try:
             if str(frame.metadata.get("series", BASE)) != BASE:
-                self._store_triggered_image(frame)
-                return
+                return  # its image was stored by the frame sink
             self._evaluate_base(frame, result, objects, arrived)
         except Exception as exc:  # the controller itself must not kill the worker
             log.exception("trigger evaluation failed on frame %d", frame.index)
             self.store.event("plugin_error", frame=frame.index, hook="triggers", error=repr(exc))
         finally:
             self.queue.frame_evaluated(frame)
-
-    def _store_triggered_image(self, frame: Frame) -> None:
-        series = str(frame.metadata.get("series", BASE))
-        if series == BASE:
-            return
-        idx = dict(frame.event.index) if frame.event is not None else {}
-        try:
-            self.triggered.write(series, idx, image=np.asarray(frame.image))
-        except Exception as exc:
-            log.exception("writing triggered frame %d failed", frame.index)
-            self.store.event("store_error", frame=frame.index, series=series, error=repr(exc))
 
     def _evaluate_base(
         self,
