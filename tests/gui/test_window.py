@@ -143,19 +143,54 @@ def test_slow_display_does_not_slow_acquisition_or_segmentation(
     assert window.feed.dropped_images + window.feed.dropped_results > 0
 
 
+def _offline_icons(monkeypatch) -> list[str]:
+    """Simulate a lab without internet for the icon host; return its DNS lookups."""
+    import socket
+
+    from pyconify.api import _session
+
+    from liveseg.gui.icons import ICON_HOST
+
+    _session.cache_clear()  # a fresh pyconify session: no adapter from an earlier test
+    lookups: list[str] = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == ICON_HOST:
+            lookups.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "offline (test)")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_icon_downloads_skipped_only_when_offline(monkeypatch) -> None:
+    import socket
+
+    from pyconify.api import _session
+
+    from liveseg.gui.icons import ICON_HOST, skip_icon_downloads_when_offline
+
+    _session.cache_clear()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [("reachable",)])
+    assert skip_icon_downloads_when_offline() is False
+    assert not hasattr(_session().get_adapter(f"https://{ICON_HOST}"), "liveseg_offline")
+    lookups = _offline_icons(monkeypatch)
+    assert skip_icon_downloads_when_offline() is True
+    assert skip_icon_downloads_when_offline() is True  # decided once per session
+    assert lookups == [ICON_HOST]
+
+
 @pytest.mark.slow
 def test_mda_widget_and_sequence_yaml(qtbot, make_gui_session, monkeypatch, tmp_path) -> None:
-    import superqt.iconify
-
     from liveseg.gui.window import LiveWindow
 
-    def offline(*args, **kwargs):
-        raise OSError("offline")
-
-    # pymmcore-widgets fetches icons from the internet; fail fast instead of timing out.
-    monkeypatch.setattr(superqt.iconify, "svg_path", offline)
+    # pymmcore-widgets fetches dozens of icons; offline, one DNS lookup must decide.
+    lookups = _offline_icons(monkeypatch)
     with pytest.warns(UserWarning, match="Error fetching icon"):
         window = LiveWindow(make_gui_session(), output=tmp_path / "run", mda_widget=True)
+    assert len(lookups) == 1
     qtbot.addWidget(window)
     try:
         seq = window.sequence()

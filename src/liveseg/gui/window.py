@@ -333,6 +333,9 @@ class LiveWindow(QMainWindow):
             return tab
         from pymmcore_widgets import ExposureWidget, MDAWidget
 
+        from liveseg.gui.icons import skip_icon_downloads_when_offline
+
+        skip_icon_downloads_when_offline()
         core = self.session.core
         devices = QGroupBox("Devices")
         form = QFormLayout(devices)
