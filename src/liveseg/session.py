@@ -486,7 +486,7 @@ class Session:
         try:
             if triggers is None:
                 controller.run(sequence, output=str(store.images_path))
-            else:  # the queue interleaves triggered events; base frames go to FrameSink
+            else:  # the queue interleaves triggered events; FrameSink writes the images
                 with triggers.attached(self.core):
                     controller.run(triggers.queue, output=None)
         except BaseException:
