@@ -201,6 +201,31 @@ def test_four_level_network_trains_on_any_crop_size():
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
+def test_batch_norm_training_is_saved_as_an_equivalent_plain_network(tmp_path):
+    # Pretraining uses BatchNorm; the checkpoint must hold the folded network that
+    # computes the same maps, so inference and fine-tuning never see batch statistics.
+    from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
+    from liveseg_torch.train import make_sample, train_steps
+    from liveseg_torch.weights import Checkpoint
+
+    torch.manual_seed(0)
+    model = UNetLite(NetConfig(channels=4, batch_norm=True))
+    samples = [make_sample(*generate(s, (64, 64))) for s in range(3)]
+    train_steps(model, samples, steps=4, batch_size=4, crop=32, learning_rate=1e-2, seed=0)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 9 and not any(torch.allclose(b.running_var, torch.ones(4)) for b in bns[:2])
+    x = torch.from_numpy(samples[0].image[None, None].copy())
+    with torch.inference_mode():
+        expected = model.eval()(x)
+        folded = fold_batch_norm(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
+        assert fold_batch_norm(folded) is folded
+        ckpt = load_checkpoint(save_checkpoint(Checkpoint(model=model), tmp_path / "bn.pt"))
+        assert ckpt.model.config.batch_norm is False
+        torch.testing.assert_close(ckpt.model(x), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from liveseg.errors import ModelError
-from liveseg_torch.network import NetConfig, UNetLite
+from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
 
 __all__ = [
     "DEFAULT_CARD",
@@ -55,14 +55,18 @@ class Checkpoint:
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
-    """Write ``ckpt`` to ``path`` (parents created) and return the path."""
+    """Write ``ckpt`` to ``path`` (parents created) and return the path.
+
+    A network trained with BatchNorm is saved folded (:func:`fold_batch_norm`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in ckpt.model.state_dict().items()}
+    model = fold_batch_norm(ckpt.model)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": ckpt.model.config.as_dict(),
+        "arch": model.config.as_dict(),
         "representation": REPRESENTATION,
         "normalize": dict(ckpt.normalize),
         "decode": dict(ckpt.decode),
