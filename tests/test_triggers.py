@@ -211,3 +211,14 @@ def test_triggered_images_are_on_disk_when_frame_ready_returns(tmp_path):
     events = [json.loads(line) for line in (store.path / "events.jsonl").read_text().splitlines()]
     errors = [e for e in events if e["kind"] == "store_error"]
     assert len(errors) == 1 and errors[0]["series"] == "visit_0"
+
+
+def test_pymmcore_plus_without_the_sink_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from liveseg.errors import LivesegError
+    from liveseg.triggers import FrameSink
+
+    monkeypatch.setitem(sys.modules, "pymmcore_plus.mda._sink", None)  # as in 0.18.0
+    with pytest.raises(LivesegError, match=r"pip install 'pymmcore-plus==0\.18\.1'"):
+        FrameSink(tmp_path / "images.ome.zarr", useq.MDASequence())

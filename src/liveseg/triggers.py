@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from liveseg.errors import ConfigError
+from liveseg.errors import ConfigError, LivesegError
 from liveseg.types import FrameStatus, Proposal
 
 if TYPE_CHECKING:
@@ -850,10 +850,21 @@ class FrameSink:
         triggered: TriggeredStore | None = None,
         record: Callable[..., None] | None = None,
     ) -> None:
-        # Private module, but it is exactly the sink ``core.mda.run(output=path)`` uses.
-        from pymmcore_plus.mda._sink import OmeWritersSink
         from useq import MDASequence
 
+        try:
+            # Private modules, but exactly what ``core.mda.run(output=path)`` uses.
+            from pymmcore_plus.mda._generator_sequence import GeneratorMDASequence
+            from pymmcore_plus.mda._sink import OmeWritersSink
+        except ImportError as exc:
+            import pymmcore_plus
+
+            raise LivesegError(
+                f"triggers need pymmcore-plus's OME-Zarr sink, which pymmcore-plus "
+                f"{pymmcore_plus.__version__} does not provide ({exc}). Install the "
+                f"version liveseg is tested with: pip install 'pymmcore-plus==0.18.1'"
+            ) from exc
+        self._unbounded = GeneratorMDASequence
         self._sink = OmeWritersSink.from_output(str(path))
         self._sequence = base if isinstance(base, MDASequence) else None
         self._ready = False
@@ -863,10 +874,8 @@ class FrameSink:
 
     def setup(self, sequence: Any, meta: Any) -> None:
         """``sequenceStarted`` handler."""
-        from pymmcore_plus.mda._generator_sequence import GeneratorMDASequence
-
         with self._lock:
-            self._sink.setup(self._sequence or GeneratorMDASequence(), meta)
+            self._sink.setup(self._sequence or self._unbounded(), meta)
             self._ready = True
 
     def frame(self, img: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
