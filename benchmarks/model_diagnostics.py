@@ -31,7 +31,12 @@ def _seed_census(predictor: Any, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
     out = {"nuclei": 0, "no_seed": 0, "no_seed_under_40px": 0, "shared_seed": 0, "own_seed": 0}
     for image, labels in pairs:
         prob, dist = predictor.maps(image)
-        seeds, _ = ndi.label((prob > s["prob_threshold"]) & (dist > s["seed_threshold"]))
+        seeds, n = ndi.label((prob > s["prob_threshold"]) & (dist > s["seed_threshold"]))
+        # How many true nuclei each seed touches, from the distinct (seed, nucleus) pairs.
+        both = (seeds > 0) & (labels > 0)
+        base = int(labels.max()) + 1
+        seen = np.unique(seeds[both].astype(np.int64) * base + labels[both])
+        touched = np.bincount(seen // base, minlength=n + 1)
         for idx, sl in enumerate(ndi.find_objects(labels), start=1):
             if sl is None:
                 continue
@@ -43,10 +48,7 @@ def _seed_census(predictor: Any, pairs: list[tuple[np.ndarray, np.ndarray]]) -> 
                 out["no_seed"] += 1
                 out["no_seed_under_40px"] += int(mask.sum() < 40)
                 continue
-            shared = any(
-                np.any((labels[seeds == i] > 0) & (labels[seeds == i] != idx)) for i in ids
-            )
-            out["shared_seed" if shared else "own_seed"] += 1
+            out["shared_seed" if np.any(touched[ids] > 1) else "own_seed"] += 1
     return out
 
 

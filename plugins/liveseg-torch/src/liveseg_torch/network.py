@@ -62,11 +62,8 @@ class NetConfig:
 
 
 def _conv(cin: int, cout: int, stride: int = 1, bn: bool = False) -> nn.Sequential:
-    if bn:
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-        )
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.ReLU(inplace=True))
+    norm = [nn.BatchNorm2d(cout)] if bn else []
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), *norm, nn.ReLU(inplace=True))
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
