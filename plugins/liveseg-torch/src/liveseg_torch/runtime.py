@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -103,22 +104,19 @@ def _sha256_file(path: Path) -> str:
     return _sha256_bytes(path.read_bytes())
 
 
-class _Probabilities:
-    """Wraps the network so the export ends in the sigmoid (probabilities, not logits)."""
+def _with_sigmoid(model: Any) -> Any:
+    """The network followed by its sigmoid: the export outputs probabilities, not logits."""
+    import torch
 
-    @staticmethod
-    def build(model: Any) -> Any:
-        import torch
+    class Probabilities(torch.nn.Module):  # type: ignore[misc,unused-ignore]
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
 
-        class Wrapped(torch.nn.Module):  # type: ignore[misc,unused-ignore]
-            def __init__(self, net: torch.nn.Module) -> None:
-                super().__init__()
-                self.net = net
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.net(x))
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return torch.sigmoid(self.net(x))
-
-        return Wrapped(model).eval()
+    return Probabilities(model).eval()
 
 
 def _check_input(multiple: int) -> np.ndarray:
@@ -137,7 +135,7 @@ def _export_bytes(ckpt: Checkpoint) -> tuple[bytes, float]:
 
     import torch
 
-    wrapped = _Probabilities.build(ckpt.model.to("cpu").eval())
+    wrapped = _with_sigmoid(ckpt.model.to("cpu").eval())
     m = ckpt.model.config.multiple
     example = torch.zeros(1, 1, 4 * m, 4 * m)
     buf = io.BytesIO()
@@ -284,14 +282,28 @@ def onnx_for_weights(ckpt: Checkpoint, home: str | os.PathLike[str]) -> tuple[by
     cache = Path(home) / "cache" / "onnx" / wsha
     path, rec_path = cache / ONNX_NAME, cache / _CACHE_RECORD
     if path.is_file() and rec_path.is_file():
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        if rec.get("weights_sha256") == wsha:
+        try:
+            rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        except ValueError:
+            rec = {}  # an unreadable record: export again from the weights
+        if isinstance(rec, dict) and rec.get("weights_sha256") == wsha:
             return _verified(path, rec), path
     data, diff = _export_bytes(ckpt)
-    cache.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, data)
+    # Both files appear at once (a directory rename), so a reader never pairs one
+    # process's export with another's record; a stale pair is replaced whole.
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=cache.parent))
+    (staging / ONNX_NAME).write_bytes(data)
     record = _record(data, wsha, diff)
-    _write_atomic(rec_path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    (staging / _CACHE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if cache.exists():
+        shutil.rmtree(cache, ignore_errors=True)
+    try:
+        os.rename(staging, cache)
+    except OSError:  # another process got there first: use its (verified) export
+        shutil.rmtree(staging, ignore_errors=True)
+        rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        return _verified(path, rec), path
     log.info("unet: exported %s to %s (max |diff| vs torch %.1e)", weights, path, diff)
     return data, path
 
