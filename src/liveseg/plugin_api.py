@@ -45,6 +45,7 @@ from liveseg.types import (
     Proposal,
     TrainItem,
     input_image,
+    label_ids,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ __all__ = [
     "TriggerState",
     "hookimpl",
     "input_image",
+    "label_ids",
 ]
 
 
