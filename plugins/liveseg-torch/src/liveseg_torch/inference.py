@@ -5,6 +5,10 @@ dynamic range look alike to it. Frames up to ``tile`` pixels on each side run in
 pass; larger frames are cut into overlapping tiles that run in batches, and the tiles'
 *probability maps* (not their labels) are blended with a tent window before decoding once
 over the whole frame, so no object is ever cut at a tile seam.
+
+The network itself runs in an :class:`Engine`: torch (:class:`TorchEngine`, for CUDA and
+as the fallback) or ONNX Runtime (:class:`liveseg_torch.runtime.OnnxEngine`, the CPU
+default); everything around it is the same NumPy code for both.
 """
 
 from __future__ import annotations
