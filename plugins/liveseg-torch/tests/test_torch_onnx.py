@@ -71,6 +71,18 @@ def test_onnx_matches_torch_maps_and_labels_on_the_test_set(tmp_path):
     assert pooled.ap[0.5] >= 0.99
 
 
+def test_test_time_flips_and_tiles_agree_between_runtimes(tmp_path):
+    from liveseg_torch.runtime import ATOL
+
+    img, _ = generate(60_050, (200, 264), "train")
+    kw = {"test_time_flips": True, "tile": 128, "overlap": 32, "batch_size": 3}
+    onnx_maps = _backend(tmp_path, runtime="onnx", **kw).predictor.maps(img)
+    torch_maps = _backend(tmp_path, runtime="torch", **kw).predictor.maps(img)
+    for a, b in zip(onnx_maps, torch_maps, strict=True):
+        assert a.shape == img.shape
+        assert float(np.abs(a - b).max()) <= ATOL
+
+
 def test_shipped_weights_export_once_into_the_cache(tmp_path):
     first = _backend(tmp_path)  # runtime auto on the CPU: ONNX Runtime
     path = first.onnx_path
