@@ -98,6 +98,11 @@ def test_worse_candidate_is_not_promoted_and_says_why(setup):
     assert reg.resolve("level@prod").spec == "level@1"
     assert reg.get("level", 2).card["decision"]["promoted"] is False
     assert out.report is not None and "not promoted" in out.report.read_text()
+    # The corrections did not make it into prod: they stay available for the next try.
+    assert {it.state for it in _q.items()} == {ItemState.CORRECTED}
+    again = retrain("level@prod", home, opts, host=_host())
+    assert again.promoted and again.items == out.items
+    assert {it.state for it in _q.items()} == {ItemState.USED}
 
 
 def test_no_reference_set_needs_force(setup):
@@ -121,7 +126,7 @@ def test_errors(setup, tmp_path):
     home, _reg, _parent, _ref, q = setup
     for it in q.items():
         q.mark_used([it.id], "x@1")
-    with pytest.raises(LivesegError, match="no corrected items"):
+    with pytest.raises(LivesegError, match=r"no corrected items.*--include-used"):
         retrain("level@prod", home, RetrainOptions(progress=False), host=_host())
     with pytest.raises(LivesegError, match="no trainer for backend 'level'"):
         retrain(
