@@ -446,7 +446,7 @@ def validate_cmd(
     results = []
     last = ""
     for spec in specs:
-        mv = reg.resolve(spec)
+        mv = reg.resolve(spec, verify=False)  # the backend checks the weights as it loads
         # Each row carries the spec the user typed (and the version it meant), so
         # ``--model nuclei@1 --model nuclei@prod`` never prints two ``nuclei@1`` rows.
         label = mv.spec if spec.strip() == mv.spec else f"{spec.strip()} ({mv.spec})"
@@ -600,7 +600,7 @@ def batch_cmd(
     steps = list(cfg.pipeline.steps)
     resolved = None
     if spec:
-        mv = _registry(home).resolve(spec)
+        mv = _registry(home).resolve(spec, verify=False)  # the backend checks the weights
         resolved = mv.spec  # pin the exact version for the whole batch
         if steps and any(s.backend == mv.backend for s in steps):
             for s in steps:
