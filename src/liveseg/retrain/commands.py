@@ -588,13 +588,14 @@ def batch_cmd(
 ) -> None:
     """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
     from liveseg.batch import run_batch, summary_line
-    from liveseg.config import LivesegConfig, load_config
+    from liveseg.config import LivesegConfig
+    from liveseg.configfile import load_config_file
     from liveseg.defaults import default_steps
     from liveseg.plugins import PluginHost
     from liveseg.retrain.validate import model_steps
 
     h = _home(home)
-    cfg = load_config(config) if config else LivesegConfig()
+    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
     pdir = plugins_dir or cfg.plugins.dir
     factories = PluginHost(plugins_dir=pdir).backends()
     steps = list(cfg.pipeline.steps)
