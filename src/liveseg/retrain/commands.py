@@ -432,14 +432,22 @@ def models_import_default(name: str, home: str | None) -> None:
 @click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "specs", multiple=True, required=True, help="Model(s) to compare.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Extra *.py plugins.")
 @click.option("--json", "as_json", is_flag=True)
 @_home_option
 def validate_cmd(
-    ref_dir: str, specs: tuple[str, ...], output: str | None, as_json: bool, home: str | None
+    ref_dir: str,
+    specs: tuple[str, ...],
+    output: str | None,
+    plugins_dir: str | None,
+    as_json: bool,
+    home: str | None,
 ) -> None:
     """Score model(s) on a reference set (AP@0.5/0.75/0.9, matched IoU) and write a report."""
+    from liveseg.plugins import PluginHost
     from liveseg.retrain.validate import load_reference_set, validate_model, write_report
 
+    host = PluginHost(plugins_dir=plugins_dir)
     h = _home(home)
     reg = _registry(home)
     refs = load_reference_set(ref_dir)
@@ -450,7 +458,7 @@ def validate_cmd(
         # Each row carries the spec the user typed (and the version it meant), so
         # ``--model nuclei@1 --model nuclei@prod`` never prints two ``nuclei@1`` rows.
         label = mv.spec if spec.strip() == mv.spec else f"{spec.strip()} ({mv.spec})"
-        res = validate_model(mv, refs, h, progress=True, label=label)
+        res = validate_model(mv, refs, h, progress=True, label=label, host=host)
         reg.record(mv, "validate", {"ref_set": str(ref_dir), **res.summary()})
         results.append(res)
         last = mv.spec
