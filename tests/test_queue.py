@@ -343,3 +343,25 @@ def test_queue_add_batch_is_all_or_nothing(tmp_path):
     )
     assert res.exit_code == 2 and "b_labels.tif" in res.output and "binary mask" in res.output
     assert RetrainQueue(home).items() == []
+
+
+def test_queue_add_valid_masks_after_one_flag(tmp_path):
+    import tifffile
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    (a, al), (b, bl) = _pairs_on_disk(tmp_path)
+    masks = []
+    for name in "ab":
+        m = np.zeros((32, 40), np.uint8)
+        m[:, :32] = 255  # what Fiji saves for a selection turned into a mask
+        tifffile.imwrite(tmp_path / f"{name}_valid.tif", m)
+        masks.append(str(tmp_path / f"{name}_valid.tif"))
+    home = str(tmp_path / "home")
+    args = ["queue", "add", str(a), str(b), "--labels", str(al), str(bl), "--valid", *masks]
+    res = CliRunner().invoke(main, [*args, "--reason", "lab book p. 12", "--home", home])
+    assert res.exit_code == 0, res.output
+    items = RetrainQueue(home).items()
+    assert [it.reason for it in items] == ["lab book p. 12"] * 2
+    assert all(it.valid() is not None and it.valid()[:, :32].all() for it in items)

@@ -472,10 +472,11 @@ class ModelRegistry:
         if not weights.is_file():
             raise ModelError(f"{d}: weights file {named!r} named by model.json is missing")
         expected = card.get("weights_sha256")
-        if expected and file_sha256(weights) != expected:
+        actual = file_sha256(weights) if expected else None
+        if expected and actual != expected:
             raise ModelError(
                 f"{d}: weights file {weights} does not match model.json (sha256 "
-                f"{file_sha256(weights)}, model.json records {expected}); nothing was imported"
+                f"{actual}, model.json records {expected}); nothing was imported"
             )
         card_backend = backend or card.get("backend")
         if not card_backend:
