@@ -17,7 +17,7 @@ from liveseg.defaults import default_steps
 from liveseg.errors import ModelError, PluginError
 from liveseg.hookspecs import hookimpl
 from liveseg.plugins import PluginHost, iter_hookspecs, shipped_models
-from liveseg.testing import classical_config
+from liveseg.testing import classical_config, register_fake_backend
 from liveseg.types import Frame, FrameResult, FrameStatus, Proposal
 
 README = Path(__file__).parents[1] / "README.md"
@@ -475,3 +475,21 @@ def test_every_protocol_and_its_methods_are_documented_in_readme():
             params = [p for p in inspect.signature(fn).parameters if p != "self"]
             sig = f"{meth}({', '.join(params)})"
             assert sig in text, f"README does not document {name}.{sig}"
+
+
+def test_disagreement_policy_builds_its_second_backend_from_the_runs_host(
+    liveseg_host, tmp_path, disk_frame
+):
+    from liveseg.pipeline import StepContext, validate_params
+
+    frame, truth = disk_frame()
+    fake = register_fake_backend(liveseg_host, name="second_opinion", labels=truth)
+    factory = liveseg_host.flag_policies()["disagreement"]
+    params = validate_params(
+        "disagreement", "disagreement", factory, {"backend": "second_opinion"}
+    )
+    ctx = StepContext(home=tmp_path, backends=liveseg_host.backends())
+    policy = factory(params, ctx)
+    assert policy.check(frame, FrameResult(truth)) is None  # full agreement
+    assert fake.calls == [frame.index]
+    assert "disagreement" in policy.check(frame, FrameResult(np.zeros_like(truth)))
