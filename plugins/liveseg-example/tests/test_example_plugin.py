@@ -90,7 +90,8 @@ def test_spots_on_a_flat_frame_finds_nothing(host, tmp_path):
 
 def test_a_typo_in_the_params_is_a_config_error_naming_the_field(host):
     factory = host.backends()["spots"]
-    with pytest.raises(ConfigError, match=r"(?s)sigmaa: Extra inputs.*valid fields: min_area, sigma"):
+    expected = r"(?s)sigmaa: Extra inputs.*valid fields: min_area, sigma"
+    with pytest.raises(ConfigError, match=expected):
         validate_params("0:spots", "spots", factory, {"sigmaa": 2})
 
 
