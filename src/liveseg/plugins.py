@@ -44,7 +44,15 @@ if TYPE_CHECKING:
     import numpy as np
 
     from liveseg.config import PluginsConfig
-    from liveseg.plugin_api import ModelSource, TriggerState
+    from liveseg.plugin_api import (
+        BackendFactory,
+        FlagPolicyFactory,
+        ModelSource,
+        SinkFactory,
+        Trainer,
+        TriggerFactory,
+        TriggerState,
+    )
     from liveseg.types import Flag, Frame, FrameResult, Proposal
 
 __all__ = [
@@ -448,7 +456,7 @@ class PluginHost:
     def _items(self, kind: str) -> dict[str, Any]:
         return {n: r.item for n, r in self._collect()[kind].items()}
 
-    def backends(self) -> dict[str, Callable[..., Any]]:
+    def backends(self) -> dict[str, BackendFactory]:
         """Backend factories by name (:class:`liveseg.plugin_api.BackendFactory`)."""
         return self._items("backends")
 
@@ -457,19 +465,19 @@ class PluginHost:
         entry = self._collect()["backends"].get(backend)
         return entry.plugin if entry else ""
 
-    def triggers(self) -> dict[str, Callable[..., Any]]:
+    def triggers(self) -> dict[str, TriggerFactory]:
         """Trigger factories by name (:class:`liveseg.plugin_api.TriggerFactory`)."""
         return self._items("triggers")
 
-    def sinks(self) -> dict[str, Callable[..., Any]]:
+    def sinks(self) -> dict[str, SinkFactory]:
         """Sink factories by name (:class:`liveseg.plugin_api.SinkFactory`)."""
         return self._items("sinks")
 
-    def flag_policies(self) -> dict[str, Callable[..., Any]]:
+    def flag_policies(self) -> dict[str, FlagPolicyFactory]:
         """Flag policy factories by name (:class:`liveseg.plugin_api.FlagPolicyFactory`)."""
         return self._items("flag_policies")
 
-    def trainers(self) -> dict[str, Callable[..., Any]]:
+    def trainers(self) -> dict[str, Trainer]:
         """Fine-tuning functions by backend name (:class:`liveseg.plugin_api.Trainer`)."""
         return self._items("trainers")
 
