@@ -112,6 +112,15 @@ def test_export_next_to_weights_is_recorded_and_used(tmp_path, default_ckpt_path
     assert not (home / "cache").exists()
 
 
+def test_registry_hook_exports_into_a_staging_directory(tmp_path, default_ckpt_path):
+    from liveseg_torch.plugin import UnetBackend
+
+    d = _model_dir(tmp_path, default_ckpt_path)
+    out = UnetBackend.prepare_model_dir(d)
+    assert out == d / "model.onnx"
+    assert json.loads((d / "model.json").read_text())["onnx"]["sha256"] == _sha(out)
+
+
 def test_tampered_export_is_refused_with_both_hashes(tmp_path, default_ckpt_path):
     from liveseg_torch.runtime import export_onnx
 

@@ -206,6 +206,19 @@ class UnetBackend:
             },
         )
 
+    @staticmethod
+    def prepare_model_dir(model_dir: Path) -> Path | None:
+        """Write the ONNX export into a model directory being registered; its path.
+
+        For the model registry: call it on a version's staging directory after its
+        ``model.json`` is written and before the files are made read-only (see
+        :func:`liveseg_torch.runtime.export_onnx`). Without ``onnxruntime`` nothing is
+        written (``None``): the export is made at first use on a machine that has it.
+        """
+        from liveseg_torch.runtime import export_onnx, onnxruntime_available
+
+        return export_onnx(model_dir) if onnxruntime_available() else None
+
     def close(self) -> None:
         """Drop the model (frees its memory, and GPU memory when on CUDA)."""
         if self.predictor is not None:
