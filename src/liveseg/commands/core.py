@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["commands"]
 
@@ -27,6 +32,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("frames segmented", summary.get("frames_segmented")),
         ("frames skipped", summary.get("frames_skipped")),
         ("frames failed", summary.get("frames_failed")),
+        *(
+            [("images not written", summary["frames_write_failed"])]
+            if summary.get("frames_write_failed")
+            else []
+        ),
         ("objects per frame (mean)", f"{summary.get('objects_per_frame_mean', 0):.1f}"),
         ("acquisition frames/s", f"{summary.get('acquisition_fps', 0):.1f}"),
         ("segmentation frames/s", f"{summary.get('segmentation_fps', 0):.1f}"),
@@ -89,11 +99,53 @@ def run_cmd(
     cfg = _load(config, overrides)
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
-        summary = session.run(output=output, progress=True)
+        with _stop_on_signals(session) as received:
+            summary = session.run(output=output, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+    status = summary.get("status", "finished")
+    if status != "finished":
+        why = summary.get("write_stopped") or (
+            f"{summary.get('frames_write_failed', 0)} images could not be written"
+            if status == "write_failed"
+            else "stopped by a signal"
+        )
+        click.echo(f"run {status}: {why}; see {summary.get('run_dir')}/events.jsonl", err=True)
+        raise SystemExit(128 + received[0] if received else 1)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(session: Any) -> Iterator[list[int]]:
+    """SIGINT / SIGTERM (SIGBREAK on Windows) stop a live run cleanly.
+
+    The first signal stops acquiring and lets the workers drain the backlog; the second
+    stops draining. Either way the run closes its store and records ``interrupted``.
+    Yields the list of signals received (for the exit status).
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            n = session.request_stop(drain=True)
+            click.echo(f"\ndraining {n} frames, Ctrl-C again to stop now", err=True)
+        else:
+            session.request_stop(drain=False)
+            click.echo(
+                "stopping now; unsegmented frames can be filled in with 'liveseg resegment'",
+                err=True,
+            )
+
+    names = ["SIGINT", "SIGTERM", "SIGBREAK"]  # SIGTERM/SIGBREAK exist only where they work
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @click.command("segment")
