@@ -178,5 +178,3 @@ def test_queue_runs_triggered_work_at_the_next_boundary_and_skips():
     assert skipped == [3] and q.base_skipped == 3  # all of position 1 (it had not started)
     q.apply(StopRun("enough"))
     assert q.stop_reason == "enough"
-
-

@@ -35,7 +35,7 @@ from liveseg.measure import OBJECT_COLUMNS
 from liveseg.types import LABEL_DTYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = [
     "ACQUIRED",
@@ -46,6 +46,7 @@ __all__ = [
     "RunReader",
     "RunStore",
     "TriggeredStore",
+    "check_output_dir",
     "run_is_live",
     "write_json_atomic",
 ]
@@ -421,6 +422,38 @@ class TriggeredStore:
                 series, "labels", labels.shape[-2:], LABEL_DTYPE, self._pixel_size.get(series, 1.0)
             )
             arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+
+
+def check_output_dir(
+    path: Path, command: str, own: Callable[[Mapping[str, Any]], bool] | None = None
+) -> None:
+    """Refuse an output directory that holds another run: never destroy one.
+
+    ``own`` says whether an existing run.json is this command's own earlier output
+    (``batch`` resumes its own output); anything else with a run.json or frames.csv is
+    refused with a one-line error.
+
+    Raises
+    ------
+    LivesegError
+        When ``path`` holds another run.
+    """
+    info_path, frames = path / "run.json", path / "frames.csv"
+    if not info_path.exists() and not frames.exists():
+        return
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    if own is not None and info and own(info):
+        return
+    kind = info.get("kind") or "acquisition"
+    raise LivesegError(
+        f"{command}: {path} already holds another liveseg run ({kind}); "
+        f"choose a new output directory"
+    )
 
 
 def run_is_live(run_dir: Path) -> bool:

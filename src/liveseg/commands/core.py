@@ -163,7 +163,9 @@ def segment_cmd(
 ) -> None:
     """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
 
-    Writes <name>_labels.tif per image and objects.csv / frames.csv / events.jsonl.
+    Writes <name>_labels.tif per image (keeping the path below the inputs' common
+    folder, so same-named inputs never collide) and objects.csv / frames.csv /
+    events.jsonl. Refuses an output directory that already holds a run.
     """
     from liveseg.offline import segment_files
 
@@ -189,7 +191,11 @@ def segment_cmd(
 )
 @click.option("--home", type=click.Path(file_okay=False))
 def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | None) -> None:
-    """Segment the frames of RUN that were skipped (or failed), in place."""
+    """Segment the frames of RUN that have no labels, in place.
+
+    That is frames acquired but never segmented (a killed or stopped run), skipped or
+    failed; spool files left by an interrupted run are consumed.
+    """
     from liveseg.offline import resegment_run
 
     cfg = _load(config, ()) if config else None
