@@ -185,3 +185,16 @@ def register_backends(register: Register) -> None:
 def register_trainers(register: Register) -> None:
     """Register ``finetune`` as the trainer of ``unet`` models."""
     register("unet", finetune)
+
+
+@hookimpl
+def register_models(register: Register) -> None:
+    """Register the shipped weights as model ``default`` (nuclei; the default chain)."""
+    from importlib import resources
+
+    # not liveseg_torch.weights: that imports torch, and every host calls this hook
+    register(
+        "default",
+        str(resources.files("liveseg_torch") / "weights"),
+        "nuclei in fluorescence images (small U-Net, runs live on a CPU)",
+    )
