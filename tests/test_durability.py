@@ -305,7 +305,11 @@ def _resegment_labels_everything(run_dir: Path) -> None:
     assert not list((run_dir / ".spool").glob("*.npy"))  # spooled frames were consumed
 
 
+POSIX_SIGNALS = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
 @pytest.mark.slow
+@POSIX_SIGNALS
 def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
     import random
     import signal
@@ -326,7 +330,7 @@ def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM"), reason="no SIGTERM")
+@POSIX_SIGNALS
 def test_sigterm_drains_and_ends_interrupted(tmp_path):
     import random
     import signal
@@ -346,6 +350,7 @@ def test_sigterm_drains_and_ends_interrupted(tmp_path):
 
 
 @pytest.mark.slow
+@POSIX_SIGNALS
 def test_double_sigint_stops_draining_and_ends_interrupted(tmp_path):
     import random
     import signal
