@@ -127,7 +127,7 @@ def scribbles_from_classes(
         # Half the strokes hug the class's edge (1-3 px inside), as annotators refine a
         # boundary; half go anywhere inside.
         near = np.flatnonzero((depth >= 1.5) & (depth <= 3.5))
-        anywhere = np.flatnonzero(depth >= 1.5)
+        anywhere = np.flatnonzero(region)  # thin classes (boundaries) are all edge
         starts[c] = (near if near.size else anywhere, anywhere if anywhere.size else near)
     painted = 0
     budget = max(1, target // max(1, len(present)))
