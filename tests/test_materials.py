@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from liveseg.config import StepConfig, load_yaml
-from liveseg.materials import grain_section, grain_size, porosity, porous_section
+from liveseg.materials import frame_summary, grain_section, grain_size, porosity, porous_section
 from liveseg.metrics import average_precision
 from liveseg.pipeline import Pipeline, StepContext
 from liveseg.types import Frame, FrameStatus
 
-CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _chain(host, tmp_path, name):
@@ -90,3 +91,16 @@ def test_empty_field_measures_nan_not_crash():
     gs = grain_size(np.zeros((32, 32), np.uint32))
     assert math.isnan(gs.g_planimetric) and gs.n_grains == 0
     assert porosity(np.zeros((32, 32), bool)).n_pores == 0
+
+
+def test_frame_summary_names_grain_numbers_for_a_grains_result(liveseg_host, tmp_path):
+    chain = _chain(liveseg_host, tmp_path, "grains")
+    sec = grain_section(910, (256, 256), style="test", pixel_size_um=0.5)
+    result = chain.run(Frame(0, sec.image, pixel_size_um=0.5))
+    summary = frame_summary(result.classes, result.class_names, result.labels, 0.5)
+    truth = grain_size(sec.labels, 0.5)
+    assert abs(summary["grain.g_planimetric"] - truth.g_planimetric) < 0.5
+    fractions = [v for k, v in summary.items() if k.startswith("class_fraction.")]
+    assert sum(fractions) == pytest.approx(1.0)
+    assert summary["class_fraction.boundary"] == pytest.approx(float((result.classes == 1).mean()))
+    assert frame_summary(None, ()) == {}

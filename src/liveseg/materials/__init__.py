@@ -19,6 +19,7 @@ from liveseg.materials.generate import (
 )
 from liveseg.materials.grainsize import GrainSize, grain_size, intercept_g, planimetric_g
 from liveseg.materials.porosity import Porosity, porosity
+from liveseg.materials.summary import frame_summary
 
 __all__ = [
     "GRAIN_CLASSES",
@@ -30,6 +31,7 @@ __all__ = [
     "PoreStyle",
     "Porosity",
     "Section",
+    "frame_summary",
     "grain_section",
     "grain_size",
     "intercept_g",
