@@ -189,8 +189,8 @@ def train(
     *,
     class_names: Sequence[str] | None = None,
     bank: FeatureBank | None = None,
-    n_estimators: int = 32,
-    max_depth: int | None = 14,
+    n_estimators: int = 16,
+    max_depth: int | None = 12,
     max_samples: int = 100_000,
     seed: int = 0,
     n_jobs: int = 1,
@@ -560,8 +560,8 @@ def finetune(
         scribbles,
         class_names=parent.class_names,
         bank=parent.bank,
-        n_estimators=int(parent.info.get("n_trees", 32)),
-        max_depth=parent.info.get("training", {}).get("max_depth", 14),
+        n_estimators=int(parent.info.get("n_trees", 16)),
+        max_depth=parent.info.get("training", {}).get("max_depth", 12),
         seed=seed,
     )
     out = save(model, Path(out_dir), description=parent.info.get("description", ""))

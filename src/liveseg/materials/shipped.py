@@ -46,7 +46,7 @@ def build(name: str, out: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
             scr.ravel()[pick] = c + 1
         images.append(sec.image)
         scribbles.append(scr)
-    model = train(images, scribbles, class_names=names, n_estimators=24, max_depth=14)
+    model = train(images, scribbles, class_names=names)
     return save(
         model,
         out,
