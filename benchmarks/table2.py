@@ -4,7 +4,8 @@ Tiers: rule-based (threshold; for grains, a dark-pixel threshold by Otsu's crite
 computed as 2-means on intensity alone, + watershed across the
 boundaries), K-means (k = 2, classes ordered by intensity), the random-forest pixel
 classifier trained from simulated scribbles covering ≤ 2 % of the pixels of ONE image
-of the set's style, and deep learning (the shipped ``unet``, nuclei only: there is no
+of the set's style (and, for grains and pores, the shipped chains, whose forests
+learnt from densely sampled truth of three ``train``-style images), and deep learning (the shipped ``unet``, nuclei only: there is no
 ``unet_semantic`` yet). Sets: nuclei (``liveseg.synthetic``, style ``train`` and
 ``sparse``), grains and pores (``liveseg.materials``, held-out ``test`` style). Whole
 cells: no generator exists, so no row.
@@ -138,6 +139,13 @@ def _tiers(name: str, train: Any, tmp: str) -> dict[str, Any]:
             ]
         )
     tiers["RF pixel classifier"] = _rf_chain(name, train, tmp)
+    if name in ("grains", "pores"):
+        from pathlib import Path
+
+        from liveseg.config import load_yaml
+
+        shipped = Path(__file__).resolve().parents[1] / "configs" / "pipelines" / f"{name}.yaml"
+        tiers[f"RF, shipped `{name}` chain"] = _chain(load_yaml(shipped)["steps"])
     if name.startswith("nuclei"):
         try:
             tiers["deep learning (unet)"] = _chain(

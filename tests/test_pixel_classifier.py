@@ -145,3 +145,46 @@ def test_no_scribbles_is_a_clear_error():
     img = np.zeros((32, 32), np.uint16)
     with pytest.raises(ModelError, match="no painted pixels"):
         pc.train([img], [np.zeros((32, 32), np.uint8)])
+
+
+def test_scribble_correction_flows_queue_retrain_validate_promote(liveseg_home, tmp_path):
+    """A scribbled pore correction: queue → retrain → validate on references → promote."""
+    import tifffile
+
+    # The parent: the shipped pores model, registered like any imported model.
+    from liveseg.materials.shipped import shipped_dir
+    from liveseg.models import ModelRegistry
+    from liveseg.retrain.queue import RetrainQueue
+    from liveseg.retrain.train import RetrainOptions, retrain
+
+    registry = ModelRegistry(liveseg_home)
+    registry.import_dir(shipped_dir("pores"), name="pores", promote=True)
+    # The microscope now images bright pores; the operator scribbles two flagged frames.
+    from skimage.segmentation import relabel_sequential
+
+    shift = {"style": "test", "pore_level": (1.05, 1.15)}
+    queue = RetrainQueue(liveseg_home)
+    for seed in (60, 61):
+        frame = porous_section(seed, (192, 192), **shift)
+        painted = pc.scribbles_from_classes(frame.classes, 0.02, seed=seed) > 0
+        # Only what was painted, numbered 1..N as the queue wants.
+        scribbled = relabel_sequential(np.where(painted, frame.labels, 0))[0].astype(np.uint32)
+        queue.add(frame.image, labels=scribbled, valid=painted, reason="bright pores missed")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for k in range(2):
+        ref = porous_section(70 + k, (192, 192), **shift)
+        tifffile.imwrite(refs / f"ref{k}.tif", ref.image)
+        tifffile.imwrite(refs / f"ref{k}_labels.tif", ref.labels)
+    opts = RetrainOptions(
+        base_items=0, guard_images=0, val_dir=refs, progress=False, metric="ap@0.5"
+    )
+    outcome = retrain("pores@prod", liveseg_home, opts)
+    assert outcome.promoted, outcome.reason
+    assert outcome.candidate_metrics["ap@0.5"] > outcome.parent_metrics["ap@0.5"] + 0.2, (
+        outcome.parent_metrics,
+        outcome.candidate_metrics,
+    )
+    assert registry.resolve("pores@prod").spec == outcome.candidate.spec
+    # The promoted candidate is a safe forest again (loads through the same checks).
+    assert pc.load("pores@prod", liveseg_home).class_names == ("matrix", "pore")

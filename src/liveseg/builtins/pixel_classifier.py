@@ -59,6 +59,8 @@ log = logging.getLogger("liveseg.pixel_classifier")
 FOREST_FORMAT = "liveseg-forest-v1"
 """``model.json`` ``format`` of a saved forest; anything else is refused."""
 WEIGHTS_NAME = "forest.npz"
+PSEUDO_WEIGHT = 0.1
+"""Weight of the parent's pseudo-labels when the trainer retrains from corrections."""
 _ARRAYS = {
     "offsets": np.int64,
     "left": np.int64,
@@ -161,10 +163,13 @@ def _training_samples(
     bank: FeatureBank,
     max_samples: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows and class values of the painted pixels of all training images."""
-    xs, ys = [], []
-    for image, scribble in zip(images, scribbles, strict=True):
+    weights: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature rows, class values and weights of the painted pixels of all images."""
+    xs, ys, ws = [], [], []
+    if weights is None:
+        weights = [np.ones(np.shape(s), np.float32) for s in scribbles]
+    for image, scribble, weight in zip(images, scribbles, weights, strict=True):
         s = np.asarray(scribble)
         if s.shape != np.shape(image):
             raise ModelError(f"scribbles of shape {s.shape} do not match image {np.shape(image)}")
@@ -174,13 +179,14 @@ def _training_samples(
         feats = feature_stack(image, bank).reshape(bank.n_features, -1)
         xs.append(feats[:, idx].T)
         ys.append(s.ravel()[idx].astype(np.int64) - 1)
+        ws.append(np.asarray(weight, np.float64).ravel()[idx])
     if not xs:
         raise ModelError("no painted pixels: paint at least one stroke per class")
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    x, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
     if x.shape[0] > max_samples:
         keep = rng.choice(x.shape[0], max_samples, replace=False)
-        x, y = x[keep], y[keep]
-    return np.ascontiguousarray(x, dtype=np.float32), y
+        x, y, w = x[keep], y[keep], w[keep]
+    return np.ascontiguousarray(x, dtype=np.float32), y, w
 
 
 def train(
@@ -192,6 +198,7 @@ def train(
     n_estimators: int = 16,
     max_depth: int | None = 12,
     max_samples: int = 100_000,
+    weights: Sequence[np.ndarray] | None = None,
     seed: int = 0,
     n_jobs: int = 1,
 ) -> PixelModel:
@@ -212,6 +219,9 @@ def train(
         Forest size; the defaults keep a 512² frame near the live budget.
     max_samples : int
         Painted pixels beyond this are subsampled (training time stays in seconds).
+    weights : sequence of numpy.ndarray, optional
+        Per-pixel sample weights, one map per image (default 1 everywhere); the
+        retraining trainer gives the parent's pseudo-labels a small weight.
     seed : int
         Random seed (the forest is deterministic for a given seed).
     n_jobs : int
@@ -227,7 +237,7 @@ def train(
     bank = bank or FeatureBank()
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    x, y = _training_samples(images, scribbles, bank, max_samples, rng)
+    x, y, w = _training_samples(images, scribbles, bank, max_samples, rng, weights)
     n_classes = int(y.max()) + 1
     names = tuple(class_names) if class_names is not None else ()
     if not names:
@@ -244,7 +254,7 @@ def train(
         n_jobs=max(1, n_jobs),
         random_state=seed,
     )
-    forest.fit(x, y)
+    forest.fit(x, y, sample_weight=w)
     counts = np.bincount(y, minlength=len(names))
     info = {
         "train_seconds": round(time.perf_counter() - t0, 3),
@@ -528,9 +538,11 @@ def finetune(
     """Trainer for the retraining loop: retrain the forest from corrected items.
 
     A forest cannot be nudged like a network, so the candidate is a new forest trained
-    on the corrections (``item.labels`` are class values; ``item.valid`` marks the
+    on the corrections (``item.labels`` are class values — or, for a two-class model,
+    ``uint32`` instance labels meaning "objects are class 1"; ``item.valid`` marks the
     painted pixels — every pixel when ``None``) plus, so it does not forget, the parent
-    forest's own predictions on up to as many unpainted pixels of the same images.
+    forest's own predictions on up to as many unpainted pixels of the same images, at
+    :data:`PSEUDO_WEIGHT`.
     ``epochs`` and ``learning_rate`` do not apply and are recorded only. The parent's
     files are never written.
     """
@@ -538,28 +550,42 @@ def finetune(
     t0 = time.perf_counter()
     parent = load(Path(base_weights).parent)
     rng = np.random.default_rng(seed)
-    images, scribbles = [], []
+    images, scribbles, weights = [], [], []
     for item in items:
         cls = np.asarray(item.labels)
+        if cls.dtype == LABEL_DTYPE:
+            # An instance correction (the queue's format today): objects vs the rest,
+            # which is unambiguous only for a two-class model.
+            if parent.n_classes != 2:
+                raise ModelError(
+                    f"item {item.name!r} holds instance labels; a {parent.n_classes}-class "
+                    "model needs class-map corrections"
+                )
+            cls = (cls > 0).astype(CLASS_DTYPE)
         valid = np.ones(cls.shape, bool) if item.valid is None else np.asarray(item.valid, bool)
         if cls.size and int(cls.max()) >= parent.n_classes:
             raise ModelError(f"item {item.name!r} uses class {int(cls.max())}; model has fewer")
         scribble = np.where(valid, cls.astype(np.int64) + 1, 0)
+        weight = np.ones(cls.shape, np.float32)
         rest = np.flatnonzero(~valid.ravel())
         n_keep = min(rest.size, max(int(valid.sum()), 1))
         if n_keep:
+            # The parent's own answers on unpainted pixels, at a tenth of the weight: they
+            # keep what it knew where the operator said nothing, and cannot outvote a
+            # correction.
             keep = rng.choice(rest, n_keep, replace=False)
             pred = parent.predict(item.image).ravel()
-            flat = scribble.ravel()
-            flat[keep] = pred[keep].astype(np.int64) + 1
-            scribble = flat.reshape(cls.shape)
+            scribble.ravel()[keep] = pred[keep].astype(np.int64) + 1
+            weight.ravel()[keep] = PSEUDO_WEIGHT
         images.append(np.asarray(item.image))
         scribbles.append(scribble)
+        weights.append(weight)
     model = train(
         images,
         scribbles,
         class_names=parent.class_names,
         bank=parent.bank,
+        weights=weights,
         n_estimators=int(parent.info.get("n_trees", 16)),
         max_depth=parent.info.get("training", {}).get("max_depth", 12),
         seed=seed,
