@@ -1,14 +1,15 @@
 """The seed's Table 2, measured: four tiers of segmentation on generated test sets.
 
-Tiers: rule-based (threshold; for grains, a dark-pixel threshold by Otsu's criterion,
-computed as 2-means on intensity alone, + watershed across the
-boundaries), K-means (k = 2, classes ordered by intensity), the random-forest pixel
-classifier trained from simulated scribbles covering ≤ 2 % of the pixels of ONE image
-of the set's style (and, for grains and pores, the shipped chains, whose forests
-learnt from densely sampled truth of three ``train``-style images), and deep learning (the shipped ``unet``, nuclei only: there is no
-``unet_semantic`` yet). Sets: nuclei (``liveseg.synthetic``, style ``train`` and
-``sparse``), grains and pores (``liveseg.materials``, held-out ``test`` style). Whole
-cells: no generator exists, so no row.
+Tiers: rule-based (threshold; for grains a dark-pixel threshold by Otsu's criterion,
+computed as 2-means on intensity alone, then a watershed across the boundaries),
+K-means (k = 2, classes ordered by intensity), the random-forest pixel classifier
+trained from simulated scribbles covering <= 2 % of the pixels of ONE image of the
+set's style (and, for grains and pores, the shipped chains, whose forests learnt from
+densely sampled truth of three ``train``-style images), and deep learning (the shipped
+``unet``, nuclei only: there is no ``unet_semantic`` yet). Sets: nuclei
+(``liveseg.synthetic``, styles ``train`` and ``sparse``), grains and pores
+(``liveseg.materials``, held-out ``test`` style). Whole cells: no generator exists, so
+no row.
 
 Metrics: object-class IoU (nuclei, pores: foreground; grains: the boundary class),
 AP@0.5 of instances (pooled over frames, cellpose definition) and the median time per

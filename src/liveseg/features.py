@@ -133,7 +133,7 @@ def _up2(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
     q = a * np.float32(0.25)
 
     def sl(idx: slice | int) -> tuple[slice | int, ...]:
-        s = [slice(None), slice(None), slice(None)]
+        s: list[slice | int] = [slice(None), slice(None), slice(None)]
         s[axis] = idx
         return tuple(s)
 
