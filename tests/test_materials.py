@@ -104,3 +104,36 @@ def test_frame_summary_names_grain_numbers_for_a_grains_result(liveseg_host, tmp
     assert sum(fractions) == pytest.approx(1.0)
     assert summary["class_fraction.boundary"] == pytest.approx(float((result.classes == 1).mean()))
     assert frame_summary(None, ()) == {}
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_demo_camera_images_the_grain_sample_and_the_chain_measures_it(liveseg_host, tmp_path):
+    """The real demo camera over a simulated section: G from the snapped frame ≈ truth."""
+    from pymmcore_plus import CMMCorePlus
+
+    from liveseg.materials.sample import grain_sample
+    from liveseg.session import release_core
+
+    sample, sec = grain_sample(3, extent_um=1024, size_px=1024)
+    core = CMMCorePlus()
+    try:
+        core.loadSystemConfiguration()
+        core.setExposure(100)
+        with sample.patch(core):
+            core.setXYPosition(0, 0)
+            core.waitForSystem()
+            core.snapImage()
+            image = core.getImage()
+            size_um = core.getPixelSizeUm()
+    finally:
+        release_core(core)
+    h, w = image.shape
+    # The 1 µm/px field is centred on the stage at the section's centre.
+    r0, c0 = (1024 - h) // 2, (1024 - w) // 2
+    truth = sec.labels[r0 : r0 + h, c0 : c0 + w]
+    result = _chain(liveseg_host, tmp_path, "grains").run(Frame(0, image, pixel_size_um=size_um))
+    assert result.status is FrameStatus.OK, result.error
+    found = grain_size(result.labels, size_um)
+    assert abs(found.g_planimetric - grain_size(truth, size_um).g_planimetric) <= 0.25
+    assert average_precision(truth, result.labels).ap[0.5] >= 0.8

@@ -33,4 +33,8 @@ def grain_sample(
     img8 = (np.asarray(sec.image, np.float32) / 4095.0 * 255).clip(0, 255).astype(np.uint8)
     half = extent_um / 2
     bitmap = Bitmap((-half, -half), img8, bitmap_scale=extent_um / size_px)
-    return Sample([bitmap], config=RenderConfig(random_seed=seed)), sec
+    # pymmcore-plus 0.18 groups objects by ``intensity``, which Bitmap lacks: its pixels
+    # carry their own grey levels, so it joins the full-scale group.
+    bitmap.intensity = 255  # type: ignore[attr-defined]
+    # Its PIL backend pastes the bitmap; the cv2 one has no bitmap drawing.
+    return Sample([bitmap], config=RenderConfig(random_seed=seed, backend="pil")), sec
