@@ -17,7 +17,7 @@ from liveseg.types import Frame, FrameStatus
 def test_classes_are_ordered_by_intensity_on_every_frame():
     for seed in (1, 2, 3):
         sec = porous_section(seed, (192, 192))
-        classes = kmeans_classes(sec.image, KMeansParams(k=2, seed=seed))
+        classes, _ = kmeans_classes(sec.image, KMeansParams(k=2, seed=seed))
         # Pores are dark: class 0 on every frame, whatever K-means numbered them.
         iou = ((classes == 0) & (sec.classes == 1)).sum() / (
             (classes == 0) | (sec.classes == 1)
@@ -27,8 +27,8 @@ def test_classes_are_ordered_by_intensity_on_every_frame():
 
 def test_invert_puts_the_bright_class_first():
     sec = porous_section(4, (128, 128))
-    plain = kmeans_classes(sec.image, KMeansParams(k=2))
-    inverted = kmeans_classes(sec.image, KMeansParams(k=2, invert=True))
+    plain, _ = kmeans_classes(sec.image, KMeansParams(k=2))
+    inverted, _ = kmeans_classes(sec.image, KMeansParams(k=2, invert=True))
     assert np.array_equal(plain, 1 - inverted)
 
 
