@@ -188,3 +188,14 @@ def test_scribble_correction_flows_queue_retrain_validate_promote(liveseg_home, 
     assert registry.resolve("pores@prod").spec == outcome.candidate.spec
     # The promoted candidate is a safe forest again (loads through the same checks).
     assert pc.load("pores@prod", liveseg_home).class_names == ("matrix", "pore")
+
+
+def test_min_probability_lets_a_class_win_below_the_argmax(pore_model):
+    model = pc.load(pore_model)
+    sec = porous_section(31, (128, 128))
+    plain = model.predict(sec.image)
+    eager = model.predict(sec.image, min_probability={"pore": 0.05})
+    assert (eager == 1).sum() > (plain == 1).sum()
+    assert np.all(eager[plain == 1] == 1)
+    with pytest.raises(ModelError, match="not in"):
+        model.predict(sec.image, min_probability={"crack": 0.5})

@@ -37,7 +37,7 @@ from liveseg.hookspecs import Register, hookimpl
 from liveseg.types import CLASS_DTYPE, LABEL_DTYPE, FinetuneResult, Frame, FrameResult, input_image
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from liveseg.pipeline import StepContext
     from liveseg.types import TrainItem
@@ -98,9 +98,29 @@ class PixelModel:
         out[np.asarray(self.forest.classes_, dtype=np.intp)] = proba.T
         return out.reshape(self.n_classes, h, w)
 
-    def predict(self, image: np.ndarray, n_jobs: int = 1) -> np.ndarray:
-        """The class map of ``image`` (``uint8``, values index ``class_names``)."""
-        return np.argmax(self.probabilities(image, n_jobs), axis=0).astype(CLASS_DTYPE)
+    def predict(
+        self,
+        image: np.ndarray,
+        n_jobs: int = 1,
+        min_probability: Mapping[str, float] | None = None,
+    ) -> np.ndarray:
+        """The class map of ``image`` (``uint8``, values index ``class_names``).
+
+        Each pixel gets its most probable class, except that a class named in
+        ``min_probability`` wins wherever its probability reaches that value (in the
+        mapping's order): e.g. ``{"boundary": 0.3}``, because a missed boundary pixel
+        merges two grains while an extra one costs almost nothing.
+        """
+        proba = self.probabilities(image, n_jobs)
+        classes = np.argmax(proba, axis=0).astype(CLASS_DTYPE)
+        for name, p_min in (min_probability or {}).items():
+            if name not in self.class_names:
+                raise ModelError(
+                    f"min_probability: class {name!r} not in {list(self.class_names)}"
+                )
+            c = self.class_names.index(name)
+            classes[proba[c] >= p_min] = c
+        return classes
 
 
 def scribbles_from_classes(
@@ -488,6 +508,10 @@ class PixelClassifierParams(BaseModel):
         default=None, description="classes that are objects (default: all but class 0)"
     )
     min_area: int = Field(default=0, ge=0, description="drop components smaller than this")
+    min_probability: dict[str, float] = Field(
+        default_factory=dict,
+        description="classes that win wherever their probability reaches this (e.g. boundary)",
+    )
 
 
 class PixelClassifier:
@@ -505,11 +529,14 @@ class PixelClassifier:
         if unknown:
             raise ModelError(f"foreground classes {unknown} not in the model's {list(names)}")
         self.foreground = np.asarray([names.index(c) for c in fg], dtype=np.intp)
+        unknown = [c for c in params.min_probability if c not in names]
+        if unknown:
+            raise ModelError(f"min_probability classes {unknown} not in the model's {list(names)}")
 
     def segment(self, frame: Frame, upstream: FrameResult | None) -> FrameResult:
         """Class map of the upstream (or raw) image, plus foreground components."""
         img = input_image(frame, upstream)
-        classes = self.model.predict(img, self.n_jobs)
+        classes = self.model.predict(img, self.n_jobs, self.params.min_probability)
         if self.params.instances == "components" and self.foreground.size:
             from liveseg.builtins.classes import components
 
