@@ -1,28 +1,34 @@
 """The live chain, offline: image files and finished runs.
 
-``liveseg segment`` and ``liveseg resegment`` use the same FrameProcessor, tables and
-hooks as a live acquisition, so offline results are directly comparable.
+``liveseg segment`` and ``liveseg resegment`` use the same frame processor, tables,
+sinks and hooks as a live acquisition (:mod:`liveseg.processing`), so offline results
+are directly comparable; nothing here touches the hardware session.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from liveseg.assembly import assemble
 from liveseg.config import LivesegConfig, parse_config
 from liveseg.errors import LivesegError
-from liveseg.home import resolve_home
-from liveseg.imageio import read_image, write_labels_tif
-from liveseg.session import FrameProcessor, build_host, build_pipeline
+from liveseg.imageio import read_image
+from liveseg.processing import (
+    ConsumerSpec,
+    LabelsConsumer,
+    PluginNotifier,
+    TablesConsumer,
+    TiffLabelsConsumer,
+)
 from liveseg.store import RunReader, RunStore
 from liveseg.types import Frame
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import numpy as np
 
 __all__ = ["resegment_run", "segment_files"]
 
@@ -45,44 +51,51 @@ def segment_files(
 ) -> dict[str, Any]:
     """Segment image files into ``out_dir``; a bad file is reported, the rest go on."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    host = build_host(config)
-    pipeline = build_pipeline(config, host, resolve_home(home or config.home))
+    parts = assemble(config, home=home, flags=False)
     store = RunStore(out_dir)
-    names: dict[int, str] = {}
-
-    def write(frame: Frame, labels: np.ndarray) -> None:
-        write_labels_tif(out_dir / f"{names[frame.index]}_labels.tif", labels)
-
-    processor = FrameProcessor(pipeline, host, store, write_labels=write)
-    store.start(
+    processor = parts.processor(
+        [
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
+            ConsumerSpec("labels", TiffLabelsConsumer(out_dir)),
+            ConsumerSpec("plugins", PluginNotifier(parts.host)),
+        ],
+        record=store.event,
+    )
+    cfg = config.model_dump(mode="json")
+    store.start({"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]})
+    processor.setup(
         {
             "kind": "segment",
-            "config": config.model_dump(mode="json"),
-            "inputs": [str(p) for p in paths],
+            "run_dir": str(out_dir),
+            "config": cfg,
+            "chain": parts.pipeline.step_names,
         }
     )
     errors: dict[str, str] = {}
     ok = 0
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {}
     try:
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
-            names[i] = _image_name(path)
+            name = _image_name(path)
             try:
                 image = read_image(path)
             except LivesegError as exc:
                 errors[str(path)] = str(exc)
                 store.event("input_error", frame=i, file=str(path), error=str(exc))
                 continue
-            result = processor.process(Frame(index=i, image=image, name=names[i]))
+            result = processor.process(Frame(index=i, image=image, name=name))
             if result.status.value == "ok":
                 ok += 1
             else:
                 errors[str(path)] = str(result.error)
     finally:
-        summary = processor.summary(0.0)
+        summary = processor.summary(time.perf_counter() - t0)
         summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
         store.finish(summary)
+        processor.finish(summary)
         store.close()
-        pipeline.close()
+        parts.close()
     return {"total": len(paths), "ok": ok, "failed": len(paths) - ok, "errors": errors}
 
 
@@ -102,10 +115,23 @@ def resegment_run(
     if config is None:
         config = parse_config(info.get("config") or {}, f"{run_dir}/run.json")
     todo = [r for r in reader.frames() if all_frames or r["status"] in ("skipped", "failed")]
-    host = build_host(config)
-    pipeline = build_pipeline(config, host, resolve_home(home or config.home))
+    parts = assemble(config, home=home, flags=False)
     store = RunStore(run_dir)
-    processor = FrameProcessor(pipeline, host, store)
+    processor = parts.processor(
+        [
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
+            ConsumerSpec("labels", LabelsConsumer(store)),
+        ],
+        record=store.event,
+    )
+    processor.setup(
+        {
+            "kind": "resegment",
+            "run_dir": str(run_dir),
+            "config": config.model_dump(mode="json"),
+            "chain": parts.pipeline.step_names,
+        }
+    )
     hw = info.get("hardware") or {}
     ok = failed = 0
     try:
@@ -130,6 +156,7 @@ def resegment_run(
                 failed += 1
         store.event("resegment", frames=len(todo), ok=ok, failed=failed)
     finally:
+        processor.finish({"kind": "resegment", "frames": len(todo), "ok": ok, "failed": failed})
         store.close()
-        pipeline.close()
+        parts.close()
     return {"ok": ok, "failed": failed}

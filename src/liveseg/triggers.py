@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import useq
     from pymmcore_plus import CMMCorePlus
 
-    from liveseg.config import LivesegConfig, SelectionConfig
+    from liveseg.config import SelectionConfig
     from liveseg.plugins import PluginHost
     from liveseg.store import RunStore, TriggeredStore
     from liveseg.types import Frame, FrameResult
@@ -65,6 +65,7 @@ __all__ = [
     "Action",
     "Condition",
     "FrameSink",
+    "HookProposals",
     "SetInterval",
     "SkipRest",
     "StopRun",
@@ -942,22 +943,22 @@ class TriggerController:
         triggered: TriggeredStore,
         base: Any,
         *,
-        host: PluginHost | None = None,
         clock: Callable[[], float] | None = None,
         frame_s: float = 0.03,
+        record: Callable[..., None] | None = None,
     ) -> None:
         self.triggers = list(triggers)
         self.selection = selection
         self.store = store
         self.triggered = triggered
-        self.host = host
+        self.record: Callable[..., None] = record or store.event
         self.state = TriggerState()
-        self.sink = FrameSink(store.images_path, base, triggered, store.event)
+        self.sink = FrameSink(store.images_path, base, triggered, self.record)
         gate = any(getattr(t, "gates", False) for _, t in self.triggers)
         self.queue = TriggerQueue(
             base,
             selection,
-            record=store.event,
+            record=self.record,
             clock=clock,
             gate=gate,
             on_skip=self.sink.skip,
@@ -1017,15 +1018,6 @@ class TriggerController:
             self._roi_active = False
 
     # -- worker side ----------------------------------------------------------------------
-    def write_labels(self, frame: Frame, labels: np.ndarray) -> None:
-        """Labels of base frames beside their images; triggered ones in their series."""
-        series = str(frame.metadata.get("series", BASE))
-        idx = dict(frame.event.index) if frame.event is not None else {"t": frame.index}
-        if series == BASE:
-            self.store.write_labels(frame.position, idx, labels)
-        else:
-            self.triggered.write(series, idx, labels=labels)
-
     def skipped(self, frame: Frame) -> None:
         """A frame the backlog policy did not segment (its image is already stored)."""
         self.queue.frame_evaluated(frame)
@@ -1044,7 +1036,7 @@ class TriggerController:
             self._evaluate_base(frame, result, objects, arrived)
         except Exception as exc:  # the controller itself must not kill the worker
             log.exception("trigger evaluation failed on frame %d", frame.index)
-            self.store.event("plugin_error", frame=frame.index, hook="triggers", error=repr(exc))
+            self.record("plugin_error", frame=frame.index, hook="triggers", error=repr(exc))
         finally:
             self.queue.frame_evaluated(frame)
 
@@ -1071,7 +1063,7 @@ class TriggerController:
                 except Exception as exc:
                     self.errors += 1
                     log.warning("trigger %r raised on frame %d: %r", name, frame.index, exc)
-                    self.store.event(
+                    self.record(
                         "plugin_error",
                         frame=frame.index,
                         plugin=name,
@@ -1080,17 +1072,12 @@ class TriggerController:
                     )
                     continue
                 items.extend((name, o) for o in out or ())
-            if ok and self.host is not None:
-                history = tuple(st.accepted)
-                items.extend(
-                    (p.source, p) for p in self.host.propose_events(frame, result, history)
-                )
             proposals = [o for _, o in items if isinstance(o, Proposal)]
             for name, o in items:
                 if isinstance(o, SkipRest | SetInterval | StopRun):
                     self._act(frame, name, o)
                 elif not isinstance(o, Proposal):
-                    self.store.event(
+                    self.record(
                         "plugin_error",
                         frame=frame.index,
                         plugin=name,
@@ -1104,7 +1091,7 @@ class TriggerController:
         if isinstance(action, SetInterval):
             if action.interval_s == self.queue.interval_s:
                 return
-            self.store.event(
+            self.record(
                 "interval_changed",
                 frame=frame.index,
                 source=source,
@@ -1112,7 +1099,7 @@ class TriggerController:
                 reason=action.reason,
             )
         elif isinstance(action, SkipRest):
-            self.store.event(
+            self.record(
                 "skip_requested",
                 frame=frame.index,
                 source=source,
@@ -1123,9 +1110,7 @@ class TriggerController:
         else:
             if self.queue.stop_reason is not None:
                 return
-            self.store.event(
-                "stop_requested", frame=frame.index, source=source, reason=action.reason
-            )
+            self.record("stop_requested", frame=frame.index, source=source, reason=action.reason)
         self.queue.apply(action)
 
     def _select(self, frame: Frame, proposals: list[Proposal], arrived: float | None) -> None:
@@ -1146,7 +1131,7 @@ class TriggerController:
             }
             if not ok:
                 self.proposals_rejected += 1
-                self.store.event("proposal", **fields)
+                self.record("proposal", **fields)
                 continue
             self._series += 1
             series = f"{prop.source}-{self._series:04d}"
@@ -1155,7 +1140,7 @@ class TriggerController:
             self.state.accepted.append(prop)
             self.state.triggered_series += 1
             self._accept_times.append(now)
-            self.store.event("proposal", series=series, n_events=len(events), **fields)
+            self.record("proposal", series=series, n_events=len(events), **fields)
             self.triggered.declare(
                 series,
                 _sizes(events),
@@ -1216,37 +1201,52 @@ def _sizes(events: Sequence[useq.MDAEvent]) -> dict[str, int]:
 
 
 def build_trigger_controller(
-    config: LivesegConfig,
-    host: PluginHost,
+    triggers: Sequence[tuple[str, Any]],
+    selection: SelectionConfig,
     store: RunStore,
     base: Any,
     *,
-    channel_group: str = "Channel",
     frame_s: float = 0.03,
+    record: Callable[..., None] | None = None,
 ) -> TriggerController | None:
-    """The controller a config asks for, or ``None`` when it lists no triggers."""
-    if not config.triggers:
+    """The controller for already built ``triggers``, or ``None`` when there are none.
+
+    The triggers come from :meth:`liveseg.assembly.Assembly.build_triggers`.
+    """
+    if not triggers:
         return None
-    from liveseg.pipeline import lookup_factory, validate_params
     from liveseg.store import TriggeredStore
 
-    factories = host.triggers()
-    built: list[tuple[str, Any]] = []
-    for i, cfg in enumerate(config.triggers):
-        factory = lookup_factory("trigger", cfg.trigger, factories, f"(triggers[{i}])")
-        params = validate_params(cfg.trigger, cfg.trigger, factory, cfg.params)
-        ctx = TriggerContext(
-            name=cfg.trigger,
-            channel_group=channel_group,
-            logger=logging.getLogger(f"liveseg.triggers.{cfg.trigger}"),
-        )
-        built.append((cfg.trigger, factory(params, ctx)))
     return TriggerController(
-        built,
-        config.selection,
+        triggers,
+        selection,
         store,
         TriggeredStore(store.path),
         base,
-        host=host,
         frame_s=frame_s,
+        record=record,
     )
+
+
+class HookProposals:
+    """The ``propose_events`` hooks as one trigger: ``register_triggers`` is the mechanism.
+
+    Each plugin's proposals go through the same selection, rate limits and records as a
+    configured trigger's; called for every segmented base frame (never for failed ones,
+    as the hook documents), whether or not the config lists triggers.
+    """
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+
+    def propose(
+        self,
+        frame: Frame,
+        result: FrameResult,
+        objects: Mapping[str, np.ndarray],
+        state: TriggerState,
+    ) -> list[Proposal]:
+        """Every plugin's proposals for an ok frame."""
+        if result.status is not FrameStatus.OK:
+            return []
+        return self.host.propose_events(frame, result, tuple(state.accepted))
