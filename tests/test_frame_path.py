@@ -1,0 +1,265 @@
+"""The one frame path: plugin sinks see every frame once, a hung backend times out.
+
+The plugin is a file in a ``--plugins-dir`` (or the config's ``plugins.dir``), enabled
+with ``sinks:``, as a third party would ship it; runs go through the CLI.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+import liveseg
+from liveseg.cli import main
+from liveseg.testing import disk_image
+
+PLUGIN = textwrap.dedent(
+    '''
+    """A test plugin: a slow backend that can fail or hang, and a sink that tallies."""
+    import json
+    import threading
+    import time
+
+    from liveseg.hookspecs import hookimpl
+    from liveseg.types import FrameResult, empty_labels
+
+
+    class Flaky:
+        def __init__(self, params, ctx):
+            self.params = dict(params)
+            self.calls = 0
+
+        def segment(self, frame, upstream):
+            self.calls += 1
+            if self.params.get("hang"):
+                threading.Event().wait()  # a native call that never returns
+            if self.params.get("fail_first") and self.calls == 1:
+                raise RuntimeError("flaky fails its first frame")
+            time.sleep(float(self.params.get("delay", 0.0)))
+            labels = empty_labels(frame.shape)
+            labels[10:20, 10:20] = 1
+            return FrameResult(labels=labels)
+
+        def close(self):
+            pass
+
+
+    class Tally:
+        def __init__(self, params, ctx):
+            self.path = params["path"]
+
+        def _write(self, **rec):
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\\n")
+
+        def setup(self, run):
+            self._write(call="setup", kind=run["kind"])
+
+        def frame(self, frame, result, objects):
+            self._write(
+                call="frame",
+                index=frame.index,
+                name=frame.name,
+                status=result.status.value,
+                objects=len(objects.get("label", ())),
+            )
+
+        def finish(self, summary):
+            self._write(call="finish")
+
+
+    @hookimpl
+    def register_backends(register):
+        register("flaky", Flaky)
+
+
+    @hookimpl
+    def register_sinks(register):
+        register("tally", Tally)
+    '''
+)
+
+
+@pytest.fixture
+def plugins_dir(tmp_path):
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "flakyplugin.py").write_text(PLUGIN)
+    return d
+
+
+def _config(tmp_path, name, tally, *, steps_params, **extra):
+    data = {
+        "name": "sinks",
+        "hardware": {"mm_config": "demo", "exposure_ms": 5},
+        "sequence": {"time_plan": {"interval": 0, "loops": 20}},
+        "pipeline": {"steps": [{"backend": "flaky", "params": steps_params}]},
+        "sinks": [{"sink": "tally", "params": {"path": str(tally)}}],
+        **extra,
+    }
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _calls(tally):
+    return [json.loads(line) for line in tally.read_text().splitlines()]
+
+
+def _frames(calls):
+    return [c for c in calls if c["call"] == "frame"]
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_sink_sees_every_live_frame_once_then_every_resegmented_one(
+    tmp_path, plugins_dir, liveseg_home
+):
+    tally = tmp_path / "live.jsonl"
+    cfg = _config(
+        tmp_path,
+        "live.yaml",
+        tally,
+        steps_params={"delay": 0.1, "fail_first": True},
+        backlog={"policy": "latest"},
+    )
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    args = ["run", str(cfg), "-o", str(run_dir), "--plugins-dir", str(plugins_dir), "--json"]
+    out = runner.invoke(main, args)
+    assert out.exit_code == 0, out.output
+    calls = _calls(tally)
+    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    frames = _frames(calls)
+    run = liveseg.open_run(run_dir)
+    acquired = run.run_info["summary"]["frames_acquired"]
+    assert sorted(f["index"] for f in frames) == list(range(acquired))
+    statuses = collections.Counter(f["status"] for f in frames)
+    assert statuses["failed"] == 1 and statuses["skipped"] > 0 and statuses["ok"] > 0
+    by_row = {r["index"]: r["status"] for r in run.frames()}
+    assert {f["index"]: f["status"] for f in frames} == by_row
+
+    # resegment: the skipped and the failed frames, each once, now segmented
+    tally2 = tmp_path / "reseg.jsonl"
+    cfg2 = _config(
+        tmp_path,
+        "reseg.yaml",
+        tally2,
+        steps_params={},
+        plugins={"dir": str(plugins_dir)},
+    )
+    out = runner.invoke(main, ["resegment", str(run_dir), "--config", str(cfg2)])
+    assert out.exit_code == 0, out.output
+    calls2 = _calls(tally2)
+    assert [c["call"] for c in calls2 if c["call"] != "frame"] == ["setup", "finish"]
+    todo = sorted(i for i, s in by_row.items() if s != "ok")
+    assert sorted(f["index"] for f in _frames(calls2)) == todo
+    assert {f["status"] for f in _frames(calls2)} == {"ok"}
+
+
+def _images(tmp_path, n=3):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(n):
+        tifffile.imwrite(src / f"img{i}.tif", disk_image((64, 64), [(32, 32)], seed=i)[0])
+    return src
+
+
+def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home):
+    src = _images(tmp_path)
+    tally = tmp_path / "segment.jsonl"
+    cfg = _config(
+        tmp_path,
+        "seg.yaml",
+        tally,
+        steps_params={"fail_first": True},
+        plugins={"dir": str(plugins_dir)},
+    )
+    images = sorted(str(p) for p in src.iterdir())
+    out = CliRunner().invoke(
+        main, ["segment", *images, "-o", str(tmp_path / "out"), "--config", str(cfg)]
+    )
+    assert out.exit_code == 1  # the first image failed, and the command says so
+    calls = _calls(tally)
+    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    frames = _frames(calls)
+    assert [(f["name"], f["status"]) for f in frames] == [
+        ("img0", "failed"),
+        ("img1", "ok"),
+        ("img2", "ok"),
+    ]
+    assert [f["objects"] for f in frames] == [0, 1, 1]
+
+
+def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
+    from liveseg.batch import run_batch
+    from liveseg.config import StepConfig, parse_config
+
+    src = _images(tmp_path, 4)
+    tally = tmp_path / "batch.jsonl"
+    cfg = parse_config(
+        {
+            "plugins": {"dir": str(plugins_dir)},
+            "sinks": [{"sink": "tally", "params": {"path": str(tally)}}],
+        }
+    )
+    summary = run_batch(
+        src,
+        tmp_path / "out",
+        steps=[StepConfig(backend="flaky")],
+        home=liveseg_home,
+        config=cfg,
+        progress=False,
+    )
+    assert summary["ok"] == 4
+    calls = _calls(tally)
+    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(4)]
+
+
+HANG_CONFIG = {
+    "name": "hang",
+    "hardware": {"mm_config": "demo", "exposure_ms": 5},
+    "sequence": {"time_plan": {"interval": 0, "loops": 6}},
+    "pipeline": {"steps": [{"backend": "flaky", "params": {"hang": True}}], "step_timeout_s": 1},
+}
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_backend_that_hangs_fails_its_frames_and_the_run_finishes(
+    tmp_path, plugins_dir, liveseg_home
+):
+    cfg = tmp_path / "hang.yaml"
+    cfg.write_text(json.dumps(HANG_CONFIG))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "liveseg", "run", str(cfg), "-o", str(run_dir)]
+    cmd += ["--plugins-dir", str(plugins_dir), "--home", str(liveseg_home)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run = liveseg.open_run(run_dir)
+    assert run.run_info["status"] == "finished"
+    rows = run.frames()
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"failed"}
+    errors = run.events("plugin_error")
+    assert len(errors) == 6 and all(e["plugin"] == "flakyplugin" for e in errors)
+    assert "took longer than pipeline.step_timeout_s = 1 s" in errors[0]["error"]
+    assert all("has not returned from frame 0" in e["error"] for e in errors[1:])
+    assert run.run_info["summary"]["step_timeouts"] == 1
+    assert (run_dir / "objects.parquet").is_file()  # the store was closed
+
+
+def test_offline_entry_points_do_not_import_the_hardware_session():
+    code = (
+        "import sys, liveseg.offline, liveseg.batch, liveseg.retrain.validate\n"
+        "assert 'liveseg.session' not in sys.modules, 'offline imports the session'\n"
+        "assert 'pymmcore_plus' not in sys.modules, 'offline imports pymmcore_plus'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
