@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import tifffile
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 
 import liveseg
 from liveseg.cli import main
+from liveseg.hookspecs import hookimpl
 from liveseg.testing import disk_image
 
 PLUGIN = textwrap.dedent(
@@ -263,3 +265,94 @@ def test_offline_entry_points_do_not_import_the_hardware_session():
         "assert 'pymmcore_plus' not in sys.modules, 'offline imports pymmcore_plus'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class _Hooks:
+    """Plugin hooks a session calls: a sink that raises, propose_events, notifications."""
+
+    def __init__(self):
+        self.proposed = []
+        self.processed = []
+        self.started = []
+
+    @staticmethod
+    def _factory(params, ctx):
+        from liveseg.processing import BaseConsumer
+
+        class Raising(BaseConsumer):
+            def frame(self, frame, result, objects):
+                if frame.index == 1:
+                    raise OSError("sink lost its connection")
+
+        return Raising()
+
+    @hookimpl
+    def register_sinks(self, register):
+        register("raising", self._factory)
+
+    @hookimpl
+    def propose_events(self, frame, result, history):
+        self.proposed.append(frame.index)
+        return []
+
+    @hookimpl
+    def frame_processed(self, frame, result):
+        self.processed.append((frame.index, result.status.value))
+
+    @hookimpl
+    def sequence_started(self, run_dir, config):
+        self.started.append(run_dir)
+
+
+@pytest.mark.hardware
+def test_raising_sink_is_recorded_and_every_event_is_signalled(make_session, tmp_path):
+    from liveseg.plugins import PluginHost
+    from liveseg.testing import classical_config, register_fake_backend
+
+    host = PluginHost(entry_points=False)
+    register_fake_backend(host, fail_on={2})
+    hooks = _Hooks()
+    host.register(hooks, name="hooks")
+    cfg = classical_config(
+        pipeline={"steps": [{"backend": "fake"}]},
+        sequence={"time_plan": {"interval": 0, "loops": 4}},
+        sinks=[{"sink": "raising"}],
+    )
+    session = make_session(cfg, host=host)
+    signalled = []
+    session.events.event_recorded.connect(signalled.append)
+    summary = session.run(output=tmp_path / "run")
+    assert summary["frames_acquired"] == 4 and summary["frames_failed"] == 1
+    run = liveseg.open_run(tmp_path / "run")
+    assert run.run_info["status"] == "finished"  # a sink is not critical
+    [err] = run.events("consumer_error")
+    assert (err["consumer"], err["plugin"], err["frame"]) == ("raising", "hooks", 1)
+    assert "sink lost its connection" in err["error"]
+    assert summary["consumer_errors"]["raising"]["errors"] == 1
+    # propose_events runs without any `triggers:` in the config, on every ok base frame
+    assert sorted(hooks.proposed) == [0, 1, 3]
+    assert sorted(hooks.processed) == [(0, "ok"), (1, "ok"), (2, "failed"), (3, "ok")]
+    assert hooks.started == [str(tmp_path / "run")]
+    on_disk = [(e["kind"], e.get("frame")) for e in run.events()]
+    assert [(e["kind"], e.get("frame")) for e in signalled] == on_disk
+    assert ("plugin_error", 2) in on_disk
+
+
+@pytest.mark.hardware
+def test_request_stop_ends_the_run_cleanly(make_session, tmp_path):
+    from liveseg.testing import classical_config
+
+    cfg = classical_config(sequence={"time_plan": {"interval": 0.05, "loops": 200}})
+    session = make_session(cfg)
+
+    def stop_after_three(frame, result, objects):
+        if frame.index == 2:
+            threading.Thread(target=session.request_stop).start()  # as a GUI button would
+
+    session.events.frame_segmented.connect(stop_after_three)
+    summary = session.run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    assert run.run_info["status"] == "stopped"
+    assert 3 <= summary["frames_acquired"] < 200
+    assert len(run.frames()) == summary["frames_acquired"]
+    assert summary["frames_segmented"] == summary["frames_acquired"]
