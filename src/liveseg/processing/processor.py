@@ -17,7 +17,7 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -77,13 +77,15 @@ class ConsumerSpec:
 
     A critical consumer (the tables) that raises marks the run (``summary['errors']``
     and a non-finished status); any other is recorded in events.jsonl and skipped for
-    that frame only.
+    that frame only. With several workers a consumer still sees one frame at a time
+    (``lock``), so a sink needs no locking of its own.
     """
 
     name: str
     consumer: Consumer
     critical: bool = False
     plugin: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclass
@@ -228,7 +230,8 @@ class FrameProcessor:
     def _dispatch(self, frame: Frame, result: FrameResult, objects: Objects) -> None:
         for spec in self.consumers:
             try:
-                spec.consumer.frame(frame, result, objects)
+                with spec.lock:
+                    spec.consumer.frame(frame, result, objects)
             except Exception as exc:
                 self._consumer_failed(spec, "frame", exc, frame.index)
                 continue
