@@ -62,7 +62,7 @@ PLUGIN = textwrap.dedent(
                 fh.write(json.dumps(rec) + "\\n")
 
         def setup(self, run):
-            self._write(call="setup", kind=run["kind"])
+            self._write(call="setup", entry_point=run["entry_point"], chain=run["chain"])
 
         def frame(self, frame, result, objects):
             self._write(
@@ -115,6 +115,10 @@ def _calls(tally):
     return [json.loads(line) for line in tally.read_text().splitlines()]
 
 
+def _lifecycle(calls):
+    return [(c["call"], c.get("entry_point")) for c in calls if c["call"] != "frame"]
+
+
 def _frames(calls):
     return [c for c in calls if c["call"] == "frame"]
 
@@ -138,7 +142,7 @@ def test_sink_sees_every_live_frame_once_then_every_resegmented_one(
     out = runner.invoke(main, args)
     assert out.exit_code == 0, out.output
     calls = _calls(tally)
-    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    assert _lifecycle(calls) == [("setup", "run"), ("finish", None)]
     frames = _frames(calls)
     run = liveseg.open_run(run_dir)
     acquired = run.run_info["summary"]["frames_acquired"]
@@ -160,7 +164,7 @@ def test_sink_sees_every_live_frame_once_then_every_resegmented_one(
     out = runner.invoke(main, ["resegment", str(run_dir), "--config", str(cfg2)])
     assert out.exit_code == 0, out.output
     calls2 = _calls(tally2)
-    assert [c["call"] for c in calls2 if c["call"] != "frame"] == ["setup", "finish"]
+    assert _lifecycle(calls2) == [("setup", "resegment"), ("finish", None)]
     todo = sorted(i for i, s in by_row.items() if s != "ok")
     assert sorted(f["index"] for f in _frames(calls2)) == todo
     assert {f["status"] for f in _frames(calls2)} == {"ok"}
@@ -190,7 +194,7 @@ def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home)
     )
     assert out.exit_code == 1  # the first image failed, and the command says so
     calls = _calls(tally)
-    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    assert _lifecycle(calls) == [("setup", "segment"), ("finish", None)]
     frames = _frames(calls)
     assert [(f["name"], f["status"]) for f in frames] == [
         ("img0", "failed"),
@@ -222,7 +226,7 @@ def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
     )
     assert summary["ok"] == 4
     calls = _calls(tally)
-    assert [c["call"] for c in calls if c["call"] != "frame"] == ["setup", "finish"]
+    assert _lifecycle(calls) == [("setup", "batch"), ("finish", None)]
     assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(4)]
 
 
@@ -356,3 +360,48 @@ def test_request_stop_ends_the_run_cleanly(make_session, tmp_path):
     assert 3 <= summary["frames_acquired"] < 200
     assert len(run.frames()) == summary["frames_acquired"]
     assert summary["frames_segmented"] == summary["frames_acquired"]
+
+
+BROKEN_REGISTRATION = textwrap.dedent(
+    """
+    from liveseg.hookspecs import hookimpl
+
+    def _broken(name):
+        def boom(register):
+            raise RuntimeError("broken registration")
+
+        return hookimpl(boom, specname=name)
+
+    for _name in HOOKS:
+        globals()[_name] = _broken(_name)
+    """
+)
+
+
+@pytest.mark.hardware
+def test_run_completes_when_a_plugin_raises_in_every_register_hook(tmp_path, liveseg_home):
+    from liveseg import hookspecs
+
+    hooks = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "brokenreg.py").write_text(f"HOOKS = {hooks!r}\n" + BROKEN_REGISTRATION)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "hardware": {"mm_config": "demo", "exposure_ms": 5},
+                "sequence": {"time_plan": {"interval": 0, "loops": 2}},
+                "pipeline": {"steps": [{"backend": "threshold"}]},
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    args = ["run", str(cfg), "-o", str(run_dir), "--plugins-dir", str(plugins)]
+    out = CliRunner().invoke(main, [*args, "--home", str(liveseg_home)])
+    assert out.exit_code == 0, out.output
+    run = liveseg.open_run(run_dir)
+    assert run.run_info["summary"]["frames_segmented"] == 2
+    errors = [e for e in run.events("plugin_error") if e["plugin"] == "brokenreg"]
+    assert sorted(e["hook"] for e in errors) == hooks
+    assert all("broken registration" in e["error"] for e in errors)

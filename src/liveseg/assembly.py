@@ -31,12 +31,8 @@ log = logging.getLogger("liveseg.assembly")
 
 
 def build_host(config: LivesegConfig, plugins_dir: str | None = None) -> PluginHost:
-    """The plugin host a config asks for (``plugins_dir`` adds to / overrides ``plugins.dir``)."""
-    return PluginHost(
-        allow=config.plugins.allow,
-        deny=config.plugins.deny,
-        plugins_dir=plugins_dir or config.plugins.dir,
-    )
+    """The plugin host a config asks for (``plugins_dir`` overrides ``plugins.dir``)."""
+    return PluginHost.from_config(config.plugins, plugins_dir=plugins_dir)
 
 
 def build_pipeline(
@@ -77,10 +73,11 @@ class Assembly:
     def build_triggers(self, channel_group: str = "Channel") -> list[tuple[str, Any]]:
         """Fresh trigger objects for one run.
 
-        The config's ``triggers:``, then one adapter for the plugins' ``propose_events``
-        hooks (called on every frame even when the config lists no trigger).
+        The config's ``triggers:``, then one adapter per plugin implementing
+        ``propose_events`` (:meth:`PluginHost.hook_triggers`), so the hook is called on
+        every segmented frame even when the config lists no trigger.
         """
-        from liveseg.triggers import HookProposals, TriggerContext
+        from liveseg.plugin_api import TriggerContext
 
         factories = self.host.triggers()
         built: list[tuple[str, Any]] = []
@@ -93,8 +90,7 @@ class Assembly:
                 logger=logging.getLogger(f"liveseg.triggers.{cfg.trigger}"),
             )
             built.append((cfg.trigger, factory(params, ctx)))
-        if self.host.pm.hook.propose_events.get_hookimpls():
-            built.append(("propose_events", HookProposals(self.host)))
+        built.extend(self.host.hook_triggers())
         return built
 
     def processor(
@@ -116,6 +112,24 @@ class Assembly:
             measure=measure,
         )
 
+    def record_plugin_failures(self, record: Callable[..., None]) -> None:
+        """Put every plugin that failed to load or to register into the run's events.
+
+        The host already went on without it (``PluginHost.errors``); the run directory
+        is where the operator looks afterwards, so it is said there too.
+        """
+        for f in self.host.errors:
+            record("plugin_error", plugin=f.plugin, hook=f.hook, where=f.where, error=f.error)
+
+    def run_info(self, entry_point: str, run_dir: str | Path) -> dict[str, Any]:
+        """What every consumer's ``setup(run)`` gets (see ``plugin_api.Sink``)."""
+        return {
+            "entry_point": entry_point,
+            "run_dir": str(run_dir),
+            "config": self.config.model_dump(mode="json"),
+            "chain": self.pipeline.backend_names,
+        }
+
     def close(self) -> None:
         """Release the chain's backends."""
         self.pipeline.close()
@@ -130,21 +144,22 @@ def _flag_policies(
         factory = lookup_factory("flag policy", cfg.policy, factories)
         params = validate_params(cfg.policy, cfg.policy, factory, cfg.params)
         out.append((cfg.policy, factory(params, ctx(cfg.policy))))
+    out.extend(host.hook_flag_policies())  # flag_frame hookimpls, one adapter per plugin
     return out
 
 
 def _sinks(
     config: LivesegConfig, host: PluginHost, ctx: Callable[[str], StepContext]
 ) -> list[ConsumerSpec]:
-    entries = host._collect()["sinks"]  # private: the plugin of each sink, for its errors
+    owner = {n: p.name for p in host.plugins() for n in p.provides.get("sinks", [])}
     factories = host.sinks()
     out: list[ConsumerSpec] = []
     for i, cfg in enumerate(config.sinks):
         factory = lookup_factory("sink", cfg.sink, factories, f"(sinks[{i}])")
         params = validate_params(cfg.sink, cfg.sink, factory, cfg.params)
         name = cfg.sink if cfg.sink not in {s.name for s in out} else f"{cfg.sink}[{i}]"
-        plugin = entries[cfg.sink][0] if cfg.sink in entries else ""
-        out.append(ConsumerSpec(name, factory(params, ctx(cfg.sink)), plugin=plugin))
+        sink = factory(params, ctx(cfg.sink))
+        out.append(ConsumerSpec(name, sink, plugin=owner.get(cfg.sink, "")))
     return out
 
 

@@ -237,14 +237,8 @@ class _Batch:
             [self.files, ConsumerSpec("plugins", PluginNotifier(self.parts.host))],
             record=self._record,
         )
-        self.processor.setup(
-            {
-                "kind": "batch",
-                "run_dir": str(out_dir),
-                "config": config.model_dump(mode="json"),
-                "chain": self.parts.pipeline.step_names,
-            }
-        )
+        self.parts.record_plugin_failures(self._record)
+        self.processor.setup(self.parts.run_info("batch", out_dir))
         self._k = 0
         self._records: list[dict[str, Any]] = []
 

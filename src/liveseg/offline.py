@@ -63,14 +63,8 @@ def segment_files(
     )
     cfg = config.model_dump(mode="json")
     store.start({"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]})
-    processor.setup(
-        {
-            "kind": "segment",
-            "run_dir": str(out_dir),
-            "config": cfg,
-            "chain": parts.pipeline.step_names,
-        }
-    )
+    parts.record_plugin_failures(store.event)
+    processor.setup(parts.run_info("segment", out_dir))
     errors: dict[str, str] = {}
     ok = 0
     t0 = time.perf_counter()
@@ -124,14 +118,8 @@ def resegment_run(
         ],
         record=store.event,
     )
-    processor.setup(
-        {
-            "kind": "resegment",
-            "run_dir": str(run_dir),
-            "config": config.model_dump(mode="json"),
-            "chain": parts.pipeline.step_names,
-        }
-    )
+    parts.record_plugin_failures(store.event)
+    processor.setup(parts.run_info("resegment", run_dir))
     hw = info.get("hardware") or {}
     ok = failed = 0
     try:

@@ -273,9 +273,7 @@ class Session:
             ConsumerSpec(
                 "labels", LabelsConsumer(store, triggers.triggered if triggers else None)
             ),
-            ConsumerSpec(
-                "flags", FlagConsumer(self.flag_policies, self.host, self._auto_flag, self.record)
-            ),
+            ConsumerSpec("flags", FlagConsumer(self.flag_policies, self._auto_flag, self.record)),
             ConsumerSpec("plugins", PluginNotifier(self.host)),
             ConsumerSpec("signals", SignalsConsumer(self.events)),
             ConsumerSpec("recent", self._recent),
@@ -323,14 +321,8 @@ class Session:
         controller = Controller(self.core, queue)
         self.controller = controller
         store.start(self._provenance(sequence))
-        processor.setup(
-            {
-                "kind": "run",
-                "run_dir": str(run_dir),
-                "config": cfg.model_dump(mode="json"),
-                "chain": self.pipeline.step_names,
-            }
-        )
+        self.parts.record_plugin_failures(self.record)
+        processor.setup(self.parts.run_info("run", run_dir))
         self.events.run_started.emit(str(run_dir))
         workers = [
             threading.Thread(

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from liveseg.config import SelectionConfig
-    from liveseg.plugins import PluginHost
     from liveseg.store import RunStore, TriggeredStore
     from liveseg.types import Frame, FrameResult
 
@@ -74,7 +73,6 @@ __all__ = [
     "Action",
     "Condition",
     "FrameSink",
-    "HookProposals",
     "SetInterval",
     "SkipRest",
     "StopRun",
@@ -1148,27 +1146,3 @@ def build_trigger_controller(
         frame_s=frame_s,
         record=record,
     )
-
-
-class HookProposals:
-    """The ``propose_events`` hooks as one trigger: ``register_triggers`` is the mechanism.
-
-    Each plugin's proposals go through the same selection, rate limits and records as a
-    configured trigger's; called for every segmented base frame (never for failed ones,
-    as the hook documents), whether or not the config lists triggers.
-    """
-
-    def __init__(self, host: PluginHost) -> None:
-        self.host = host
-
-    def propose(
-        self,
-        frame: Frame,
-        result: FrameResult,
-        objects: Mapping[str, np.ndarray],
-        state: TriggerState,
-    ) -> list[Proposal]:
-        """Every plugin's proposals for an ok frame."""
-        if result.status is not FrameStatus.OK:
-            return []
-        return self.host.propose_events(frame, result, tuple(state.accepted))

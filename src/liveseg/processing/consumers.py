@@ -180,22 +180,21 @@ class TriggerConsumer(BaseConsumer):
 
 
 class FlagConsumer(BaseConsumer):
-    """Automatic flags: every configured flag policy, then the ``flag_frame`` hooks.
+    """Automatic flags: every flag policy, asked about every ok frame.
 
-    ``register_flag_policies`` is the mechanism; ``flag_frame`` hookimpls are a thin
-    adapter (each plugin's non-empty answer is one more reason), see
-    docs/architecture.md. ``on_flag(frame, result, reason, source)`` queues the frame.
+    ``register_flag_policies`` is the mechanism; plugins' ``flag_frame`` hookimpls come
+    as policies too (:meth:`liveseg.plugins.PluginHost.hook_flag_policies`, a thin
+    adapter), see docs/architecture.md. ``on_flag(frame, result, reason, source)``
+    queues the frame.
     """
 
     def __init__(
         self,
         policies: Sequence[tuple[str, Any]],
-        host: PluginHost,
         on_flag: Callable[[Frame, FrameResult, str, str], None],
         record: Callable[..., None],
     ) -> None:
         self.policies = list(policies)
-        self.host = host
         self.on_flag = on_flag
         self.record = record
 
@@ -214,7 +213,6 @@ class FlagConsumer(BaseConsumer):
                 continue
             if reason:
                 reasons.append((name, str(reason)))
-        reasons.extend(self.host.flag_frame(frame, result))
         for source, reason in reasons:
             self.on_flag(frame, result, reason, source)
 
