@@ -405,3 +405,32 @@ def test_run_completes_when_a_plugin_raises_in_every_register_hook(tmp_path, liv
     errors = [e for e in run.events("plugin_error") if e["plugin"] == "brokenreg"]
     assert sorted(e["hook"] for e in errors) == hooks
     assert all("broken registration" in e["error"] for e in errors)
+
+
+@pytest.mark.slow
+def test_sink_sees_every_image_once_on_dask(tmp_path, plugins_dir, liveseg_home):
+    from liveseg.batch import run_batch
+    from liveseg.config import StepConfig, parse_config
+
+    src = _images(tmp_path, 6)
+    tally = tmp_path / "dask.jsonl"
+    cfg = parse_config(
+        {
+            "plugins": {"dir": str(plugins_dir)},
+            "sinks": [{"sink": "tally", "params": {"path": str(tally)}}],
+        }
+    )
+    summary = run_batch(
+        src,
+        tmp_path / "out",
+        steps=[StepConfig(backend="flaky")],
+        home=liveseg_home,
+        config=cfg,
+        progress=False,
+        workers=2,
+    )
+    assert summary["ok"] == 6
+    calls = _calls(tally)
+    assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(6)]
+    lifecycle = _lifecycle(calls)  # one setup and one finish per Dask task (chunk)
+    assert lifecycle.count(("setup", "batch")) == lifecycle.count(("finish", None)) >= 1
