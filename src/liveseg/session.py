@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
-from liveseg.acquisition import Controller, FrameQueue, QueueItem
+from liveseg.acquisition import Controller, FrameQueue, QueueItem, apply_pixel_size
 from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
+from liveseg.image_writer import ImageWriter, check_free_space, estimate_bytes
 from liveseg.processing import (
     BaseConsumer,
     ConsumerSpec,
@@ -38,7 +39,7 @@ from liveseg.processing import (
     TablesConsumer,
     TriggerConsumer,
 )
-from liveseg.store import RunStore
+from liveseg.store import WRITE_FAILED, RunStore
 from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult
 
@@ -182,7 +183,8 @@ class Session:
         self.queue: FrameQueue | None = None
         self.processor: FrameProcessor | None = None
         self.triggers: TriggerController | None = None
-        self._stop = threading.Event()
+        self.writer: ImageWriter | None = None
+        self._stop_requested = 0
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -250,17 +252,6 @@ class Session:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         return Path(self.config.output) / f"{self.config.name}-{stamp}"
 
-    def request_stop(self) -> None:
-        """Stop acquiring, process what is queued, finish the run cleanly (thread-safe).
-
-        The GUI's Stop button and the signal handlers call this; :meth:`run` then
-        returns normally with run status ``stopped``.
-        """
-        self._stop.set()
-        with contextlib.suppress(Exception):
-            if self.core.mda.is_running():
-                self.core.mda.cancel()
-
     def _consumers(
         self, store: RunStore, triggers: TriggerController | None
     ) -> list[ConsumerSpec]:
@@ -295,8 +286,8 @@ class Session:
         sequence = events if events is not None else cfg.useq_sequence()
         if self._sample is None and cfg.hardware.simulate is not None:
             self.install_simulation()
-        self._stop.clear()
         run_dir = self.new_run_dir(output)
+        pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
         store = RunStore(run_dir)
         self._store = store
         self.run_dir = run_dir
@@ -311,16 +302,42 @@ class Session:
                 frame_s=self.core.getExposure() / 1e3 + 0.01,
                 record=self.record,
             )
+            writer = ImageWriter(
+                store,
+                sequence,
+                triggered=triggers.triggered if triggers is not None else None,
+                max_failures=cfg.storage.max_write_failures,
+                on_stop=self.core.mda.cancel,
+                pixel_size_um=pixel_size,
+            )
         except BaseException:
             store.close()
             self._store = None
             raise
+        if triggers is not None:
+            triggers.on_skip = writer.skip
         self.triggers = triggers
+        self.writer = writer
+        self._stop_requested = 0
         processor = self.parts.processor(self._consumers(store, triggers), record=self.record)
         self.processor = processor
-        controller = Controller(self.core, queue)
+        controller = Controller(self.core, queue, writer)
         self.controller = controller
-        store.start(self._provenance(sequence))
+        store.start(
+            {
+                **self._provenance(sequence),
+                "pixel_size_um": pixel_size,
+                "pixel_size_source": pixel_source,
+            }
+        )
+        if pixel_source == "default":
+            self.record(
+                "pixel_size",
+                pixel_size_um=1.0,
+                message="no pixel size (hardware.pixel_size_um or a Micro-Manager "
+                "calibration): µm columns are in pixels",
+            )
+        self._check_space(store, sequence)
         self.parts.record_plugin_failures(self.record)
         processor.setup(self.parts.run_info("run", run_dir))
         self.events.run_started.emit(str(run_dir))
@@ -343,18 +360,23 @@ class Session:
         status = "finished"
         try:
             if triggers is None:
-                controller.run(sequence, output=str(store.images_path))
-            else:  # the queue interleaves triggered events; FrameSink writes the images
+                controller.run(sequence)
+            else:  # the queue interleaves triggered events
                 with triggers.attached(self.core):
-                    controller.run(triggers.queue, output=None)
+                    controller.run(triggers.queue)
         except BaseException:
             status = "aborted"
             raise
         finally:
             acq_s = time.perf_counter() - t0
             queue.close()
-            for w in workers:
-                w.join()
+            self._join(workers)
+            if writer.failed:
+                status = WRITE_FAILED
+            if self._stop_requested:
+                status = "interrupted"
+            if processor.critical_errors and status == "finished":
+                status = "incomplete"  # a table could not be written: the run says so
             wall = time.perf_counter() - t0
             summary = processor.summary(wall)
             summary.update(
@@ -366,7 +388,12 @@ class Session:
                 backlog_policy=cfg.backlog.policy,
                 chain=self.pipeline.step_names,
                 run_dir=str(run_dir),
+                pixel_size_um=pixel_size,
+                status=status,
+                **writer.summary(),
             )
+            if processor.critical_errors:
+                summary["errors"] = processor.critical_errors
             if triggers is not None:
                 summary.update(triggers.summary())
             if self.simulated_objects:
@@ -375,12 +402,6 @@ class Session:
                 summary["simulation_check"] = count_check(
                     self.simulated_objects, processor.frame_checks
                 )
-            if status == "finished" and self._stop.is_set():
-                status = "stopped"
-            if processor.critical_errors:
-                summary["errors"] = processor.critical_errors
-                if status == "finished":
-                    status = "incomplete"
             store.finish(summary, status)
             processor.finish(summary)
             store.close()
@@ -390,6 +411,47 @@ class Session:
                 self._bar = None
             self.events.run_finished.emit(summary)
         return summary
+
+    def _check_space(self, store: RunStore, sequence: Any) -> None:
+        """Warn when the images will not fit on the output's disk (a sized sequence)."""
+        import useq
+
+        if not isinstance(sequence, useq.MDASequence):
+            return
+        core = self.core
+        needed = estimate_bytes(
+            len(list(sequence)),
+            core.getImageWidth(),
+            core.getImageHeight(),
+            core.getBytesPerPixel(),
+        )
+        check_free_space(store, needed)
+
+    def request_stop(self, drain: bool = True) -> int:
+        """Stop acquiring now (thread- and signal-safe); returns the frames still queued.
+
+        With ``drain`` the workers finish the frames already acquired; without it they
+        stop after the frame in hand (the rest stay unsegmented: ``liveseg resegment``
+        fills them in). Either way :meth:`run` closes the store and writes run.json
+        with status ``interrupted``.
+        """
+        self._stop_requested += 1
+        try:
+            self.core.mda.cancel()
+        except Exception:
+            log.exception("cancelling the acquisition failed")
+        queue = self.queue
+        if queue is None:
+            return 0
+        if not drain:
+            queue.abandon()
+        return queue.backlog()
+
+    def _join(self, workers: list[threading.Thread]) -> None:
+        """Join the workers in short waits, so a signal handler runs (also on Windows)."""
+        for w in workers:
+            while w.is_alive():
+                w.join(0.2)
 
     def _work(self, queue: FrameQueue, processor: FrameProcessor) -> None:
         """A worker: hand every queued frame to the processor (never dies on a frame)."""

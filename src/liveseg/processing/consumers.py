@@ -148,7 +148,11 @@ class LabelsConsumer(BaseConsumer):
 
 
 class TiffLabelsConsumer(BaseConsumer):
-    """``<out>/<frame.name>_labels.tif`` for every ok frame (``liveseg segment``)."""
+    """``<out>/<frame.name>_labels.tif`` for every ok frame (``liveseg segment``).
+
+    ``frame.name`` is the input's path relative to the inputs' common folder (without
+    its suffix), so same-name inputs in different folders never overwrite each other.
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
@@ -159,7 +163,9 @@ class TiffLabelsConsumer(BaseConsumer):
             return
         from liveseg.imageio import write_labels_tif
 
-        write_labels_tif(self.out_dir / f"{frame.name or frame.index}_labels.tif", result.labels)
+        target = self.out_dir / f"{frame.name or frame.index}_labels.tif"
+        target.parent.mkdir(parents=True, exist_ok=True)  # names may keep input subfolders
+        write_labels_tif(target, result.labels)
 
 
 class TriggerConsumer(BaseConsumer):
