@@ -356,7 +356,7 @@ def test_request_stop_ends_the_run_cleanly(make_session, tmp_path):
     session.events.frame_segmented.connect(stop_after_three)
     summary = session.run(output=tmp_path / "run")
     run = liveseg.open_run(tmp_path / "run")
-    assert run.run_info["status"] == "stopped"
+    assert run.run_info["status"] == "interrupted"
     assert 3 <= summary["frames_acquired"] < 200
     assert len(run.frames()) == summary["frames_acquired"]
     assert summary["frames_segmented"] == summary["frames_acquired"]
