@@ -44,7 +44,7 @@ from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import numpy as np
     from pymmcore_plus import CMMCorePlus
@@ -77,6 +77,23 @@ class SessionEvents:
     event_recorded = Signal(object)  # dict: one events.jsonl record
     run_started = Signal(str)  # run directory
     run_finished = Signal(object)  # summary dict
+
+
+class _SignallingStore(RunStore):
+    """The run's store, also telling ``emit`` of every events.jsonl record it writes.
+
+    The image writer, the trigger controller and the frame processor all record
+    through the one store, so ``SessionEvents.event_recorded`` misses none of them.
+    """
+
+    def __init__(self, path: Path, emit: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__(path)
+        self._emit = emit
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append the record, then emit it (``kind`` and its fields)."""
+        super().event(kind, **fields)
+        self._emit({"kind": kind, **fields})
 
 
 class _Recent(BaseConsumer):
@@ -219,11 +236,10 @@ class Session:
             )
 
     def record(self, kind: str, **fields: Any) -> None:
-        """Append one record to the current run's events.jsonl and emit ``event_recorded``."""
+        """Append one record to the current run's events.jsonl (``event_recorded`` too)."""
         store = self._store
-        if store is not None:
+        if store is not None:  # between runs there is no events.jsonl being written
             store.event(kind, **fields)
-        self.events.event_recorded.emit({"kind": kind, **fields})
 
     # -- simulated sample -------------------------------------------------------------
     def install_simulation(self) -> list[tuple[float, float, float, float]]:
@@ -288,7 +304,7 @@ class Session:
             self.install_simulation()
         run_dir = self.new_run_dir(output)
         pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
-        store = RunStore(run_dir)
+        store = _SignallingStore(run_dir, self.events.event_recorded.emit)
         self._store = store
         self.run_dir = run_dir
         queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")
