@@ -24,7 +24,6 @@ LabelsCollector                                          ✓
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from liveseg.image_writer import index_row
 from liveseg.types import FrameStatus
 
 if TYPE_CHECKING:
@@ -84,30 +84,20 @@ def event_index(frame: Frame) -> dict[str, int]:
 def frame_row(
     frame: Frame, result: FrameResult, objects: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
-    """The frames.csv row of one frame (see :data:`liveseg.store.FRAME_COLUMNS`)."""
-    idx = event_index(frame)
+    """The frames.csv row of one processed frame (see :data:`liveseg.store.FRAME_COLUMNS`).
+
+    The frame-index columns are the image writer's (:func:`liveseg.image_writer.index_row`);
+    processing adds the count, the mean area and the timings.
+    """
     ok = result.status is FrameStatus.OK
     areas = objects.get("area_px") if ok else None
     count = len(areas) if areas is not None else 0
     return {
-        "index": frame.index,
-        "time_s": frame.time_s,
-        "position": frame.position,
-        "t": idx.get("t", 0),
-        "c": idx.get("c", 0),
-        "z": idx.get("z", 0),
-        "stage_x_um": frame.stage_xy[0] if frame.stage_xy else float("nan"),
-        "stage_y_um": frame.stage_xy[1] if frame.stage_xy else float("nan"),
+        **index_row(frame, result.status.value),
         "count": count if ok else "",
         "mean_area_px": float(np.mean(areas)) if areas is not None and count else "",
         "latency_ms": result.extra.get("latency_ms", float("nan")),
         "segment_ms": result.extra.get("segment_ms", float("nan")),
-        "status": result.status.value,
-        "series": str(frame.metadata.get("series", BASE)),
-        "event_index": json.dumps(idx),
-        "trigger": frame.metadata.get("trigger", ""),
-        "trigger_frame": frame.metadata.get("trigger_frame", ""),
-        "trigger_label": frame.metadata.get("trigger_label", ""),
     }
 
 
