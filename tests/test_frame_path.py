@@ -204,11 +204,12 @@ def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home)
     assert [f["objects"] for f in frames] == [0, 1, 1]
 
 
-def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
+def _batch_with_tally(tmp_path, plugins_dir, home, n, **kwargs):
+    """``run_batch`` of ``n`` images with the tally sink enabled; (summary, sink calls)."""
     from liveseg.batch import run_batch
     from liveseg.config import StepConfig, parse_config
 
-    src = _images(tmp_path, 4)
+    src = _images(tmp_path, n)
     tally = tmp_path / "batch.jsonl"
     cfg = parse_config(
         {
@@ -216,16 +217,16 @@ def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
             "sinks": [{"sink": "tally", "params": {"path": str(tally)}}],
         }
     )
+    steps = [StepConfig(backend="flaky")]
     summary = run_batch(
-        src,
-        tmp_path / "out",
-        steps=[StepConfig(backend="flaky")],
-        home=liveseg_home,
-        config=cfg,
-        progress=False,
+        src, tmp_path / "out", steps=steps, home=home, config=cfg, progress=False, **kwargs
     )
+    return summary, _calls(tally)
+
+
+def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
+    summary, calls = _batch_with_tally(tmp_path, plugins_dir, liveseg_home, 4)
     assert summary["ok"] == 4
-    calls = _calls(tally)
     assert _lifecycle(calls) == [("setup", "batch"), ("finish", None)]
     assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(4)]
 
@@ -409,28 +410,8 @@ def test_run_completes_when_a_plugin_raises_in_every_register_hook(tmp_path, liv
 
 @pytest.mark.slow
 def test_sink_sees_every_image_once_on_dask(tmp_path, plugins_dir, liveseg_home):
-    from liveseg.batch import run_batch
-    from liveseg.config import StepConfig, parse_config
-
-    src = _images(tmp_path, 6)
-    tally = tmp_path / "dask.jsonl"
-    cfg = parse_config(
-        {
-            "plugins": {"dir": str(plugins_dir)},
-            "sinks": [{"sink": "tally", "params": {"path": str(tally)}}],
-        }
-    )
-    summary = run_batch(
-        src,
-        tmp_path / "out",
-        steps=[StepConfig(backend="flaky")],
-        home=liveseg_home,
-        config=cfg,
-        progress=False,
-        workers=2,
-    )
+    summary, calls = _batch_with_tally(tmp_path, plugins_dir, liveseg_home, 6, workers=2)
     assert summary["ok"] == 6
-    calls = _calls(tally)
     assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(6)]
     lifecycle = _lifecycle(calls)  # one setup and one finish per Dask task (chunk)
     assert lifecycle.count(("setup", "batch")) == lifecycle.count(("finish", None)) >= 1
