@@ -22,11 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from psygnal import Signal
-
 from liveseg.acquisition import Controller, FrameQueue, QueueItem, apply_pixel_size
 from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
+from liveseg.events import SessionEvents, SignallingStore
 from liveseg.image_writer import ImageWriter, check_free_space, estimate_bytes
 from liveseg.processing import (
     BaseConsumer,
@@ -44,7 +43,7 @@ from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
 
     import numpy as np
     from pymmcore_plus import CMMCorePlus
@@ -55,45 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Session", "SessionEvents"]
 
 log = logging.getLogger("liveseg.session")
-
-
-class SessionEvents:
-    """Signals a GUI or notebook can connect to (emitted from worker threads).
-
-    Connect with ``thread="main"`` (psygnal) or a Qt queued connection: handlers must
-    not do heavy work, and they only ever need the newest result.
-
-    * ``frame_acquired(Frame)``: a frame left the acquisition queue for a worker;
-    * ``frame_segmented(Frame, FrameResult, objects)``: every frame, also skipped and
-      failed ones (see ``result.status``; ``objects`` is then empty);
-    * ``frame_flagged(Flag)``; ``event_recorded(dict)``: every record written to
-      events.jsonl (``kind``, ``frame``, …), so a GUI never tails the file;
-    * ``run_started(str run_dir)``, ``run_finished(dict summary)``.
-    """
-
-    frame_acquired = Signal(object)  # Frame
-    frame_segmented = Signal(object, object, object)  # Frame, FrameResult, objects columns
-    frame_flagged = Signal(object)  # Flag
-    event_recorded = Signal(object)  # dict: one events.jsonl record
-    run_started = Signal(str)  # run directory
-    run_finished = Signal(object)  # summary dict
-
-
-class _SignallingStore(RunStore):
-    """The run's store, also telling ``emit`` of every events.jsonl record it writes.
-
-    The image writer, the trigger controller and the frame processor all record
-    through the one store, so ``SessionEvents.event_recorded`` misses none of them.
-    """
-
-    def __init__(self, path: Path, emit: Callable[[dict[str, Any]], Any]) -> None:
-        super().__init__(path)
-        self._emit = emit
-
-    def event(self, kind: str, **fields: Any) -> None:
-        """Append the record, then emit it (``kind`` and its fields)."""
-        super().event(kind, **fields)
-        self._emit({"kind": kind, **fields})
 
 
 class _Recent(BaseConsumer):
@@ -304,7 +264,7 @@ class Session:
             self.install_simulation()
         run_dir = self.new_run_dir(output)
         pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
-        store = _SignallingStore(run_dir, self.events.event_recorded.emit)
+        store = SignallingStore(run_dir, self.events.event_recorded.emit)
         self._store = store
         self.run_dir = run_dir
         queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")
