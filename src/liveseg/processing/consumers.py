@@ -155,7 +155,8 @@ class TiffLabelsConsumer(BaseConsumer):
 
         target = self.out_dir / f"{frame.name or frame.index}_labels.tif"
         target.parent.mkdir(parents=True, exist_ok=True)  # names may keep input subfolders
-        write_labels_tif(target, result.labels)
+        known = frame.metadata.get("pixel_size_source") is not None
+        write_labels_tif(target, result.labels, frame.pixel_size_um if known else None)
 
 
 class TriggerConsumer(BaseConsumer):
