@@ -9,6 +9,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("qtpy")
@@ -73,3 +74,28 @@ def live_window(qtbot, make_gui_session, tmp_path) -> Iterator[Any]:
     window.show()
     yield window
     window.shutdown()
+
+
+def qimage_rgb(image: Any) -> np.ndarray:
+    """An (H, W, 3) uint8 copy of a QImage (e.g. ``widget.grab().toImage()``)."""
+    from qtpy.QtGui import QImage
+
+    img = image.convertToFormat(QImage.Format.Format_RGB32)
+    h, w, bpl = img.height(), img.width(), img.bytesPerLine()
+    arr = np.frombuffer(img.constBits(), dtype=np.uint8, count=h * bpl)
+    return arr.reshape(h, bpl // 4, 4)[:, :w, 2::-1].copy()  # BGRA (little endian) → RGB
+
+
+def click(qtbot: Any, button: Any) -> None:
+    """Click ``button`` with the mouse, as a person does (it must be enabled)."""
+    from qtpy.QtCore import Qt
+
+    assert button.isEnabled(), f"{button.text()!r} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def wait_finished(qtbot: Any, window: Any, timeout: int = 120_000) -> dict[str, Any]:
+    """Wait until the window has reported the end of its run; its summary."""
+    qtbot.waitUntil(lambda: window.last_summary is not None, timeout=timeout)
+    assert window.wait(30)
+    return dict(window.last_summary)
