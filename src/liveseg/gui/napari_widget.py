@@ -263,6 +263,8 @@ class LivesegWidget(QWidget):
         if snap.run_started is not None:
             self.plot.clear()
             self.shown = None
+        if snap.points:  # before the layers: a failing layer update must not lose points
+            self.plot.add_points(snap.points)
         if snap.result is not None:
             frame, result, _ = snap.result
             meta = {"liveseg_frame": frame.index, "liveseg_position": frame.position}
@@ -270,8 +272,6 @@ class LivesegWidget(QWidget):
                 self._set_layer(IMAGE_LAYER, frame.image, "image").metadata.update(meta)
             self._set_layer(LABELS_LAYER, result.labels, "labels").metadata.update(meta)
             self.shown = (frame.index, frame.position)
-        if snap.points:
-            self.plot.add_points(snap.points)
         if snap.result is not None or snap.points:
             self._update()
 
