@@ -18,7 +18,8 @@ def test_gui_without_qt_prints_install_hint() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
-    assert "pip install 'liveseg[gui]'" in proc.stderr
+    assert "pip install -e '.[gui]'" in proc.stderr  # what works: no index carries liveseg
+    assert "liveseg[gui]" not in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 
 

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["commands", "gui", "missing_qt"]
 
 INSTALL_HINT = (
-    "The live window needs the GUI extra (Qt, pymmcore-widgets). Install it with:\n"
-    "    pip install 'liveseg[gui]'"
+    "The live window needs the GUI extra (Qt, pymmcore-widgets). liveseg is not on a"
+    " package index: install the extra from your liveseg checkout with\n"
+    "    pip install -e '.[gui]'\n"
+    "(or run `make demo`, which installs everything into .venv)."
 )
 
 
