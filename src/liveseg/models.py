@@ -11,10 +11,10 @@ so readers never see half a version; after that its files are made read-only and
 written again (clones and fine-tunes copy). Specs address versions as ``name@N``,
 ``name@alias`` or plain ``name`` (its ``prod`` alias, else its newest version).
 
-The shipped default model (backend ``unet``, weights inside the ``liveseg_torch``
-package) is seeded automatically as ``default@1`` with alias ``prod`` the first time a
-spec names ``default`` (or the name of any shipped model); ``liveseg models
-import-default --name nuclei`` imports it under another name. Weights are only copied
+Models that plugins ship (their ``register_models`` hook; the default model is the one
+a plugin registers as ``default``) are seeded automatically as ``NAME@1`` with alias
+``prod`` the first time a spec names them; ``liveseg models import-default --name
+nuclei`` imports the default under another name. Weights are only copied
 here, never loaded: backends load them (without running pickled code).
 """
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 __all__ = [
-    "BUILTIN_PACKAGES",
     "DEFAULT_ALIAS",
     "ModelRegistry",
     "ModelVersion",
@@ -53,8 +52,6 @@ __all__ = [
 log = logging.getLogger("liveseg.models")
 
 DEFAULT_ALIAS = "prod"
-BUILTIN_PACKAGES: tuple[str, ...] = ("liveseg_torch", "liveseg_cellpose")
-"""Packages searched for shipped models: each ``model.json`` inside one is a model."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -160,35 +157,14 @@ def _read_only(directory: Path) -> None:
             p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
 
-def builtin_models() -> dict[str, Path]:
-    """Shipped models found in :data:`BUILTIN_PACKAGES`: name → directory with model.json.
+def builtin_models() -> Mapping[str, Path]:
+    """Models the installed plugins ship (``register_models``): name → model directory.
 
-    A shipped ``model.json`` may say its ``name``; the first one of the ``liveseg_torch``
-    package is also available as ``default``.
+    A plugin's loader runs only when its model's directory is looked up.
     """
-    import importlib.resources
-    import importlib.util
+    from liveseg.plugins import shipped_models
 
-    found: dict[str, Path] = {}
-    for package in BUILTIN_PACKAGES:
-        try:
-            if importlib.util.find_spec(package) is None:
-                continue
-            root = Path(str(importlib.resources.files(package)))
-        except (ModuleNotFoundError, ValueError, TypeError):
-            continue
-        for card_path in sorted(root.rglob("model.json")):
-            try:
-                card = json.loads(card_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                log.warning("ignoring unreadable shipped model card %s", card_path)
-                continue
-            name = str(card.get("name") or card_path.parent.name)
-            if _NAME_RE.match(name):
-                found.setdefault(name, card_path.parent)
-            if package == "liveseg_torch":
-                found.setdefault("default", card_path.parent)
-    return found
+    return shipped_models()
 
 
 class ModelRegistry:
@@ -263,7 +239,7 @@ class ModelRegistry:
                 known = ", ".join(self.names()) or "none yet"
                 hint = ""
                 if name == "default":
-                    hint = " (the shipped default model needs the liveseg-torch plugin)"
+                    hint = " (no installed plugin ships a model named 'default')"
                 raise ModelError(
                     f"no model named {name!r} in {self.root} (models: {known}){hint}; "
                     f"see `liveseg models list`"

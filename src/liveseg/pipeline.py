@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydantic
 
 from liveseg.errors import ConfigError
+from liveseg.plugin_api import Backend, BackendFactory, StepContext
 from liveseg.types import LABEL_DTYPE, Frame, FrameResult, FrameStatus, empty_labels
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
 
     from liveseg.config import StepConfig
 
@@ -35,43 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("liveseg.pipeline")
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """One step of the chain.
-
-    ``segment`` must return a :class:`FrameResult` whose ``labels`` have the frame's
-    height and width and dtype ``uint32``. It runs on a worker thread, never on the
-    acquisition thread. ``close`` releases models, files and devices.
-    """
-
-    def segment(self, frame: Frame, upstream: FrameResult | None) -> FrameResult:
-        """Segment ``frame``; ``upstream`` is the previous step's result (or None)."""
-        ...
-
-    def close(self) -> None:
-        """Release resources; called once when the session ends."""
-        ...
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a backend factory may need besides its own parameters."""
-
-    home: Path
-    threads: int = 1
-    device: str | None = None
-    step_name: str = ""
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("liveseg"))
-
-
-class BackendFactory(Protocol):
-    """``factory(params, context) -> Backend``; ``Params`` optionally validates params."""
-
-    def __call__(self, params: Any, context: StepContext) -> Backend:
-        """Build the backend for one step."""
-        ...
 
 
 class StepError(RuntimeError):

@@ -12,7 +12,10 @@ Fixtures
 
 :class:`FakeBackend` is the official fake: it returns labels you give it, sleeps or
 raises on chosen frames — enough to test chains, backlog policies and error handling
-against the real contract.
+against the real contract. :func:`contract_frames` gives a sink or trigger under test
+one frame of each status (``ok``, ``skipped``, ``failed``) the way liveseg hands them
+over, and :func:`register_plugin` registers a plugin module on a fresh host (the
+``liveseg_host`` fixture) and returns the host's load and registration errors.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import pytest
 
 from liveseg.plugins import PluginHost
-from liveseg.types import LABEL_DTYPE, Frame, FrameResult, input_image
+from liveseg.types import LABEL_DTYPE, Frame, FrameResult, FrameStatus, input_image
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
@@ -34,7 +37,14 @@ if TYPE_CHECKING:
     from liveseg.config import LivesegConfig
     from liveseg.pipeline import StepContext
 
-__all__ = ["FakeBackend", "classical_config", "disk_image", "register_fake_backend"]
+__all__ = [
+    "FakeBackend",
+    "classical_config",
+    "contract_frames",
+    "disk_image",
+    "register_fake_backend",
+    "register_plugin",
+]
 
 
 def disk_image(
@@ -123,6 +133,52 @@ def register_fake_backend(host: PluginHost, name: str = "fake", **kwargs: Any) -
     return backend
 
 
+def register_plugin(host: PluginHost, plugin: object, name: str | None = None) -> list[str]:
+    """Register ``plugin`` (a module or object) on ``host`` and collect its registrations.
+
+    Returns the host's failure lines (a plugin raising in a ``register_*`` hook, a name
+    registered twice); a plugin that registers cleanly returns ``[]``, so a test can
+    ``assert register_plugin(liveseg_host, my_plugin) == []``.
+    """
+    host.register(plugin, name=name)
+    host.plugins()  # runs every register_* hook once, guarded
+    return [f.line() for f in host.errors]
+
+
+def contract_frames(
+    shape: tuple[int, int] = (64, 64), *, start: int = 0, seed: int = 0
+) -> list[tuple[Frame, FrameResult, dict[str, np.ndarray]]]:
+    """One ``ok``, one ``skipped`` and one ``failed`` frame, as a sink receives them.
+
+    The ``ok`` frame has two disks, their true labels as the result and the columns
+    ``label`` and ``area_px`` (one value per object); skipped and failed frames carry
+    empty labels, the status (and for ``failed`` an error message) and an empty mapping
+    of objects.
+    """
+    image, labels = disk_image(
+        shape, [(shape[0] // 4, shape[1] // 4), (shape[0] // 2, 3 * shape[1] // 4)], seed=seed
+    )
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    empty = np.zeros(shape, dtype=LABEL_DTYPE)
+    return [
+        (
+            Frame(index=start, image=image),
+            FrameResult(labels=labels),
+            {"label": ids.astype(np.int64), "area_px": areas.astype(np.int64)},
+        ),
+        (
+            Frame(index=start + 1, image=image),
+            FrameResult(labels=empty, status=FrameStatus.SKIPPED),
+            {},
+        ),
+        (
+            Frame(index=start + 2, image=image),
+            FrameResult(labels=empty, status=FrameStatus.FAILED, error="RuntimeError: test"),
+            {},
+        ),
+    ]
+
+
 def classical_config(**sections: Any) -> LivesegConfig:
     """A config for tests on the demo hardware: classical chain, 3 quick frames.
 
@@ -143,7 +199,10 @@ def classical_config(**sections: Any) -> LivesegConfig:
 
 @pytest.fixture
 def liveseg_host() -> PluginHost:
-    """A fresh plugin host: builtins only, no entry-point discovery."""
+    """A fresh plugin host: builtins only, no entry-point discovery, no plugins dir.
+
+    Register the plugin under test with :func:`register_plugin` (or ``host.register``).
+    """
     return PluginHost(entry_points=False)
 
 

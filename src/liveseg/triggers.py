@@ -40,12 +40,21 @@ import math
 import operator
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from liveseg.errors import ConfigError, LivesegError
+from liveseg.plugin_api import (
+    Action,
+    SetInterval,
+    SkipRest,
+    StopRun,
+    Trigger,
+    TriggerContext,
+    TriggerState,
+)
 from liveseg.types import FrameStatus, Proposal
 
 if TYPE_CHECKING:
@@ -82,93 +91,6 @@ __all__ = [
 log = logging.getLogger("liveseg.triggers")
 
 BASE = "base"
-
-
-# -- actions ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class SkipRest:
-    """Skip the remaining base events of ``position`` at time point ``t``."""
-
-    position: int
-    t: int
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SetInterval:
-    """Set the timelapse interval (seconds); ``None`` restores the sequence's own."""
-
-    interval_s: float | None
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StopRun:
-    """End the run cleanly after the current event (pending frames are still processed)."""
-
-    reason: str = ""
-
-
-Action = SkipRest | SetInterval | StopRun
-"""What a trigger may return besides proposals: change the base acquisition."""
-
-
-@dataclass
-class TriggerState:
-    """Cumulative run state a trigger may read (owned by the controller, worker thread).
-
-    ``accepted`` holds every accepted proposal of the run (the dedupe history).
-    """
-
-    frames: int = 0
-    objects_total: int = 0
-    triggered_series: int = 0
-    interval_s: float | None = None
-    time_s: float = 0.0
-    accepted: list[Proposal] = field(default_factory=list)
-    counts_by_position: dict[int, int] = field(default_factory=dict)
-
-    def numbers(self) -> dict[str, float]:
-        """The cumulative names conditions may use."""
-        return {
-            "frames": self.frames,
-            "objects_total": self.objects_total,
-            "triggered_series": self.triggered_series,
-            "time_s": self.time_s,
-            "fast": 0.0 if self.interval_s is None else 1.0,
-        }
-
-
-@dataclass(frozen=True)
-class TriggerContext:
-    """What a trigger factory may need besides its own parameters."""
-
-    name: str
-    channel_group: str = "Channel"
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("liveseg"))
-
-
-@runtime_checkable
-class Trigger(Protocol):
-    """A configured trigger, built by ``factory(params, context)``.
-
-    ``propose`` runs on the worker thread for every *base* frame that was segmented
-    (``result.status`` may be ``failed``; most triggers return nothing then). ``objects``
-    are the measured columns (one value per object, ascending label). Return
-    proposals and/or actions, or ``None``. A trigger whose class sets ``gates = True``
-    makes the queue wait for the first frame of each (position, time point) before
-    acquiring the rest of it, so that an action such as :class:`SkipRest` can take effect.
-    """
-
-    def propose(
-        self,
-        frame: Frame,
-        result: FrameResult,
-        objects: Mapping[str, np.ndarray],
-        state: TriggerState,
-    ) -> Sequence[Proposal | Action] | None:
-        """Proposals and actions for one segmented frame."""
-        ...
 
 
 # -- conditions ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from liveseg.commands.plugins import plugins_cmd
+
 __all__ = ["commands"]
 
 
@@ -143,27 +145,6 @@ def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | No
     cfg = _load(config, ()) if config else None
     done = resegment_run(Path(run), config=cfg, all_frames=all_frames, home=home)
     click.echo(f"resegmented {done['ok']} frames ({done['failed']} failed) in {run}")
-
-
-@click.command("plugins")
-@click.option("--plugins-dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def plugins_cmd(plugins_dir: str | None, as_json: bool) -> None:
-    """List loaded plugins: version, source, hooks, and what they provide."""
-    from liveseg.plugins import PluginHost
-
-    host = PluginHost(plugins_dir=plugins_dir)
-    infos = host.plugins()
-    if as_json:
-        click.echo(json.dumps([vars(i) for i in infos], indent=2))
-        return
-    for info in infos:
-        click.echo(f"{info.name} {info.version or '-'}  [{info.source}]  {info.module}")
-        if info.hooks:
-            click.echo(f"    hooks: {', '.join(info.hooks)}")
-        for kind, names in info.provides.items():
-            if names:
-                click.echo(f"    {kind}: {', '.join(names)}")
 
 
 @click.command("validate-config")

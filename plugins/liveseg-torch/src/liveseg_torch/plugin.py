@@ -185,3 +185,15 @@ def register_backends(register: Register) -> None:
 def register_trainers(register: Register) -> None:
     """Register ``finetune`` as the trainer of ``unet`` models."""
     register("unet", finetune)
+
+
+@hookimpl
+def register_models(register: Register) -> None:
+    """Register the shipped weights as model ``default`` (nuclei; the default chain)."""
+    from liveseg_torch.weights import default_weights_path
+
+    register(
+        "default",
+        str(default_weights_path().parent),
+        "nuclei in fluorescence images (small U-Net, runs live on a CPU)",
+    )
