@@ -165,11 +165,15 @@ class RunSignals(SignalGroup):
 
 # --------------------------------------------------------------------------------------
 # COMPAT(framepath) — the one place that adapts to the Session of today's main.
-# The frame-path branch adds ``SessionEvents.frame_acquired`` emission, ``event_recorded``
-# (every events.jsonl record), skipped frames through ``frame_segmented`` and
-# ``Session.request_stop()``. Until it is merged, frames come from the core's frameReady,
-# records from tailing events.jsonl, and Stop cancels the MDA. After `git merge main`
-# brings the new members, reduce this class to the `_modern` branches.
+# The frame-path branch adds ``SessionEvents.event_recorded`` (every events.jsonl
+# record), skipped frames through ``frame_segmented`` and ``Session.request_stop()``.
+# Until it is merged, records come from tailing events.jsonl, skips from "skipped"
+# records, and Stop cancels the MDA. After `git merge main` brings the new members,
+# reduce this class to its `modern` branches.
+#
+# In both cases "acquired" is the core's frameReady, counted like the Controller numbers
+# frames: the frame path's ``frame_acquired`` fires when a worker *takes* a frame from
+# the queue, which would hide the backlog and delay the newest-image view.
 # --------------------------------------------------------------------------------------
 class _SessionLink:
     """Connects a Session's sources to :class:`RunControl`'s handlers."""
@@ -180,7 +184,7 @@ class _SessionLink:
         self.modern = hasattr(session, "request_stop") and hasattr(
             session.events, "event_recorded"
         )
-        self._index = 0  # frameReady count of this run (legacy numbering, as Controller's)
+        self._index = 0  # frameReady count of this run (the Controller's numbering)
         self._tail_offset = 0
         self._tail_stop = threading.Event()
         self._tailer: threading.Thread | None = None
@@ -190,24 +194,7 @@ class _SessionLink:
         """Whether skipped frames arrive through ``frame_segmented`` (else as records)."""
         return self.modern
 
-    def connect(self) -> None:
-        from liveseg.acquisition import connect_direct
-
-        ev = self.session.events
-        c = self.control
-        ev.frame_segmented.connect(c._on_segmented)
-        ev.frame_flagged.connect(c._on_flagged)
-        ev.run_started.connect(self._on_run_started)
-        if self.modern:
-            ev.frame_acquired.connect(c._on_acquired)
-            ev.event_recorded.connect(c._on_record)  # type: ignore[attr-defined]
-        else:
-            # Direct: a queued Qt connection would hand every image to the GUI thread.
-            connect_direct(self.session.core.mda.events.frameReady, self._on_frame_ready)
-        connect_direct(self.session.core.mda.events.sequenceStarted, c._on_sequence_started)
-        connect_direct(self.session.core.mda.events.eventStarted, c._on_event_started)
-
-    def disconnect(self) -> None:
+    def _pairs(self) -> list[tuple[Any, Callable[..., Any]]]:
         ev = self.session.events
         c = self.control
         pairs: list[tuple[Any, Callable[..., Any]]] = [
@@ -216,20 +203,36 @@ class _SessionLink:
             (ev.run_started, self._on_run_started),
         ]
         if self.modern:
-            pairs += [(ev.frame_acquired, c._on_acquired), (ev.event_recorded, c._on_record)]  # type: ignore[attr-defined]
-        for sig, slot in pairs:
+            pairs.append((ev.event_recorded, c._on_record))  # type: ignore[attr-defined]
+        return pairs
+
+    def _core_pairs(self) -> list[tuple[Any, Callable[..., Any]]]:
+        mda = self.session.core.mda.events
+        c = self.control
+        return [
+            (mda.frameReady, self._on_frame_ready),
+            (mda.sequenceStarted, c._on_sequence_started),
+            (mda.eventStarted, c._on_event_started),
+        ]
+
+    def connect(self) -> None:
+        from liveseg.acquisition import connect_direct
+
+        for sig, slot in self._pairs():
+            sig.connect(slot)
+        # Direct: a queued Qt connection would hand every image to the GUI thread.
+        for sig, slot in self._core_pairs():
+            connect_direct(sig, slot)
+
+    def disconnect(self) -> None:
+        for sig, slot in self._pairs():
             sig.disconnect(slot)
-        core = getattr(self.session, "core", None)  # gone once the session is closed
-        if core is None:
+        if getattr(self.session, "core", None) is None:  # gone once the session is closed
             return
-        for sig, slot in (
-            (core.mda.events.frameReady, self._on_frame_ready),
-            (core.mda.events.sequenceStarted, c._on_sequence_started),
-            (core.mda.events.eventStarted, c._on_event_started),
-        ):
+        for sig, slot in self._core_pairs():
             try:
                 sig.disconnect(slot)
-            except (RuntimeError, TypeError, ValueError):
+            except (RuntimeError, TypeError, ValueError):  # devices already unloaded
                 pass
 
     def _on_run_started(self, run_dir: str) -> None:
@@ -468,6 +471,8 @@ class RunControl:
         policy) returns ``added=False`` with "already flagged" and adds nothing.
         """
         with self._flag_lock:
+            if self._state.active and self._run_dir is None:
+                return FlagOutcome(frame_index, False, "the run is starting: nothing to flag yet")
             key = (self._run_dir, frame_index)
             if key in self._flagged:
                 return FlagOutcome(

@@ -145,7 +145,7 @@ class LivesegWidget(QWidget):
         self.control.signals.state_changed.connect(self._state_from_control)
         self.feed = LiveFeed(self.control)
         self.feed.attach()
-        self.status.setText(f"attached: {', '.join(session.pipeline.step_names)}")
+        self.status.setText("attached · chain: " + "; ".join(self.control.chain_description()))
 
     def detach(self, timeout: float = 60.0) -> None:
         """Stop any run, stop following the session (closing it when the widget built it)."""
