@@ -416,21 +416,26 @@ class RunControl:
         A pause asked for before the acquisition's first event takes effect when it
         starts. No-op unless running.
         """
-        with self._lock:
-            if self._state is not RunState.RUNNING:
-                return
-            self._pause_wanted = True
-            self._link.set_paused(True)
-        self._set_state(RunState.PAUSED)
+        self._set_paused(True)
 
     def resume(self) -> None:
         """Resume a paused acquisition (no-op unless paused)."""
+        self._set_paused(False)
+
+    def toggle_pause(self) -> None:
+        """Pause when running, resume when paused (a Pause/Resume button)."""
+        self._set_paused(self._state is RunState.RUNNING)
+
+    def _set_paused(self, paused: bool) -> None:
+        before, after = (
+            (RunState.RUNNING, RunState.PAUSED) if paused else (RunState.PAUSED, RunState.RUNNING)
+        )
         with self._lock:
-            if self._state is not RunState.PAUSED:
+            if self._state is not before:
                 return
-            self._pause_wanted = False
-            self._link.set_paused(False)
-        self._set_state(RunState.RUNNING)
+            self._pause_wanted = paused
+            self._link.set_paused(paused)
+        self._set_state(after)
 
     def stop(self) -> None:
         """Stop acquiring; frames already acquired are still segmented and stored.

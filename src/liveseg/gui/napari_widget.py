@@ -21,10 +21,6 @@ from qtpy.QtCore import (  # type: ignore[attr-defined]
     QTimer,
     Signal,
 )
-from qtpy.QtGui import (  # type: ignore[attr-defined]
-    QKeySequence,
-    QShortcut,
-)
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -39,6 +35,7 @@ from qtpy.QtWidgets import (
 from liveseg.control import ControlError, FlagOutcome, RunControl, RunState
 from liveseg.gui.feed import LiveFeed
 from liveseg.gui.plot import CountPlot
+from liveseg.gui.run_buttons import RunButtons
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -89,21 +86,17 @@ class LivesegWidget(QWidget):
         )
         self.show_image = QCheckBox("raw image layer")
         self.show_image.setChecked(True)
-        self.start_btn = QPushButton("Start")
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setCheckable(True)
-        self.stop_btn = QPushButton("Stop")
-        self.flag_btn = QPushButton("Flag (F)")
-        self.flag_btn.setToolTip("Put the shown frame and its masks into the retraining queue")
+        self.buttons = RunButtons(
+            self,
+            start=self.start,
+            toggle_pause=self.toggle_pause,
+            stop=self.stop,
+            flag=self.flag_shown,
+            shortcut_context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+        )
+        self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn = self.buttons.widgets()
+        self.flag_shortcut = self.buttons.flag_shortcut
         self.reason = QLineEdit(placeholderText="flag reason (optional)")
-        # clicked(bool) passes `checked`: never let it reach the slots' arguments.
-        self.start_btn.clicked.connect(lambda *_: self.start())
-        self.pause_btn.clicked.connect(lambda *_: self.toggle_pause())
-        self.stop_btn.clicked.connect(lambda *_: self.stop())
-        self.flag_btn.clicked.connect(lambda *_: self.flag_shown())
-        self.flag_shortcut = QShortcut(QKeySequence("F"), self)
-        self.flag_shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        self.flag_shortcut.activated.connect(lambda: self.flag_shown())
         self.plot = CountPlot()
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
@@ -211,12 +204,8 @@ class LivesegWidget(QWidget):
 
     def toggle_pause(self) -> None:
         """Pause a running acquisition, or resume a paused one."""
-        if self.control is None:
-            return
-        if self.control.state is RunState.RUNNING:
-            self.control.pause()
-        elif self.control.state is RunState.PAUSED:
-            self.control.resume()
+        if self.control is not None:
+            self.control.toggle_pause()
         self._update()
 
     def stop(self) -> None:
@@ -279,13 +268,7 @@ class LivesegWidget(QWidget):
         """Buttons and status text from the control's state."""
         control = self.control
         state = control.state if control is not None else RunState.IDLE
-        acting = state in (RunState.RUNNING, RunState.PAUSED)
-        self.start_btn.setEnabled(not state.active)
-        self.pause_btn.setEnabled(acting)
-        self.pause_btn.setChecked(state is RunState.PAUSED)
-        self.pause_btn.setText("Resume" if state is RunState.PAUSED else "Pause")
-        self.stop_btn.setEnabled(acting)
-        self.flag_btn.setEnabled(self.shown is not None)
+        self.buttons.sync(state, can_flag=self.shown is not None)
         if control is None:
             return
         st = control.stats()

@@ -26,10 +26,6 @@ from qtpy.QtCore import (  # type: ignore[attr-defined]
     QTimer,
     Signal,
 )
-from qtpy.QtGui import (  # type: ignore[attr-defined]
-    QKeySequence,
-    QShortcut,
-)
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -55,6 +51,7 @@ from liveseg.control import ControlError, FlagOutcome, RunControl, RunState
 from liveseg.gui.canvas import ImageCanvas
 from liveseg.gui.feed import LiveFeed, LogEntry
 from liveseg.gui.plot import CountPlot
+from liveseg.gui.run_buttons import RunButtons
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -204,24 +201,18 @@ class LiveWindow(QMainWindow):
     # -- layout -----------------------------------------------------------------------
     def _build(self, mda_widget: bool) -> None:
         # toolbar row: run control, flag, display options
-        self.start_btn = QPushButton("Start")
-        self.start_btn.setToolTip("Acquire the sequence, segmenting every frame live")
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setCheckable(True)
-        self.pause_btn.setToolTip("Pause / resume acquiring (segmentation catches up)")
-        self.stop_btn = QPushButton("Stop")
-        self.stop_btn.setToolTip("Stop acquiring; acquired frames are still segmented and saved")
-        self.flag_btn = QPushButton("Flag (F)")
-        self.flag_btn.setToolTip("Put the shown frame and its masks into the retraining queue")
+        self.buttons = RunButtons(
+            self,
+            start=self.start,
+            toggle_pause=self.toggle_pause,
+            stop=self.stop,
+            flag=self.flag_shown,
+        )
+        b = self.buttons
+        self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn = b.widgets()
+        self.flag_shortcut = b.flag_shortcut
         self.reason = QLineEdit(placeholderText="flag reason (optional)")
         self.reason.setMaximumWidth(220)
-        # clicked(bool) passes `checked`: never let it reach the slots' arguments.
-        self.start_btn.clicked.connect(lambda *_: self.start())
-        self.pause_btn.clicked.connect(lambda *_: self.toggle_pause())
-        self.stop_btn.clicked.connect(lambda *_: self.stop())
-        self.flag_btn.clicked.connect(lambda *_: self.flag_shown())
-        self.flag_shortcut = QShortcut(QKeySequence("F"), self)
-        self.flag_shortcut.activated.connect(lambda: self.flag_shown())
 
         self.auto_contrast = QCheckBox("auto")
         self.auto_contrast.setChecked(True)
@@ -412,10 +403,7 @@ class LiveWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         """Pause a running acquisition, or resume a paused one."""
-        if self.control.state is RunState.RUNNING:
-            self.control.pause()
-        elif self.control.state is RunState.PAUSED:
-            self.control.resume()
+        self.control.toggle_pause()
         self._update_buttons()
 
     def stop(self) -> None:
@@ -441,13 +429,7 @@ class LiveWindow(QMainWindow):
 
     def _update_buttons(self) -> None:
         state = self.control.state
-        acting = state in (RunState.RUNNING, RunState.PAUSED)
-        self.start_btn.setEnabled(not state.active)
-        self.pause_btn.setEnabled(acting)
-        self.pause_btn.setChecked(state is RunState.PAUSED)
-        self.pause_btn.setText("Resume" if state is RunState.PAUSED else "Pause")
-        self.stop_btn.setEnabled(acting)
-        self.flag_btn.setEnabled(self.canvas.overlay_index is not None)
+        self.buttons.sync(state, can_flag=self.canvas.overlay_index is not None)
         if self.mda is not None:
             self.mda.setEnabled(not state.active)
 
