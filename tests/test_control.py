@@ -159,3 +159,23 @@ def test_a_run_that_cannot_start_fails_cleanly(make_session, tmp_path) -> None:
     assert summary is not None and "error" not in summary
     assert control.state is RunState.FINISHED
     control.close()
+
+
+def test_latest_policy_every_frame_is_counted_once(make_session, tmp_path) -> None:
+    config = _config(
+        tmp_path,
+        sequence={"time_plan": {"interval": 0, "loops": 12}},
+        backlog={"policy": "latest", "queue_size": 1, "workers": 1},
+    )
+    control = RunControl(make_session(config))
+    control.start(output=tmp_path / "run")
+    summary = control.wait(120)
+    assert summary is not None and "error" not in summary
+    rows = RunReader(tmp_path / "run").frames()
+    stats = control.stats()
+    assert stats.acquired == len(rows) == 12
+    assert stats.segmented == sum(r["status"] == "ok" for r in rows)
+    assert stats.skipped == sum(r["status"] == "skipped" for r in rows)
+    assert stats.segmented + stats.skipped + stats.failed == stats.acquired
+    assert stats.backlog == 0
+    control.close()

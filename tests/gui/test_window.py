@@ -210,6 +210,7 @@ def test_pause_resume_and_stop_from_mouse_and_keyboard(qtbot, live_window, tmp_p
     # -- Stop (mouse): acquiring ends, the backlog is drained, the run is complete ----
     click(qtbot, window.stop_btn)
     assert control.state in (RunState.STOPPING, RunState.FINISHED)
+    qtbot.waitUntil(lambda: window.status.text().startswith(("stopping", "finished")))
     assert not window.stop_btn.isEnabled() and not window.pause_btn.isEnabled()
     summary = wait_finished(qtbot, window, timeout=60_000)
     assert "error" not in summary
@@ -227,6 +228,23 @@ def test_pause_resume_and_stop_from_mouse_and_keyboard(qtbot, live_window, tmp_p
     assert reader.image(acquired - 1).shape == (256, 256)
     assert window.status_text().startswith("finished")
     assert window.start_btn.isEnabled() and not window.stop_btn.isEnabled()
+
+
+def test_closing_the_window_mid_run_stops_and_completes_the_run(qtbot, live_window) -> None:
+    import useq
+
+    window = live_window
+    seq = useq.MDASequence(time_plan={"interval": 0.2, "loops": 200})
+    window.start(seq)
+    qtbot.waitUntil(lambda: window.control.stats().segmented >= 2, timeout=120_000)
+    window.close()  # the operator closes the window: the run stops, nothing is lost
+    assert not window.control.running
+    run = window.control.run_dir
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] in ("finished", "stopped")  # never "running" or "aborted"
+    acquired = info["summary"]["frames_acquired"]
+    assert 2 <= acquired < 200 and info["summary"]["frames_segmented"] == acquired
+    assert [r["index"] for r in RunReader(run).frames()] == list(range(acquired))
 
 
 def test_flag_then_f_flags_the_shown_frame_once(qtbot, live_window, liveseg_home, tmp_path):
