@@ -34,3 +34,21 @@ def test_cli_and_gui_commands_do_not_import_qt() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gui_reaches_the_session_only_through_the_control_api() -> None:
+    import re
+    from pathlib import Path
+
+    import liveseg.gui
+
+    forbidden = re.compile(
+        r"core\.mda|\.processor\b|events\.jsonl|session\.(queue|events|pipeline|host|_\w+)"
+    )
+    hits = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(Path(liveseg.gui.__file__).parent.glob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if forbidden.search(line)
+    ]
+    assert hits == []
