@@ -130,7 +130,7 @@ def test_two_positions_never_show_another_positions_masks(qtbot, live_window, ne
                 "rgb": qimage_rgb(canvas.grab().toImage()),
                 "banner": canvas.banner_rect,
                 "text": canvas.banner_text(),
-                "status": window.status_text(),
+                "status": window.status.text(),  # the label as painted with this frame
             }
         )
 

@@ -490,6 +490,7 @@ class LiveWindow(QMainWindow):
             changed = True
         if changed:
             self._update_buttons()
+            self.status.setText(self.status_text())  # names what is on screen now
             if self.auto_contrast.isChecked():
                 lo, hi = self.canvas.limits
                 self.lo.setValue(lo)
