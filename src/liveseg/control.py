@@ -315,6 +315,7 @@ class RunControl:
         self._state = RunState.IDLE
         self._thread: threading.Thread | None = None
         self._pause_wanted = False
+        self._stop_wanted = False
         self._flag_lock = threading.Lock()
         self._flagged: set[tuple[str | None, int]] = set()
         self._summary: dict[str, Any] | None = None
@@ -382,7 +383,7 @@ class RunControl:
                 raise ControlError("this run control is closed")
             if self._state.active:
                 raise ControlError(f"a run is already {self._state.value}: stop it first")
-            self._pause_wanted = False
+            self._pause_wanted = self._stop_wanted = False
             self._summary = None
             self._reset_counts(None)
             self._thread = threading.Thread(
@@ -446,6 +447,7 @@ class RunControl:
             if self._state not in (RunState.RUNNING, RunState.PAUSED):
                 return
             self._pause_wanted = False
+            self._stop_wanted = True  # asked again when the acquisition starts, if it has not
             self._link.request_stop()
         self._set_state(RunState.STOPPING)
 
@@ -544,9 +546,12 @@ class RunControl:
         self.signals.started.emit(run_dir)
 
     def _on_sequence_started(self, *args: Any) -> None:
-        # A pause asked for while the session was still preparing: apply it now.
+        # A stop or pause asked for while the session was still preparing (the runner
+        # ignores both before it runs): apply it now.
         with self._lock:
-            if self._pause_wanted:
+            if self._stop_wanted:
+                self._link.request_stop()
+            elif self._pause_wanted:
                 self._link.set_paused(True)
 
     def _on_event_started(self, *args: Any) -> None:
@@ -554,7 +559,9 @@ class RunControl:
         # due (it overwrites PAUSED with ACQUIRING). Asked again here, during ACQUIRING,
         # the pause is deferred to the end of this event, which it never loses.
         with self._lock:
-            if self._pause_wanted:
+            if self._stop_wanted:
+                self._link.request_stop()
+            elif self._pause_wanted:
                 self._link.set_paused(True)
 
     def _on_acquired(self, frame: Frame) -> None:
