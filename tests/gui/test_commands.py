@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 BLOCK_QT = (
     "import sys\n"
     "for m in ('qtpy', 'PySide6', 'PyQt6', 'PyQt5', 'PySide2', 'pymmcore_widgets', 'superqt'):\n"
@@ -52,3 +54,19 @@ def test_gui_reaches_the_session_only_through_the_control_api() -> None:
         if forbidden.search(line)
     ]
     assert hits == []
+
+
+def test_gui_without_a_display_says_so_instead_of_aborting() -> None:
+    import os
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("only Linux can lack a display server")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env.pop("QT_QPA_PLATFORM", None)
+    code = "from liveseg.cli import main\nmain(['gui', '--no-mda-widget'])\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 2, proc.stderr  # not 134 (Qt's abort)
+    assert proc.stderr.startswith("error: no display")
+    assert "Traceback" not in proc.stderr
