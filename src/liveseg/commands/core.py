@@ -14,13 +14,14 @@ __all__ = ["commands"]
 
 
 def _load(config: str | None, overrides: tuple[str, ...]) -> Any:
-    from liveseg.config import LivesegConfig, apply_overrides, load_config, parse_config
+    from liveseg.config import LivesegConfig, apply_overrides, parse_config
+    from liveseg.configfile import load_config_file
 
     if config is None:
         if overrides:
             return parse_config(apply_overrides({}, list(overrides)), "<--set>")
         return LivesegConfig()
-    return load_config(config, list(overrides))
+    return load_config_file(config, overrides)  # a whole config or a pipeline-only file
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -86,9 +87,16 @@ def run_cmd(
     as_json: bool,
 ) -> None:
     """Acquire CONFIG's sequence and segment every frame live."""
+    from liveseg.hardware import preflight
+    from liveseg.home import ensure_parent_writable, ensure_writable_dir
     from liveseg.session import Session
 
     cfg = _load(config, overrides)
+    if output:
+        ensure_parent_writable(output, "run directory", hint="choose another with -o DIR")
+    else:
+        ensure_writable_dir(cfg.output, "output folder", hint="set output: or -o DIR")
+    preflight(cfg.hardware)  # a bad .cfg or property: one line, before the store opens
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
         summary = session.run(output=output, progress=True)
@@ -150,8 +158,15 @@ def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | No
 @click.command("validate-config")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
-    """Check CONFIG: YAML, fields, sequence, and every step's backend and parameters."""
+@click.option(
+    "--no-hardware", is_flag=True, help="Do not load the Micro-Manager config (no devices)."
+)
+def validate_config_cmd(config: str, overrides: tuple[str, ...], no_hardware: bool) -> None:
+    """Check CONFIG: YAML, fields, sequence, every step, and the Micro-Manager config.
+
+    The Micro-Manager configuration is loaded, and the config's device properties set,
+    in a child process (``--no-hardware`` skips that).
+    """
     from liveseg.defaults import default_steps
     from liveseg.errors import ConfigError
     from liveseg.pipeline import lookup_factory, validate_params
@@ -169,6 +184,10 @@ def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
     mm = cfg.hardware.mm_config
     if mm != "demo" and not Path(mm).expanduser().is_file():
         raise ConfigError(f"Micro-Manager config file not found: {mm}")
+    if not no_hardware:
+        from liveseg.hardware import preflight
+
+        preflight(cfg.hardware)
     click.echo(f"{config}: OK ({len(steps)} steps: {' -> '.join(s.backend for s in steps)})")
 
 

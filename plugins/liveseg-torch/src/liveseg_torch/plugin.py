@@ -190,10 +190,11 @@ def register_trainers(register: Register) -> None:
 @hookimpl
 def register_models(register: Register) -> None:
     """Register the shipped weights as model ``default`` (nuclei; the default chain)."""
-    from liveseg_torch.weights import default_weights_path
+    from importlib import resources
 
+    # not liveseg_torch.weights: that imports torch, and every host calls this hook
     register(
         "default",
-        str(default_weights_path().parent),
+        str(resources.files("liveseg_torch") / "weights"),
         "nuclei in fluorescence images (small U-Net, runs live on a CPU)",
     )
