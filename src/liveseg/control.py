@@ -181,9 +181,9 @@ class _SessionLink:
     def __init__(self, session: Session, control: RunControl) -> None:
         self.session = session
         self.control = control
-        self.modern = hasattr(session, "request_stop") and hasattr(
-            session.events, "event_recorded"
-        )
+        # Each new member is used as soon as it exists (the branches land separately).
+        self.modern = hasattr(session.events, "event_recorded")
+        self.can_request_stop = hasattr(session, "request_stop")
         self._index = 0  # frameReady count of this run (the Controller's numbering)
         self._tail_offset = 0
         self._tail_stop = threading.Event()
@@ -283,7 +283,7 @@ class _SessionLink:
                 self.control._on_record(record)
 
     def request_stop(self) -> None:
-        if self.modern:
+        if self.can_request_stop:
             self.session.request_stop()  # type: ignore[attr-defined]
         else:
             self.session.core.mda.cancel()  # acquired frames are still drained and stored
