@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from liveseg.commands.plugins import plugins_cmd
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["commands"]
 
@@ -30,6 +35,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("frames segmented", summary.get("frames_segmented")),
         ("frames skipped", summary.get("frames_skipped")),
         ("frames failed", summary.get("frames_failed")),
+        *(
+            [("images not written", summary["frames_write_failed"])]
+            if summary.get("frames_write_failed")
+            else []
+        ),
         ("objects per frame (mean)", f"{summary.get('objects_per_frame_mean', 0):.1f}"),
         ("acquisition frames/s", f"{summary.get('acquisition_fps', 0):.1f}"),
         ("segmentation frames/s", f"{summary.get('segmentation_fps', 0):.1f}"),
@@ -99,11 +109,53 @@ def run_cmd(
     preflight(cfg.hardware)  # a bad .cfg or property: one line, before the store opens
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
-        summary = session.run(output=output, progress=True)
+        with _stop_on_signals(session) as received:
+            summary = session.run(output=output, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+    status = summary.get("status", "finished")
+    if status != "finished":
+        why = summary.get("write_stopped") or (
+            f"{summary.get('frames_write_failed', 0)} images could not be written"
+            if status == "write_failed"
+            else "stopped by a signal"
+        )
+        click.echo(f"run {status}: {why}; see {summary.get('run_dir')}/events.jsonl", err=True)
+        raise SystemExit(128 + received[0] if received else 1)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(session: Any) -> Iterator[list[int]]:
+    """SIGINT / SIGTERM (SIGBREAK on Windows) stop a live run cleanly.
+
+    The first signal stops acquiring and lets the workers drain the backlog; the second
+    stops draining. Either way the run closes its store and records ``interrupted``.
+    Yields the list of signals received (for the exit status).
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            n = session.request_stop(drain=True)
+            click.echo(f"\ndraining {n} frames, Ctrl-C again to stop now", err=True)
+        else:
+            session.request_stop(drain=False)
+            click.echo(
+                "stopping now; unsegmented frames can be filled in with 'liveseg resegment'",
+                err=True,
+            )
+
+    names = ["SIGINT", "SIGTERM", "SIGBREAK"]  # SIGTERM/SIGBREAK exist only where they work
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @click.command("segment")
@@ -121,7 +173,9 @@ def segment_cmd(
 ) -> None:
     """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
 
-    Writes <name>_labels.tif per image and objects.csv / frames.csv / events.jsonl.
+    Writes <name>_labels.tif per image (keeping the path below the inputs' common
+    folder, so same-named inputs never collide) and objects.csv / frames.csv /
+    events.jsonl. Refuses an output directory that already holds a run.
     """
     from liveseg.offline import segment_files
 
@@ -147,7 +201,11 @@ def segment_cmd(
 )
 @click.option("--home", type=click.Path(file_okay=False))
 def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | None) -> None:
-    """Segment the frames of RUN that were skipped (or failed), in place."""
+    """Segment the frames of RUN that have no labels, in place.
+
+    That is frames acquired but never segmented (a killed or stopped run), skipped or
+    failed; spool files left by an interrupted run are consumed.
+    """
     from liveseg.offline import resegment_run
 
     cfg = _load(config, ()) if config else None
