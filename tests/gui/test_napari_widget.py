@@ -28,10 +28,10 @@ def test_manifest_is_valid() -> None:
 def test_dock_buttons_run_flag_and_show_each_frame_with_its_own_image(
     qtbot, make_gui_session, liveseg_home, tmp_path
 ) -> None:
+    from gui_helpers import click, gui_config
     from napari.components import ViewerModel
     from qtpy.QtCore import Qt
 
-    from conftest import click, gui_config
     from liveseg.control import RunState
     from liveseg.retrain.queue import RetrainQueue
     from liveseg.store import RunReader

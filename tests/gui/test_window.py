@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from gui_helpers import click, qimage_rgb, wait_finished
 from qtpy.QtCore import Qt
 
-from conftest import click, qimage_rgb, wait_finished
 from liveseg.control import RunState
 from liveseg.gui.canvas import ImageCanvas, outline_mask, to_gray8
 from liveseg.retrain.queue import RetrainQueue
