@@ -31,7 +31,6 @@ Example::
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import threading
 import time
@@ -148,7 +147,7 @@ class RunSignals(SignalGroup):
     """A frame was acquired (runner thread): numbered like the run's frames.csv."""
     segmented = Signal(Frame, object, object)
     """``(Frame, FrameResult, objects)`` for every processed frame; see ``result.status``
-    (``ok``, ``failed``; ``skipped`` once the frame path reports skips here)."""
+    (``ok``, ``skipped``, ``failed``; ``objects`` is empty unless ``ok``)."""
     flagged = Signal(Flag)
     """A frame went into the retraining queue (operator or policy)."""
     triggered = Signal(dict)
@@ -164,16 +163,12 @@ class RunSignals(SignalGroup):
 
 
 # --------------------------------------------------------------------------------------
-# COMPAT(framepath) — the one place that adapts to the Session of today's main.
-# The frame-path branch adds ``SessionEvents.event_recorded`` (every events.jsonl
-# record), skipped frames through ``frame_segmented`` and ``Session.request_stop()``.
-# Until it is merged, records come from tailing events.jsonl, skips from "skipped"
-# records, and Stop cancels the MDA. After `git merge main` brings the new members,
-# reduce this class to its `modern` branches.
-#
-# In both cases "acquired" is the core's frameReady, counted like the Controller numbers
-# frames: the frame path's ``frame_acquired`` fires when a worker *takes* a frame from
-# the queue, which would hide the backlog and delay the newest-image view.
+# The Session's sources. Records come from ``SessionEvents.event_recorded`` (every
+# events.jsonl record), skipped and failed frames through ``frame_segmented`` (their
+# ``result.status``), Stop is ``Session.request_stop()``. "Acquired" is the core's
+# frameReady, numbered like the Controller numbers frames: the session's
+# ``frame_acquired`` fires when a worker *takes* a frame from the queue, which would hide
+# the backlog and delay the newest-image view.
 # --------------------------------------------------------------------------------------
 class _SessionLink:
     """Connects a Session's sources to :class:`RunControl`'s handlers."""
@@ -181,30 +176,17 @@ class _SessionLink:
     def __init__(self, session: Session, control: RunControl) -> None:
         self.session = session
         self.control = control
-        # Each new member is used as soon as it exists (the branches land separately).
-        self.modern = hasattr(session.events, "event_recorded")
-        self.can_request_stop = hasattr(session, "request_stop")
         self._index = 0  # frameReady count of this run (the Controller's numbering)
-        self._tail_offset = 0
-        self._tail_stop = threading.Event()
-        self._tailer: threading.Thread | None = None
-
-    @property
-    def skips_via_segmented(self) -> bool:
-        """Whether skipped frames arrive through ``frame_segmented`` (else as records)."""
-        return self.modern
 
     def _pairs(self) -> list[tuple[Any, Callable[..., Any]]]:
         ev = self.session.events
         c = self.control
-        pairs: list[tuple[Any, Callable[..., Any]]] = [
+        return [
             (ev.frame_segmented, c._on_segmented),
             (ev.frame_flagged, c._on_flagged),
             (ev.run_started, self._on_run_started),
+            (ev.event_recorded, c._on_record),
         ]
-        if self.modern:
-            pairs.append((ev.event_recorded, c._on_record))  # type: ignore[attr-defined]
-        return pairs
 
     def _core_pairs(self) -> list[tuple[Any, Callable[..., Any]]]:
         mda = self.session.core.mda.events
@@ -237,15 +219,7 @@ class _SessionLink:
 
     def _on_run_started(self, run_dir: str) -> None:
         self._index = 0
-        self._tail_offset = 0
         self.control._on_run_started(run_dir)
-        if not self.modern:
-            self._tail_stop.clear()
-            self._tailer = threading.Thread(
-                target=self._tail_loop, args=(Path(run_dir),), name="liveseg-control-events"
-            )
-            self._tailer.daemon = True
-            self._tailer.start()
 
     def _on_frame_ready(self, image: np.ndarray, event: Any = None, meta: Any = None) -> None:
         index = getattr(event, "index", None) or {}
@@ -253,49 +227,11 @@ class _SessionLink:
         self._index += 1
         self.control._on_acquired(frame)
 
-    def run_ended(self) -> None:
-        """The run returned: read the last records (legacy tailing)."""
-        if self._tailer is not None:
-            self._tail_stop.set()
-            self._tailer.join(5)
-            self._tailer = None
-
-    def _tail_loop(self, run_dir: Path) -> None:
-        while not self._tail_stop.wait(0.2):
-            self._tail(run_dir)
-        self._tail(run_dir)
-
-    def _tail(self, run_dir: Path) -> None:
-        try:
-            with (run_dir / "events.jsonl").open("rb") as fh:
-                fh.seek(self._tail_offset)
-                data = fh.read()
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1  # a half-written last line waits for the next read
-        self._tail_offset += end
-        for line in data[:end].splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                self.control._on_record(record)
-
     def request_stop(self) -> None:
-        if self.can_request_stop:
-            self.session.request_stop()  # type: ignore[attr-defined]
-        else:
-            self.session.core.mda.cancel()  # acquired frames are still drained and stored
+        self.session.request_stop()  # stop acquiring; acquired frames are drained and stored
 
     def set_paused(self, paused: bool) -> None:
         self.session.core.mda.set_paused(paused)
-
-    def runner_active(self) -> bool:
-        return bool(self.session.core.mda.is_running())
-
-
-# --------------------------------------------------------------------------------------
 
 
 class RunControl:
@@ -404,7 +340,6 @@ class RunControl:
             if self._run_dir:
                 summary["run_dir"] = self._run_dir
             state = RunState.FAILED
-        self._link.run_ended()
         if state is RunState.FAILED:
             self._on_record({"kind": "run_failed", "error": self._error})
         self._summary = summary
@@ -597,12 +532,6 @@ class RunControl:
 
     def _on_record(self, record: dict[str, Any]) -> None:
         kind = str(record.get("kind", ""))
-        if kind == "skipped" and not self._link.skips_via_segmented:
-            with self._lock:
-                self._skipped += 1
-                frame = record.get("frame")
-                if isinstance(frame, int):
-                    self._acquired_at.pop(frame, None)
         self.signals.recorded.emit(record)
         if kind in TRIGGER_KINDS:
             self.signals.triggered.emit(record)
