@@ -193,8 +193,8 @@ class _SessionLink:
         c = self.control
         return [
             (mda.frameReady, self._on_frame_ready),
-            (mda.sequenceStarted, c._on_sequence_started),
-            (mda.eventStarted, c._on_event_started),
+            (mda.sequenceStarted, c._reassert),
+            (mda.eventStarted, c._reassert),
         ]
 
     def connect(self) -> None:
@@ -480,19 +480,14 @@ class RunControl:
             self._reset_counts(run_dir)
         self.signals.started.emit(run_dir)
 
-    def _on_sequence_started(self, *args: Any) -> None:
-        # A stop or pause asked for while the session was still preparing (the runner
-        # ignores both before it runs): apply it now.
-        with self._lock:
-            if self._stop_wanted:
-                self._link.request_stop()
-            elif self._pause_wanted:
-                self._link.set_paused(True)
+    def _reassert(self, *args: Any) -> None:
+        """Re-apply a wanted stop or pause (runner thread: sequence and event starts).
 
-    def _on_event_started(self, *args: Any) -> None:
-        # pymmcore-plus 0.18 loses a pause set while it waits for an event that is already
-        # due (it overwrites PAUSED with ACQUIRING). Asked again here, during ACQUIRING,
-        # the pause is deferred to the end of this event, which it never loses.
+        The runner ignores both while the session is still preparing, and
+        pymmcore-plus 0.18 loses a pause set while it waits for an event that is already
+        due (it overwrites PAUSED with ACQUIRING). Asked again during ACQUIRING, the pause
+        is deferred to the end of this event, which it never loses.
+        """
         with self._lock:
             if self._stop_wanted:
                 self._link.request_stop()

@@ -194,7 +194,7 @@ def test_pause_resume_and_stop_from_mouse_and_keyboard(qtbot, live_window, tmp_p
     assert window.status_text().startswith("paused")
     assert window.status.text().startswith("paused")  # the label on screen, not only the API
     assert not window.start_btn.isEnabled() and window.stop_btn.isEnabled()
-    # The event in flight (and at most one more, see RunControl._on_event_started) ends.
+    # The event in flight (and at most one more, see RunControl._reassert) ends.
     qtbot.waitUntil(window.session.core.mda.is_paused, timeout=10_000)
     qtbot.wait(700)
     qtbot.waitUntil(window.session.core.mda.is_paused, timeout=10_000)
