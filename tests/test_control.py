@@ -183,8 +183,6 @@ def test_latest_policy_every_frame_is_counted_once(make_session, tmp_path) -> No
 
 # A run that segments no frame: the session's summary takes the mean/percentile of
 # nothing (numpy warns; reported to the frame-path owner). The run itself is fine.
-@pytest.mark.filterwarnings("ignore:All-NaN slice:RuntimeWarning")
-@pytest.mark.filterwarnings("ignore:Mean of empty slice:RuntimeWarning")
 def test_stop_and_pause_right_after_start_are_not_lost(make_session, tmp_path) -> None:
     # The runner ignores cancel/pause until it runs; the session prepares first.
     config = _config(tmp_path, sequence={"time_plan": {"interval": 0.05, "loops": 400}})

@@ -228,7 +228,8 @@ class _SessionLink:
         self.control._on_acquired(frame)
 
     def request_stop(self) -> None:
-        self.session.request_stop()  # stop acquiring; acquired frames are drained and stored
+        # Stop acquiring; acquired frames are drained and stored; run.json says "stopped".
+        self.session.request_stop(status="stopped")
 
     def set_paused(self, paused: bool) -> None:
         self.session.core.mda.set_paused(paused)

@@ -18,10 +18,8 @@ from liveseg.store import RunReader
 pytestmark = pytest.mark.hardware
 
 N_FRAMES = 4  # 2 positions x 2 time points (tests/gui/conftest.py)
-#: run.json statuses of a run ended by Stop: "finished" (MDA cancel), "interrupted"
-#: (Session.request_stop, durability branch), "stopped" (frame-path branch). Never
-#: "running", "aborted" or "failed".
-STOPPED = {"finished", "interrupted", "stopped"}
+#: run.json status of a run ended by the operator's Stop (a signal says "interrupted").
+STOPPED = {"stopped"}
 
 
 def _run(qtbot, window, events=None, timeout=120_000) -> dict:
