@@ -98,3 +98,19 @@ def test_plugins_lists_sources_versions_and_backends(runner):
     assert infos["threshold"]["source"] == "builtin"
     assert infos["threshold"]["provides"]["backends"] == ["threshold"]
     assert infos["threshold"]["version"]
+
+
+def test_segment_accepts_the_shipped_pipeline_file(runner, tmp_path):
+    """README: write chains in configs/pipelines/*.yaml and pass them with --config."""
+    from pathlib import Path
+
+    pipeline = Path(__file__).resolve().parents[1] / "configs" / "pipelines" / "classical.yaml"
+    image, _ = disk_image((128, 128), [(30, 30), (80, 90)], radius=7, seed=0)
+    tifffile.imwrite(tmp_path / "img1.tif", image)
+    out = _segment(runner, tmp_path, pipeline, tmp_path / "img1.tif")
+    assert out.exit_code == 0, out.output
+    assert tifffile.imread(tmp_path / "out" / "img1_labels.tif").max() == 2
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("steps: [{backend: threshold}]\nthreads: 2\n")
+    out = _segment(runner, tmp_path, mixed, tmp_path / "img1.tif")
+    assert out.exit_code == 2 and "a pipeline file holds only 'steps:'" in out.output

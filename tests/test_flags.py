@@ -134,8 +134,34 @@ def test_session_policies_and_cli_flag(make_session, liveseg_home, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
+    # Frame 1 was flagged automatically already: it stays one item, the new reason is noted.
+    assert f"frame 1 is already flagged: queue item {items[1].id}" in res.output
+    assert len(q.items()) == 3
+    assert "flagged again (operator): missed cells" in q.history(items[1].id)[-1]["why"]
+    res = CliRunner().invoke(
+        main, ["flag", str(tmp_path / "run"), "--frame", "12", "--home", str(liveseg_home)]
+    )
+    assert res.exit_code == 2
+    assert "frame 12 is not in run" in res.output and "frames 0..2 (3 frames)" in res.output
+    # A frame nobody flagged yet becomes an item, and the run's events say so.
+    frame2 = items[2].image()
+    q.drop(items[2].id)
+    res = CliRunner().invoke(
+        main,
+        [
+            "flag",
+            str(tmp_path / "run"),
+            "--frame",
+            "2",
+            "--reason",
+            "dim",
+            "--home",
+            str(liveseg_home),
+        ],
+    )
+    assert res.exit_code == 0, res.output
     item = q.items()[-1]
-    assert item.reason == "missed cells" and item.frame_index == 1
-    np.testing.assert_array_equal(item.image(), items[1].image())
+    assert item.reason == "dim" and item.frame_index == 2
+    np.testing.assert_array_equal(item.image(), frame2)
     events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["kind"] == "flag" and events[-1]["item"] == item.id

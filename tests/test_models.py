@@ -154,3 +154,142 @@ def test_models_cli(tmp_path):
     assert res.exit_code == 0 and (tmp_path / "ex" / "weights.pt").read_bytes() == b"w"
     res = r.invoke(main, ["models", "show", "nope@1", "--home", home])
     assert res.exit_code == 2 and "no model named 'nope'" in res.output
+
+
+# -- model files you can trust -----------------------------------------------------------
+def _model_dir(tmp_path: Path, card: dict, name: str = "incoming") -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "weights.pt").write_bytes(b"real weights")
+    (d / "model.json").write_text(json.dumps({"backend": "unet", **card}))
+    return d
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
+def test_import_copies_nothing_from_outside_the_folder(tmp_path, where):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"private key")
+    d = _model_dir(tmp_path, {})
+    if where == "parent":
+        named = "../secret.txt"
+    elif where == "absolute":
+        named = str(secret)
+    else:
+        (d / "link.pt").symlink_to(secret)
+        named = "link.pt"
+    card = json.loads((d / "model.json").read_text())
+    (d / "model.json").write_text(json.dumps({**card, "weights": named}))
+    home = tmp_path / "home"
+    reg = ModelRegistry(home)
+    with pytest.raises(ModelError, match=r"outside the model folder|not an absolute path") as err:
+        reg.import_dir(d, name="stolen")
+    assert named in str(err.value)
+    assert reg.versions("stolen") == []
+    copied = [p for p in home.rglob("*") if p.is_file() and p.read_bytes() == b"private key"]
+    assert copied == []
+
+
+def test_tampered_weights_are_refused_on_load(tmp_path):
+    home = tmp_path / "home"
+    reg = ModelRegistry(home)
+    mv = reg.add_version("nuclei", _weights(tmp_path), backend="unet")
+    reg.promote(mv.spec)
+    good = mv.card["weights_sha256"]
+    # Someone overwrites the weights in place (a sync tool, a script, a person).
+    mv.weights_path.chmod(0o644)
+    mv.weights_path.write_bytes(b"weights-v2")
+    bad = file_sha256(mv.weights_path)
+    for load in (lambda: reg.resolve("nuclei@prod"), lambda: resolve_model("nuclei@1", home)):
+        with pytest.raises(ModelError, match="changed after it was registered") as err:
+            load()
+        assert str(mv.weights_path) in str(err.value)
+        assert good in str(err.value) and bad in str(err.value)
+    # Listing does not load weights, so it still works and shows the version.
+    assert reg.resolve("nuclei@1", verify=False).spec == "nuclei@1"
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    res = CliRunner().invoke(main, ["models", "show", "nuclei@1", "--home", str(home)])
+    assert res.exit_code == 2 and good in res.output and bad in res.output
+
+
+def test_import_refuses_weights_that_do_not_match_their_card(tmp_path):
+    d = _model_dir(tmp_path, {"weights_sha256": "0" * 64})
+    reg = ModelRegistry(tmp_path / "home")
+    with pytest.raises(ModelError, match=r"does not match model\.json"):
+        reg.import_dir(d, name="x")
+    assert reg.versions("x") == []
+
+
+def test_names_are_validated(tmp_path):
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    home = tmp_path / "home"
+    reg = ModelRegistry(home)
+    reg.add_version("nuclei", _weights(tmp_path), backend="unet")
+    for bad in ("prod@2", "a/b", "../up", "", "sp ace"):
+        with pytest.raises(ModelError, match="invalid model name"):
+            reg.add_version(bad, _weights(tmp_path), backend="unet")
+    res = CliRunner().invoke(
+        main, ["models", "clone", "nuclei@1", "--name", "prod@2", "--home", str(home)]
+    )
+    assert res.exit_code == 2 and "invalid model name 'prod@2'" in res.output
+    assert reg.names() == ["nuclei"]
+
+
+def test_version_directories_are_read_only(tmp_path):
+    import stat
+
+    reg = ModelRegistry(tmp_path / "home")
+    mv = reg.add_version("nuclei", _weights(tmp_path), backend="unet")
+    for p in (mv.path, *mv.path.iterdir()):
+        mode = p.stat().st_mode
+        assert not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH), p
+    clone = reg.clone("nuclei@1")  # reading a sealed version still works
+    assert clone.weights_path.read_bytes() == b"weights-v1"
+
+
+def test_no_posix_only_modules_on_user_paths():
+    """Micro-Manager rigs run Windows: nothing liveseg ships may need fcntl, fork, …"""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [*(root / "src").rglob("*.py"), *(root / "plugins").glob("*/src/**/*.py")]
+    assert len(sources) > 20
+    posix_only = re.compile(
+        r"^\s*(import|from)\s+(fcntl|termios|pwd|grp|resource)\b|os\.fork\(|os\.getuid\(|"
+        r"[\"']/tmp/",
+        re.M,
+    )
+    hits = [f"{p.relative_to(root)}" for p in sources if posix_only.search(p.read_text())]
+    assert hits == []
+
+
+@pytest.mark.slow
+def test_unet_refuses_a_rewritten_checkpoint(tmp_path):
+    """The observed case: a still-valid checkpoint with other bytes used to run (empty masks)."""
+    pytest.importorskip("liveseg_torch")
+    import torch
+
+    from liveseg.config import StepConfig
+    from liveseg.pipeline import Pipeline, StepContext
+    from liveseg.plugins import PluginHost
+    from liveseg_torch.weights import load_checkpoint, save_checkpoint
+
+    home = tmp_path / "home"
+    reg = ModelRegistry(home)
+    mv = reg.resolve("default@prod")  # seeds the shipped model
+    ckpt = load_checkpoint(mv.weights_path)
+    with torch.no_grad():
+        for p in ckpt.model.parameters():
+            p.zero_()
+    mv.weights_path.chmod(0o644)
+    save_checkpoint(ckpt, mv.weights_path)
+    load_checkpoint(mv.weights_path)  # still a valid archive
+    factories = PluginHost().backends()
+    steps = [StepConfig(backend="unet", params={"model": mv.spec})]
+    with pytest.raises(ModelError, match=r"default@1: weights file .* was changed"):
+        Pipeline.build(steps, factories, StepContext(home=home))

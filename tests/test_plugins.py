@@ -17,7 +17,7 @@ from liveseg.defaults import default_steps
 from liveseg.errors import ModelError, PluginError
 from liveseg.hookspecs import hookimpl
 from liveseg.plugins import PluginHost, iter_hookspecs, shipped_models
-from liveseg.testing import classical_config
+from liveseg.testing import classical_config, register_fake_backend
 from liveseg.types import Frame, FrameResult, FrameStatus, Proposal
 
 README = Path(__file__).parents[1] / "README.md"
@@ -259,6 +259,7 @@ def test_cli_plugins_reports_an_installed_plugin_that_fails_to_import(tmp_path):
 
 
 @pytest.mark.hardware
+@pytest.mark.slow
 def test_cli_run_completes_with_a_plugin_raising_in_every_register_hook(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -475,3 +476,79 @@ def test_every_protocol_and_its_methods_are_documented_in_readme():
             params = [p for p in inspect.signature(fn).parameters if p != "self"]
             sig = f"{meth}({', '.join(params)})"
             assert sig in text, f"README does not document {name}.{sig}"
+
+
+def test_disagreement_policy_builds_its_second_backend_from_the_runs_host(
+    liveseg_host, tmp_path, disk_frame
+):
+    from liveseg.pipeline import StepContext, validate_params
+
+    frame, truth = disk_frame()
+    fake = register_fake_backend(liveseg_host, name="second_opinion", labels=truth)
+    factory = liveseg_host.flag_policies()["disagreement"]
+    params = validate_params(
+        "disagreement", "disagreement", factory, {"backend": "second_opinion"}
+    )
+    ctx = StepContext(home=tmp_path, backends=liveseg_host.backends())
+    policy = factory(params, ctx)
+    assert policy.check(frame, FrameResult(truth)) is None  # full agreement
+    assert fake.calls == [frame.index]
+    assert "disagreement" in policy.check(frame, FrameResult(np.zeros_like(truth)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "protocol", "context"),
+    [
+        ("backends", plugin_api.Backend, "step"),
+        ("flag_policies", plugin_api.FlagPolicy, "step"),
+        ("triggers", plugin_api.Trigger, "trigger"),
+    ],
+)
+def test_every_builtin_extension_satisfies_its_protocol(
+    liveseg_host, tmp_path, kind, protocol, context
+):
+    from liveseg.pipeline import validate_params
+
+    required = {  # the built-ins whose params have no defaults
+        "adaptive_interval": {"condition": "count >= 10", "fast_interval_s": 1.0},
+        "stop_when": {"condition": "objects_total >= 500"},
+        "pixel_classifier": {"model": "pores"},
+    }
+    factories = getattr(liveseg_host, kind)()
+    assert factories
+    for name, factory in factories.items():
+        params = validate_params(name, name, factory, required.get(name, {}))
+        if context == "step":
+            ctx = plugin_api.StepContext(home=tmp_path, backends=liveseg_host.backends())
+        else:
+            ctx = plugin_api.TriggerContext(name=name)
+        obj = factory(params, ctx)
+        assert isinstance(obj, protocol), f"{kind} {name!r} is not a {protocol.__name__}"
+
+
+def test_cli_plugins_lists_what_a_config_loads(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _write(plugins, "mine", _registers("register_sinks", "mysink", "dict"))
+    cfg = classical_config(plugins={"deny": ["threshold"], "dir": str(plugins)})
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
+    out = _cli("plugins", "--config", str(tmp_path / "c.yaml"), "--json")
+    assert out.returncode == 0, out.stderr
+    names = {r["name"]: r for r in json.loads(out.stdout)}
+    assert "threshold" not in names and "normalize" in names
+    assert names["mine"]["provides"]["sinks"] == ["mysink"]
+
+
+def test_discovering_every_installed_plugin_imports_no_heavy_library():
+    code = (
+        "import sys\n"
+        "from liveseg.plugins import PluginHost\n"
+        "from liveseg.defaults import default_steps\n"
+        "host = PluginHost()\n"
+        "host.plugins(); default_steps(host.backends(), host.models())\n"
+        "heavy = sorted(m for m in ('torch', 'cellpose', 'qtpy', 'PySide6') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

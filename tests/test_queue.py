@@ -246,3 +246,122 @@ def test_queue_cli_roundtrip(tmp_path):
     assert shown["state"] == "corrected" and len(shown["history"]) == 2
     res = r.invoke(main, ["queue", "drop", "1", "--home", home])
     assert res.exit_code == 0 and [i.name for i in q.items()] == ["fl"]
+
+
+def test_item_names_are_safe_and_unique(tmp_path):
+    q = RetrainQueue(tmp_path / "home")
+    img, lab = _frame(1)
+    a = q.add(img, labels=lab, name="../../etc/x y")
+    b = q.add(img, labels=lab, name="../../etc/x y")
+    c = q.add(img, labels=lab, name="..")
+    names = [q.get(i).name for i in (a, b, c)]
+    assert names[0] == "etc_x_y" and names[1] == "etc_x_y-2"
+    assert names[2].startswith("item-")
+    for n in names:
+        assert "/" not in n and "\\" not in n and ".." not in n and not n.startswith(".")
+
+
+def test_same_frame_flagged_twice_is_one_item(tmp_path, monkeypatch):
+    q = RetrainQueue(tmp_path / "home")
+    img, pred = _frame(2)
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    first = q.add(img, pred, run=str(run), frame_index=4, reason="dim")
+    monkeypatch.chdir(tmp_path)
+    again = q.add(img, pred, run="runs/r1", frame_index=4, reason="still dim")
+    assert again == first and len(q.items()) == 1
+    assert q.find(run, 4) == first and q.find(run, 5) is None
+    assert "flagged again" in q.history(first)[-1]["why"]
+    other = q.add(img, pred, run=str(run), frame_index=5)
+    assert other != first and q.find(str(run), 5) == other
+
+
+def _pairs_on_disk(tmp_path, n=2):
+    import tifffile
+
+    paths = []
+    for k, name in enumerate("ab"[:n]):
+        img, lab = _frame(10 + k)
+        lab[lab == 2] = 5  # an id gap, as deleting an object leaves
+        tifffile.imwrite(tmp_path / f"{name}.tif", img)
+        tifffile.imwrite(tmp_path / f"{name}_labels.tif", lab)
+        paths.append((tmp_path / f"{name}.tif", tmp_path / f"{name}_labels.tif"))
+    return paths
+
+
+def test_queue_add_readme_form_and_repeated_form(tmp_path):
+    """``queue add a.tif b.tif --labels a_labels.tif b_labels.tif``, as the README writes it."""
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    (a, al), (b, bl) = _pairs_on_disk(tmp_path)
+    home = str(tmp_path / "home")
+    r = CliRunner()
+    res = r.invoke(
+        main, ["queue", "add", str(a), str(b), "--labels", str(al), str(bl), "--home", home]
+    )
+    assert res.exit_code == 0, res.output
+    assert "renumbered ids 5→2" in res.output
+    items = RetrainQueue(home).items()
+    assert [it.name for it in items] == ["a", "b"]
+    assert all(it.state is ItemState.CORRECTED and it.labels().max() == 2 for it in items)
+    home2 = str(tmp_path / "home2")
+    res = r.invoke(
+        main,
+        [
+            "queue",
+            "add",
+            str(a),
+            "--labels",
+            str(al),
+            str(b),
+            "--labels",
+            str(bl),
+            "--home",
+            home2,
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert [it.name for it in RetrainQueue(home2).items()] == ["a", "b"]
+    res = r.invoke(main, ["queue", "add", str(a), str(b), "--labels", str(al), "--home", home2])
+    assert res.exit_code == 2 and "got 2 images but 1 label files" in res.output
+
+
+def test_queue_add_batch_is_all_or_nothing(tmp_path):
+    import tifffile
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    (a, al), (b, bl) = _pairs_on_disk(tmp_path)
+    _img, lab = _frame(0)
+    tifffile.imwrite(bl, ((lab > 0) * 255).astype(np.uint8), imagej=True)  # a Fiji mask
+    home = str(tmp_path / "home")
+    res = CliRunner().invoke(
+        main, ["queue", "add", str(a), str(b), "--labels", str(al), str(bl), "--home", home]
+    )
+    assert res.exit_code == 2 and "b_labels.tif" in res.output and "binary mask" in res.output
+    assert RetrainQueue(home).items() == []
+
+
+def test_queue_add_valid_masks_after_one_flag(tmp_path):
+    import tifffile
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    (a, al), (b, bl) = _pairs_on_disk(tmp_path)
+    masks = []
+    for name in "ab":
+        m = np.zeros((32, 40), np.uint8)
+        m[:, :32] = 255  # what Fiji saves for a selection turned into a mask
+        tifffile.imwrite(tmp_path / f"{name}_valid.tif", m)
+        masks.append(str(tmp_path / f"{name}_valid.tif"))
+    home = str(tmp_path / "home")
+    args = ["queue", "add", str(a), str(b), "--labels", str(al), str(bl), "--valid", *masks]
+    res = CliRunner().invoke(main, [*args, "--reason", "lab book p. 12", "--home", home])
+    assert res.exit_code == 0, res.output
+    items = RetrainQueue(home).items()
+    assert [it.reason for it in items] == ["lab book p. 12"] * 2
+    assert all(it.valid() is not None and it.valid()[:, :32].all() for it in items)

@@ -98,6 +98,11 @@ def test_worse_candidate_is_not_promoted_and_says_why(setup):
     assert reg.resolve("level@prod").spec == "level@1"
     assert reg.get("level", 2).card["decision"]["promoted"] is False
     assert out.report is not None and "not promoted" in out.report.read_text()
+    # The corrections did not make it into prod: they stay available for the next try.
+    assert {it.state for it in _q.items()} == {ItemState.CORRECTED}
+    again = retrain("level@prod", home, opts, host=_host())
+    assert again.promoted and again.items == out.items
+    assert {it.state for it in _q.items()} == {ItemState.USED}
 
 
 def test_no_reference_set_needs_force(setup):
@@ -121,7 +126,7 @@ def test_errors(setup, tmp_path):
     home, _reg, _parent, _ref, q = setup
     for it in q.items():
         q.mark_used([it.id], "x@1")
-    with pytest.raises(LivesegError, match="no corrected items"):
+    with pytest.raises(LivesegError, match=r"no corrected items.*--include-used"):
         retrain("level@prod", home, RetrainOptions(progress=False), host=_host())
     with pytest.raises(LivesegError, match="no trainer for backend 'level'"):
         retrain(
@@ -249,3 +254,27 @@ def test_decision_rules():
     assert _decide(p, c, RetrainOptions(), guard)[0]  # informational without max_drop
     with pytest.raises(LivesegError, match="unknown metric"):
         _decide(p, c, RetrainOptions(metric="f1"))
+
+
+def test_validate_cli_prints_each_row_with_its_own_spec(setup, tmp_path):
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+
+    home, _reg, _parent, ref, _q = setup
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "level_plugin.py").write_text(
+        "from _retrain_fake import LevelBackend\n"
+        "from liveseg import hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def register_backends(register):\n"
+        "    register('level', LevelBackend)\n"
+    )
+    args = ["validate", str(ref), "--model", "level@1", "--model", "level@prod"]
+    res = CliRunner().invoke(main, [*args, "--plugins-dir", str(plugins), "--home", str(home)])
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.stdout.splitlines() if "AP@0.5" in ln]
+    assert [r.split(": AP")[0] for r in rows] == ["level@1", "level@prod (level@1)"]
+    # Same model, same numbers: the rows differ only by the name the user typed.
+    assert rows[0].split(": AP")[1] == rows[1].split(": AP")[1]

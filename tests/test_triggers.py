@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import useq
@@ -16,7 +14,6 @@ from liveseg.triggers import (
     SkipRest,
     StopRun,
     TriggerContext,
-    TriggerController,
     TriggerQueue,
     TriggerState,
     _Unit,
@@ -181,44 +178,3 @@ def test_queue_runs_triggered_work_at_the_next_boundary_and_skips():
     assert skipped == [3] and q.base_skipped == 3  # all of position 1 (it had not started)
     q.apply(StopRun("enough"))
     assert q.stop_reason == "enough"
-
-
-def test_triggered_images_are_on_disk_when_frame_ready_returns(tmp_path):
-    """The runner thread stores triggered images itself: a run killed while the worker
-    still holds the frame keeps the image; a failing write is recorded, not raised."""
-    import zarr
-
-    from liveseg.store import RunStore, TriggeredStore
-
-    store = RunStore(tmp_path / "run")
-    triggered = TriggeredStore(store.path)
-    base = useq.MDASequence(time_plan={"interval": 0, "loops": 1})
-    ctl = TriggerController([], SelectionConfig(), store, triggered, base)
-    triggered.declare("visit_0", {"c": 1, "z": 2}, {"trigger": "visit_objects"})
-    rng = np.random.default_rng(0)
-    planes = [rng.integers(0, 4000, (32, 48), dtype=np.uint16) for _ in range(2)]
-    for z, img in enumerate(planes):
-        event = useq.MDAEvent(index={"z": z}, metadata={"liveseg": {"series": "visit_0"}})
-        ctl.sink.frame(img, event, {})  # no worker has seen these frames
-    stored = zarr.open_group(str(triggered.path), mode="r")["visit_0"]["0"][:]
-    assert stored.shape == (1, 2, 32, 48)
-    np.testing.assert_array_equal(stored[0], np.stack(planes))
-    assert not (store.images_path / "zarr.json").exists()  # nothing went to the base grid
-
-    bad = useq.MDAEvent(index={"z": 0}, metadata={"liveseg": {"series": "visit_0"}})
-    ctl.sink.frame(np.zeros((16, 16), np.uint16), bad, {})  # wrong plane shape
-    store.close()
-    events = [json.loads(line) for line in (store.path / "events.jsonl").read_text().splitlines()]
-    errors = [e for e in events if e["kind"] == "store_error"]
-    assert len(errors) == 1 and errors[0]["series"] == "visit_0"
-
-
-def test_pymmcore_plus_without_the_sink_is_a_clear_error(tmp_path, monkeypatch):
-    import sys
-
-    from liveseg.errors import LivesegError
-    from liveseg.triggers import FrameSink
-
-    monkeypatch.setitem(sys.modules, "pymmcore_plus.mda._sink", None)  # as in 0.18.0
-    with pytest.raises(LivesegError, match=r"pip install 'pymmcore-plus==0\.18\.1'"):
-        FrameSink(tmp_path / "images.ome.zarr", useq.MDASequence())

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     import useq
     from pymmcore_plus import CMMCorePlus
 
-__all__ = ["Controller", "FrameQueue", "QueueItem", "connect_direct"]
+    from liveseg.image_writer import ImageWriter
+
+__all__ = ["Controller", "FrameQueue", "QueueItem", "apply_pixel_size", "connect_direct"]
 
 log = logging.getLogger("liveseg.acquisition")
 
@@ -110,6 +112,21 @@ class FrameQueue:
         with self._cond:
             return len(self._items)
 
+    def abandon(self) -> int:
+        """Drop every waiting frame (a second Ctrl-C); returns how many were dropped.
+
+        Their images are already on disk (the image writer ran first), so nothing is
+        lost but their segmentation, which ``liveseg resegment`` fills in; spool files
+        stay where they are and ``resegment`` removes them.
+        """
+        with self._cond:
+            n = len(self._items) + len(self._skipped)
+            self._items.clear()
+            self._skipped.clear()
+            self._in_memory = 0
+            self._cond.notify_all()
+        return n
+
     def close(self) -> None:
         """No more frames will come; workers drain what is left, then get None."""
         with self._cond:
@@ -144,6 +161,41 @@ class FrameQueue:
                     path.unlink(missing_ok=True)
 
 
+def apply_pixel_size(core: CMMCorePlus, configured: float | None) -> tuple[float, str]:
+    """Decide the run's pixel size (µm) and make the core agree; returns (size, source).
+
+    In order: ``configured`` (the config's ``hardware.pixel_size_um``), which is written
+    into the core's active pixel-size calibration (one is defined if none is active) so
+    that the OME-Zarr writer, the frames and the pixel→stage transform all use it; else
+    Micro-Manager's calibration when it is > 0; else 1.0 (source ``default``: µm columns
+    are then pixels, and the caller says so).
+    """
+    if configured is not None:
+        current = core.getPixelSizeUm()
+        config: str = core.getCurrentPixelSizeConfig()
+        if not config:
+            config = "liveseg"
+            cam = core.getCameraDevice()
+            core.definePixelSizeConfig(config, "Core", "Camera", cam)
+            core.setPixelSizeConfig(config)
+        affine = tuple(float(v) for v in core.getPixelSizeAffineByID(config))
+        core.setPixelSizeUm(config, float(configured))
+        if len(affine) == 6 and current > 0 and not _is_identity(affine):
+            k = float(configured) / current  # keep the rotation, rescale it
+            core.setPixelSizeAffine(
+                config, [v * k if i % 3 != 2 else v for i, v in enumerate(affine)]
+            )
+        return float(configured), "config"
+    size = float(core.getPixelSizeUm())
+    if size > 0:
+        return size, "micro-manager"
+    return 1.0, "default"
+
+
+def _is_identity(affine: tuple[float, ...]) -> bool:
+    return bool(np.allclose(affine, (1, 0, 0, 0, 1, 0)) or np.allclose(affine, 0))
+
+
 def connect_direct(signal: Any, slot: Any) -> None:
     """Connect ``slot`` so that it runs in the emitting (runner) thread, on any backend.
 
@@ -167,9 +219,12 @@ class Controller:
     The ``frameReady`` handler only builds a small :class:`Frame` and enqueues it.
     """
 
-    def __init__(self, core: CMMCorePlus, queue: FrameQueue) -> None:
+    def __init__(
+        self, core: CMMCorePlus, queue: FrameQueue, writer: ImageWriter | None = None
+    ) -> None:
         self.core = core
         self.queue = queue
+        self.writer = writer
         self._index = 0
         self._t0 = time.perf_counter()
         self.frames_acquired = 0
@@ -196,7 +251,7 @@ class Controller:
             ) in ("1", 1):
                 md = dict.fromkeys(md, False)
         self.geometry_md = md
-        self._pixel_size = core.getPixelSizeUm() or 1.0
+        self._pixel_size = core.getPixelSizeUm() or 1.0  # see apply_pixel_size
         affine = tuple(float(v) for v in core.getPixelSizeAffine())
         self._affine = affine if len(affine) == 6 else None  # type: ignore[assignment]
 
@@ -224,6 +279,8 @@ class Controller:
         )
         self._index += 1
         self.frames_acquired += 1
+        if self.writer is not None:  # the image is on its way to disk before it is queued
+            self.writer.frame(frame, meta if isinstance(meta, dict) else None)
         self.queue.put(frame)
 
     def run(self, events: Any, output: Any = None) -> None:
@@ -231,8 +288,14 @@ class Controller:
         self.prepare()
         self._t0 = time.perf_counter()
         sig = self.core.mda.events.frameReady
+        started = self.core.mda.events.sequenceStarted
         connect_direct(sig, self.on_frame)
+        if self.writer is not None:
+            connect_direct(started, self.writer.setup)
         try:
             self.core.mda.run(events, output=output)
         finally:
             sig.disconnect(self.on_frame)
+            if self.writer is not None:
+                started.disconnect(self.writer.setup)
+                self.writer.close()

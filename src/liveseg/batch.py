@@ -40,7 +40,7 @@ import numpy as np
 from liveseg.errors import ConfigError, LivesegError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from liveseg.config import StepConfig
 
@@ -331,6 +331,13 @@ def _merge_tables(out: Path, inputs: Iterable[BatchInput]) -> int:
     return len(rows)
 
 
+def _same_batch(info: Mapping[str, Any], source: str | os.PathLike[str]) -> bool:
+    """Whether run.json ``info`` is an earlier batch of ``source`` (resume it)."""
+    if info.get("kind") != "batch" or not info.get("input"):
+        return False
+    return Path(str(info["input"])).resolve() == Path(source).resolve()
+
+
 def run_batch(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -353,9 +360,11 @@ def run_batch(
     from tqdm import tqdm
 
     from liveseg.plugins import PluginHost
+    from liveseg.store import check_output_dir
 
     t0 = time.perf_counter()
     out = Path(out_dir)
+    check_output_dir(out, "batch", own=lambda info: _same_batch(info, source))
     out.mkdir(parents=True, exist_ok=True)
     inputs = discover_inputs(source)
     names = [i.name for i in inputs]

@@ -27,6 +27,7 @@ __all__ = [
     "SimulationConfig",
     "StageLimits",
     "StepConfig",
+    "StorageConfig",
     "TriggerConfig",
     "apply_overrides",
     "load_config",
@@ -101,6 +102,16 @@ class HardwareConfig(_Model):
     simulate: SimulationConfig | None = None
 
 
+class StorageConfig(_Model):
+    """How a live run treats its disk.
+
+    ``max_write_failures``: consecutive failed image writes (a full or vanished disk)
+    after which the acquisition stops instead of imaging into the void.
+    """
+
+    max_write_failures: int = Field(default=3, ge=1)
+
+
 class PluginsConfig(_Model):
     """Which plugins load: ``allow`` (None = all), ``deny``, and an extra ``dir``."""
 
@@ -157,6 +168,7 @@ class LivesegConfig(_Model):
     sequence: dict[str, Any] = Field(default_factory=dict)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     backlog: BacklogConfig = Field(default_factory=BacklogConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     threads: int = Field(default=1, ge=1, description="torch/numpy threads for live inference")
     device: str | None = None
     output: str = "runs"

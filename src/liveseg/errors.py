@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "LivesegError", "ModelError", "PluginError"]
+__all__ = [
+    "ConfigError",
+    "HardwareError",
+    "LivesegError",
+    "ModelError",
+    "PluginError",
+    "StorageError",
+]
 
 
 class LivesegError(Exception):
@@ -19,3 +26,11 @@ class PluginError(LivesegError):
 
 class ModelError(LivesegError):
     """Model weights are missing, corrupt or of the wrong kind."""
+
+
+class HardwareError(ConfigError):
+    """The Micro-Manager configuration does not load, or a device refuses a setting."""
+
+
+class StorageError(LivesegError):
+    """A folder liveseg must write to is missing, not a folder, or not writable."""

@@ -44,9 +44,11 @@ __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "builtin_models",
+    "check_name",
     "file_sha256",
     "parse_spec",
     "resolve_model",
+    "verify_weights",
 ]
 
 log = logging.getLogger("liveseg.models")
@@ -123,17 +125,86 @@ class ModelVersion:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (``flock``) held while the block runs."""
-    import fcntl
+def _locked(path: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` held while the block runs.
+
+    ``filelock`` works on Windows (the PCs that drive most microscopes) as well as on
+    POSIX systems; ``fcntl`` exists only on the latter.
+
+    Raises
+    ------
+    ModelError
+        When another process holds the lock for longer than ``timeout_s``.
+    """
+    import filelock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
+    try:
+        with filelock.FileLock(str(path), timeout=timeout_s):
             yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except filelock.Timeout:
+        raise ModelError(
+            f"the model registry is locked by another process ({path}); waited {timeout_s:g} s"
+        ) from None
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a model (``[A-Za-z0-9._-]``, no ``@``), else :class:`ModelError`.
+
+    A name with ``@`` (``prod@2``) could never be addressed: ``prod@2`` means version 2
+    of ``prod``.
+    """
+    if not _NAME_RE.match(str(name)):
+        raise ModelError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-', '.' starting "
+            f"with a letter or digit (no '@': name@N addresses version N, name@alias an alias)"
+        )
+    return str(name)
+
+
+def verify_weights(mv: ModelVersion) -> ModelVersion:
+    """Check ``mv``'s weights file against the ``weights_sha256`` its model.json records.
+
+    A version whose card records no hash (a model directory made by hand) passes as it
+    is: there is nothing to compare with.
+
+    Raises
+    ------
+    ModelError
+        When the file is missing or its bytes changed; names the file and both hashes.
+    """
+    expected = mv.card.get("weights_sha256")
+    path = _inside(mv.path, str(mv.card.get("weights", "weights.pt")), "weights file")
+    if not path.is_file():
+        raise ModelError(f"model {mv.spec}: weights file {path} is missing")
+    if not expected:
+        return mv
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ModelError(
+            f"model {mv.spec}: weights file {path} was changed after it was registered "
+            f"(sha256 {actual}, model.json records {expected}); refusing to load it. "
+            f"Restore the file, or import the new weights as a new version "
+            f"(liveseg models import DIR)"
+        )
+    return mv
+
+
+def _inside(directory: Path, relative: str, what: str) -> Path:
+    """``directory / relative`` if it lies inside ``directory`` (links resolved), else error."""
+    if not relative or Path(relative).is_absolute() or Path(relative).drive:
+        raise ModelError(
+            f"{directory}: {what} {relative!r} must be a file name inside the model folder, "
+            f"not an absolute path; nothing was imported"
+        )
+    root = directory.resolve()
+    target = (directory / relative).resolve()
+    if target != root and root not in target.parents:
+        raise ModelError(
+            f"{directory}: {what} {relative!r} points outside the model folder (to {target}); "
+            f"only files inside the folder are imported; nothing was imported"
+        )
+    return target
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -151,10 +222,25 @@ def _write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+_READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+_READ_ONLY_DIR = _READ_ONLY_FILE | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+
 def _read_only(directory: Path) -> None:
+    """Make a version's files read-only (on Windows: the read-only attribute)."""
     for p in directory.iterdir():
         if p.is_file():
-            p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            p.chmod(_READ_ONLY_FILE)
+
+
+def _seal(directory: Path) -> None:
+    """Make a version directory itself read-only, so no file can be added or removed.
+
+    On Windows ``os.chmod`` only sets the read-only attribute (which Explorer ignores
+    for folders); the files inside stay read-only there either way.
+    """
+    with contextlib.suppress(OSError):
+        directory.chmod(_READ_ONLY_DIR)
 
 
 def builtin_models() -> Mapping[str, Path]:
@@ -215,14 +301,21 @@ class ModelRegistry:
             raise ModelError(f"{card_path} is not valid JSON: {exc}") from None
         return ModelVersion(name=name, version=version, path=d, card=card)
 
-    def resolve(self, spec: str) -> ModelVersion:
+    def resolve(self, spec: str, *, verify: bool = True) -> ModelVersion:
         """The version a spec means, seeding a shipped model on first use.
+
+        ``verify`` checks the weights' sha256 against model.json (:func:`verify_weights`);
+        pass ``False`` only where the weights are not loaded (listing, naming).
 
         Raises
         ------
         ModelError
-            When the model, version or alias does not exist.
+            When the model, version or alias does not exist, or the weights changed.
         """
+        mv = self._resolve(spec)
+        return verify_weights(mv) if verify else mv
+
+    def _resolve(self, spec: str) -> ModelVersion:
         path = Path(spec)
         if "@" not in spec and (path / "model.json").is_file():
             return self._from_directory(path)
@@ -258,7 +351,11 @@ class ModelRegistry:
         return self.get(name, version)
 
     def _from_directory(self, path: Path) -> ModelVersion:
-        card = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        try:
+            card = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ModelError(f"{path / 'model.json'} is not valid JSON: {exc}") from None
+        _inside(path, str(card.get("weights", "weights.pt")), "weights file")
         return ModelVersion(
             name=str(card.get("name", path.name)),
             version=int(card.get("version", 0)),
@@ -294,7 +391,7 @@ class ModelRegistry:
         parent's card has that the registry does not manage (e.g. architecture) carry
         over so the backend can rebuild the network.
         """
-        parse_spec(name)
+        check_name(name)
         src = Path(weights)
         if not src.is_file():
             raise ModelError(f"weights file not found: {src}")
@@ -305,6 +402,8 @@ class ModelRegistry:
             weights_name = src.name
             shutil.copyfile(src, staging / weights_name)
             for fname, fpath in (extra_files or {}).items():
+                if Path(fname).name != fname or fname in ("", ".", ".."):
+                    raise ModelError(f"extra model file {fname!r} must be a plain file name")
                 shutil.copyfile(fpath, staging / fname)
             base: dict[str, Any] = {}
             if parent is not None:
@@ -330,6 +429,7 @@ class ModelRegistry:
                 _write_json_atomic(staging / "model.json", base)
                 _read_only(staging)
                 os.rename(staging, mdir / str(version))
+                _seal(mdir / str(version))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -361,10 +461,23 @@ class ModelRegistry:
         card_path = d / "model.json"
         if not card_path.is_file():
             raise ModelError(f"{d} has no model.json; import needs a model directory")
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        weights = d / str(card.get("weights") or _guess_weights(d))
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ModelError(f"{card_path} is not valid JSON: {exc}") from None
+        if not isinstance(card, dict):
+            raise ModelError(f"{card_path}: expected a JSON object")
+        named = str(card.get("weights") or _guess_weights(d))
+        weights = _inside(d, named, "weights file")
         if not weights.is_file():
-            raise ModelError(f"{d}: weights file {weights.name!r} named by model.json is missing")
+            raise ModelError(f"{d}: weights file {named!r} named by model.json is missing")
+        expected = card.get("weights_sha256")
+        actual = file_sha256(weights) if expected else None
+        if expected and actual != expected:
+            raise ModelError(
+                f"{d}: weights file {weights} does not match model.json (sha256 "
+                f"{actual}, model.json records {expected}); nothing was imported"
+            )
         card_backend = backend or card.get("backend")
         if not card_backend:
             raise ModelError(f"{card_path} does not say its backend; pass --backend")
@@ -374,7 +487,7 @@ class ModelRegistry:
             fields["note"] = note
         fields["parent"] = None
         mv = self.add_version(
-            name or str(card.get("name") or d.name),
+            check_name(name or str(card.get("name") or d.name)),
             weights,
             backend=str(card_backend),
             card=fields,
@@ -480,13 +593,17 @@ def _user() -> str:
         return "unknown"
 
 
-def resolve_model(spec: str, home: str | os.PathLike[str] | None = None) -> ModelVersion:
+def resolve_model(
+    spec: str, home: str | os.PathLike[str] | None = None, *, verify: bool = True
+) -> ModelVersion:
     """The :class:`ModelVersion` for ``spec`` (``name@N``, ``name@alias``, ``name``).
 
     ``home`` is the data directory (``None``: ``--home``/``LIVESEG_HOME``/platform
     default via :func:`liveseg.home.resolve_home`). A spec may also be the path of a model
-    directory (weights + model.json) outside the registry.
+    directory (weights + model.json) outside the registry. Backends call this when they
+    load weights, so every load checks the weights' sha256 against model.json (once);
+    ``verify=False`` skips that where nothing is loaded.
     """
     from liveseg.home import resolve_home
 
-    return ModelRegistry(resolve_home(home)).resolve(spec)
+    return ModelRegistry(resolve_home(home)).resolve(spec, verify=verify)

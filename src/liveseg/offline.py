@@ -6,7 +6,10 @@ hooks as a live acquisition, so offline results are directly comparable.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -16,15 +19,16 @@ from liveseg.errors import LivesegError
 from liveseg.home import resolve_home
 from liveseg.imageio import read_image, write_labels_tif
 from liveseg.session import FrameProcessor, build_host, build_pipeline
-from liveseg.store import RunReader, RunStore
+from liveseg.store import RunReader, RunStore, check_output_dir
 from liveseg.types import Frame
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import numpy as np
 
-__all__ = ["resegment_run", "segment_files"]
+__all__ = ["UNLABELLED", "resegment_run", "segment_files"]
+
+UNLABELLED = ("acquired", "skipped", "failed")
+"""Statuses of frames whose image is stored but that have no labels (yet)."""
 
 
 def _image_name(path: Path) -> str:
@@ -35,6 +39,13 @@ def _image_name(path: Path) -> str:
     return path.stem
 
 
+def _relative_names(paths: list[Path]) -> list[str]:
+    """Output names: each input's path below the inputs' common folder, suffix removed."""
+    folders = [p.resolve().parent for p in paths]
+    common = Path(os.path.commonpath(folders)) if folders else Path()
+    return [(p.resolve().parent.relative_to(common) / _image_name(p)).as_posix() for p in paths]
+
+
 def segment_files(
     paths: list[Path],
     out_dir: Path,
@@ -43,15 +54,30 @@ def segment_files(
     home: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Segment image files into ``out_dir``; a bad file is reported, the rest go on."""
+    """Segment image files into ``out_dir``; a bad file is reported, the rest go on.
+
+    Labels go to ``<out>/<relative path>_labels.tif``, the path relative to the inputs'
+    common folder, so two inputs of the same name (``s1/x.tif``, ``s2/x.tif``) never
+    overwrite each other.
+
+    Raises
+    ------
+    LivesegError
+        When ``out_dir`` already holds a run (its files are left untouched).
+    """
+    check_output_dir(out_dir, "segment")
     out_dir.mkdir(parents=True, exist_ok=True)
     host = build_host(config)
     pipeline = build_pipeline(config, host, resolve_home(home or config.home))
     store = RunStore(out_dir)
     names: dict[int, str] = {}
 
+    rel_names = _relative_names(paths)
+
     def write(frame: Frame, labels: np.ndarray) -> None:
-        write_labels_tif(out_dir / f"{names[frame.index]}_labels.tif", labels)
+        target = out_dir / f"{names[frame.index]}_labels.tif"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_labels_tif(target, labels)
 
     processor = FrameProcessor(pipeline, host, store, write_labels=write)
     store.start(
@@ -65,7 +91,7 @@ def segment_files(
     ok = 0
     try:
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
-            names[i] = _image_name(path)
+            names[i] = rel_names[i]
             try:
                 image = read_image(path)
             except LivesegError as exc:
@@ -94,19 +120,42 @@ def resegment_run(
     home: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Segment a run's skipped (and failed) frames in place, appending to its tables."""
+    """Segment a run's frames that have no labels, in place, appending to its tables.
+
+    That is every frame ``acquired`` (not segmented before the run ended, e.g. killed),
+    ``skipped`` or ``failed``; ``all_frames`` redoes every frame. Spool files an
+    interrupted run left behind are consumed. A run with nothing to do is not touched.
+
+    Raises
+    ------
+    LivesegError
+        For a ``segment``/``batch`` output, or a run that is still being written.
+    """
     import useq
 
     reader = RunReader(run_dir)
     info = reader.run_info
+    kind = info.get("kind")
+    if kind in ("segment", "batch"):
+        raise LivesegError(
+            f"{run_dir} is the output of 'liveseg {kind}', not an acquisition: "
+            f"run 'liveseg {kind}' again to redo it"
+        )
+    if info.get("status") == "running":
+        raise LivesegError(f"{run_dir} is still being written by a running acquisition")
+    spool = run_dir / ".spool"
+    orphans = sorted(spool.glob("*.npy")) if spool.is_dir() else []
+    todo = [r for r in reader.frames() if all_frames or r["status"] in UNLABELLED]
+    if not todo and not orphans:
+        return {"ok": 0, "failed": 0}  # nothing to do: the run stays byte-identical
     if config is None:
         config = parse_config(info.get("config") or {}, f"{run_dir}/run.json")
-    todo = [r for r in reader.frames() if all_frames or r["status"] in ("skipped", "failed")]
     host = build_host(config)
     pipeline = build_pipeline(config, host, resolve_home(home or config.home))
     store = RunStore(run_dir)
     processor = FrameProcessor(pipeline, host, store)
     hw = info.get("hardware") or {}
+    pixel_size = float(info.get("pixel_size_um") or hw.get("pixel_size_um") or 1.0)
     ok = failed = 0
     try:
         for row in tqdm(todo, desc="resegment", unit="frame", disable=not progress):
@@ -121,7 +170,7 @@ def resegment_run(
                 stage_xy=(float(sx), float(sy))
                 if isinstance(sx, int | float) and isinstance(sy, int | float)
                 else None,
-                pixel_size_um=float(hw.get("pixel_size_um") or 1.0),
+                pixel_size_um=pixel_size,
             )
             result = processor.process(frame)
             if result.status.value == "ok":
@@ -129,6 +178,14 @@ def resegment_run(
             else:
                 failed += 1
         store.event("resegment", frames=len(todo), ok=ok, failed=failed)
+        # Spooled frames of an interrupted run: their images are in the OME-Zarr store
+        # (written before they were queued) and have just been segmented from there.
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        if orphans:
+            store.event("spool_consumed", files=len(orphans))
+            with contextlib.suppress(OSError):
+                spool.rmdir()
     finally:
         store.close()
         pipeline.close()

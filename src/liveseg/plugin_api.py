@@ -95,7 +95,10 @@ class StepContext:
     ``home`` is the liveseg data directory (model registry, queue); ``threads`` and
     ``device`` say how much of the machine the object may use; ``step_name`` is the
     config entry's name; ``logger`` is a child of the ``liveseg`` logger to log through
-    (never configure the root logger).
+    (never configure the root logger). ``backends`` are the backend factories of the
+    run's plugin host, for an object that builds a backend of its own (the
+    ``disagreement`` flag policy's second opinion), so that it honours the run's
+    allow/deny lists; ``None`` when the caller has no host.
     """
 
     home: Path
@@ -103,6 +106,7 @@ class StepContext:
     device: str | None = None
     step_name: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("liveseg"))
+    backends: Mapping[str, BackendFactory] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,15 @@ if TYPE_CHECKING:
     import numpy as np
 
     from liveseg.config import PluginsConfig
-    from liveseg.plugin_api import ModelSource, TriggerState
+    from liveseg.plugin_api import (
+        BackendFactory,
+        FlagPolicyFactory,
+        ModelSource,
+        SinkFactory,
+        Trainer,
+        TriggerFactory,
+        TriggerState,
+    )
     from liveseg.types import Flag, Frame, FrameResult, Proposal
 
 __all__ = [
@@ -107,7 +116,10 @@ class PluginFailure:
         """One line for a terminal: who failed, where, and why."""
         where = f" ({self.where})" if self.where else ""
         if self.hook == "import":
-            return f"plugin {self.plugin!r}{where} failed to import: {self.error}"
+            return (
+                f"plugin {self.plugin!r}{where} failed to import: {self.error} "
+                f"(fix or uninstall it, or deny it: plugins.deny: [{self.plugin}])"
+            )
         return f"plugin {self.plugin!r}{where} raised in {self.hook}: {self.error}"
 
 
@@ -236,6 +248,7 @@ class PluginHost:
         self._deny = set(deny)
         self._info: dict[str, PluginInfo] = {}
         self._registries: dict[str, dict[str, _Registered]] | None = None
+        self._lock = threading.RLock()
         self.errors: list[PluginFailure] = []
         """Plugins that failed to load or raised in a ``register_*`` hook, in order."""
         self.on_error: ErrorHandler = on_error or _log_error
@@ -380,8 +393,12 @@ class PluginHost:
     # -- registries (register_* hooks) ------------------------------------------------
     def _collect(self) -> dict[str, dict[str, _Registered]]:
         """Call every ``register_*`` hook once (guarded) and cache what they registered."""
-        if self._registries is not None:
+        with self._lock:  # worker threads may ask first; every hook still runs once
+            if self._registries is None:
+                self._registries = self._collect_all()
             return self._registries
+
+    def _collect_all(self) -> dict[str, dict[str, _Registered]]:
         regs: dict[str, dict[str, _Registered]] = {k: {} for k in _REGISTRIES}
         for kind in _REGISTRIES:
             hook_name = f"register_{kind}"
@@ -392,7 +409,6 @@ class PluginHost:
                 kind: sorted(n for n, r in regs[kind].items() if r.plugin == info.name)
                 for kind in _REGISTRIES
             }
-        self._registries = regs
         return regs
 
     def _collect_one(
@@ -440,7 +456,7 @@ class PluginHost:
     def _items(self, kind: str) -> dict[str, Any]:
         return {n: r.item for n, r in self._collect()[kind].items()}
 
-    def backends(self) -> dict[str, Callable[..., Any]]:
+    def backends(self) -> dict[str, BackendFactory]:
         """Backend factories by name (:class:`liveseg.plugin_api.BackendFactory`)."""
         return self._items("backends")
 
@@ -449,19 +465,19 @@ class PluginHost:
         entry = self._collect()["backends"].get(backend)
         return entry.plugin if entry else ""
 
-    def triggers(self) -> dict[str, Callable[..., Any]]:
+    def triggers(self) -> dict[str, TriggerFactory]:
         """Trigger factories by name (:class:`liveseg.plugin_api.TriggerFactory`)."""
         return self._items("triggers")
 
-    def sinks(self) -> dict[str, Callable[..., Any]]:
+    def sinks(self) -> dict[str, SinkFactory]:
         """Sink factories by name (:class:`liveseg.plugin_api.SinkFactory`)."""
         return self._items("sinks")
 
-    def flag_policies(self) -> dict[str, Callable[..., Any]]:
+    def flag_policies(self) -> dict[str, FlagPolicyFactory]:
         """Flag policy factories by name (:class:`liveseg.plugin_api.FlagPolicyFactory`)."""
         return self._items("flag_policies")
 
-    def trainers(self) -> dict[str, Callable[..., Any]]:
+    def trainers(self) -> dict[str, Trainer]:
         """Fine-tuning functions by backend name (:class:`liveseg.plugin_api.Trainer`)."""
         return self._items("trainers")
 

@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from psygnal import Signal
 
-from liveseg.acquisition import Controller, FrameQueue, QueueItem
+from liveseg.acquisition import Controller, FrameQueue, QueueItem, apply_pixel_size
 from liveseg.defaults import default_steps
 from liveseg.errors import ConfigError, LivesegError
 from liveseg.home import resolve_home
+from liveseg.image_writer import ImageWriter, check_free_space, estimate_bytes
 from liveseg.measure import measure_objects
 from liveseg.pipeline import Pipeline, StepContext, lookup_factory, validate_params
 from liveseg.plugins import PluginHost
-from liveseg.store import RunStore
+from liveseg.store import WRITE_FAILED, RunStore
 from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult, FrameStatus
 
@@ -345,6 +346,8 @@ class Session:
         self.queue: FrameQueue | None = None
         self.processor: FrameProcessor | None = None
         self.triggers: TriggerController | None = None
+        self.writer: ImageWriter | None = None
+        self._stop_requested = 0
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -437,6 +440,7 @@ class Session:
         if self._sample is None and cfg.hardware.simulate is not None:
             self.install_simulation()
         run_dir = self.new_run_dir(output)
+        pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
         store = RunStore(run_dir)
         self._store = store
         self.run_dir = run_dir
@@ -446,11 +450,23 @@ class Session:
             triggers = build_trigger_controller(
                 cfg, self.host, store, sequence, frame_s=self.core.getExposure() / 1e3 + 0.01
             )
+            writer = ImageWriter(
+                store,
+                sequence,
+                triggered=triggers.triggered if triggers is not None else None,
+                max_failures=cfg.storage.max_write_failures,
+                on_stop=self.core.mda.cancel,
+                pixel_size_um=pixel_size,
+            )
         except BaseException:
             store.close()
             self._store = None
             raise
+        if triggers is not None:
+            triggers.on_skip = writer.skip
         self.triggers = triggers
+        self.writer = writer
+        self._stop_requested = 0
         processor = FrameProcessor(
             self.pipeline,
             self.host,
@@ -461,9 +477,23 @@ class Session:
             triggers=triggers,
         )
         self.processor = processor
-        controller = Controller(self.core, queue)
+        controller = Controller(self.core, queue, writer)
         self.controller = controller
-        store.start(self._provenance(sequence))
+        store.start(
+            {
+                **self._provenance(sequence),
+                "pixel_size_um": pixel_size,
+                "pixel_size_source": pixel_source,
+            }
+        )
+        if pixel_source == "default":
+            store.event(
+                "pixel_size",
+                pixel_size_um=1.0,
+                message="no pixel size (hardware.pixel_size_um or a Micro-Manager "
+                "calibration): µm columns are in pixels",
+            )
+        self._check_space(store, sequence)
         self.host.sequence_started(str(run_dir), cfg.model_dump(mode="json"))
         self.events.run_started.emit(str(run_dir))
         workers = [
@@ -485,18 +515,21 @@ class Session:
         status = "finished"
         try:
             if triggers is None:
-                controller.run(sequence, output=str(store.images_path))
-            else:  # the queue interleaves triggered events; FrameSink writes the images
+                controller.run(sequence)
+            else:  # the queue interleaves triggered events
                 with triggers.attached(self.core):
-                    controller.run(triggers.queue, output=None)
+                    controller.run(triggers.queue)
         except BaseException:
             status = "aborted"
             raise
         finally:
             acq_s = time.perf_counter() - t0
             queue.close()
-            for w in workers:
-                w.join()
+            self._join(workers)
+            if writer.failed:
+                status = WRITE_FAILED
+            if self._stop_requested:
+                status = "interrupted"
             wall = time.perf_counter() - t0
             summary = processor.summary(wall)
             summary.update(
@@ -508,6 +541,9 @@ class Session:
                 backlog_policy=cfg.backlog.policy,
                 chain=self.pipeline.step_names,
                 run_dir=str(run_dir),
+                pixel_size_um=pixel_size,
+                status=status,
+                **writer.summary(),
             )
             if triggers is not None:
                 summary.update(triggers.summary())
@@ -526,6 +562,47 @@ class Session:
                 self._bar = None
             self.events.run_finished.emit(summary)
         return summary
+
+    def _check_space(self, store: RunStore, sequence: Any) -> None:
+        """Warn when the images will not fit on the output's disk (a sized sequence)."""
+        import useq
+
+        if not isinstance(sequence, useq.MDASequence):
+            return
+        core = self.core
+        needed = estimate_bytes(
+            len(list(sequence)),
+            core.getImageWidth(),
+            core.getImageHeight(),
+            core.getBytesPerPixel(),
+        )
+        check_free_space(store, needed)
+
+    def request_stop(self, drain: bool = True) -> int:
+        """Stop acquiring now (thread- and signal-safe); returns the frames still queued.
+
+        With ``drain`` the workers finish the frames already acquired; without it they
+        stop after the frame in hand (the rest stay unsegmented: ``liveseg resegment``
+        fills them in). Either way :meth:`run` closes the store and writes run.json
+        with status ``interrupted``.
+        """
+        self._stop_requested += 1
+        try:
+            self.core.mda.cancel()
+        except Exception:
+            log.exception("cancelling the acquisition failed")
+        queue = self.queue
+        if queue is None:
+            return 0
+        if not drain:
+            queue.abandon()
+        return queue.backlog()
+
+    def _join(self, workers: list[threading.Thread]) -> None:
+        """Join the workers in short waits, so a signal handler runs (also on Windows)."""
+        for w in workers:
+            while w.is_alive():
+                w.join(0.2)
 
     def _work(self, queue: FrameQueue, processor: FrameProcessor) -> None:
         while True:

@@ -35,15 +35,19 @@ from liveseg.measure import OBJECT_COLUMNS
 from liveseg.types import LABEL_DTYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = [
+    "ACQUIRED",
     "FRAME_COLUMNS",
     "IMAGES",
     "TRIGGERED",
+    "WRITE_FAILED",
     "RunReader",
     "RunStore",
     "TriggeredStore",
+    "check_output_dir",
+    "run_is_live",
     "write_json_atomic",
 ]
 
@@ -51,6 +55,12 @@ log = logging.getLogger("liveseg.store")
 
 IMAGES = "images.ome.zarr"
 TRIGGERED = "triggered.ome.zarr"
+LOCK = ".lock"
+"""Held (``filelock``) by the process writing a run, from start to close."""
+ACQUIRED = "acquired"
+"""frames.csv status of a frame whose image is on disk and not segmented (yet)."""
+WRITE_FAILED = "write_failed"
+"""frames.csv status of a frame whose image could not be written: never ``ok``."""
 """Triggered sub-acquisitions: one group (series) each, never in the base grid."""
 FRAME_COLUMNS: tuple[str, ...] = (
     "index",
@@ -164,12 +174,32 @@ class RunStore:
         self._labels_lock = threading.Lock()
         self._label_arrays: dict[int, tuple[Any, list[str]]] = {}
         self._run_info: dict[str, Any] = {}
+        self._lock: Any = None
 
     # -- run.json ---------------------------------------------------------------------
     def start(self, info: Mapping[str, Any]) -> None:
-        """Write run.json at the start (status ``running``) so a killed run is described."""
+        """Write run.json at the start (status ``running``) so a killed run is described.
+
+        The store holds ``<run>/.lock`` from here until :meth:`close`: a reader that
+        finds run.json ``running`` and the lock free knows the run was interrupted.
+        """
+        self._hold_lock()
         self._run_info = {"status": "running", "started": _now(), **info}
         write_json_atomic(self.path / "run.json", self._run_info)
+
+    def _hold_lock(self) -> None:
+        from filelock import FileLock, Timeout
+
+        if self._lock is not None:
+            return
+        lock = FileLock(self.path / LOCK, timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LivesegError(
+                f"{self.path} is being written by another liveseg process"
+            ) from None
+        self._lock = lock
 
     def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
         """Rewrite run.json with the summary and convert objects.csv to parquet."""
@@ -240,6 +270,9 @@ class RunStore:
             _csv_to_parquet(self.path / "objects.csv", self.path / "objects.parquet")
         except Exception as exc:  # the CSV is the source of truth; parquet is a convenience
             log.warning("could not write objects.parquet: %r", exc)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 class TriggeredStore:
@@ -258,6 +291,10 @@ class TriggeredStore:
         self._sizes: dict[str, dict[str, int]] = {}
         self._arrays: dict[tuple[str, str], Any] = {}
         self._root: Any = None
+        self._z_um: dict[str, dict[int, float]] = {}
+        self._scaled: set[str] = set()
+        self._z_steps: dict[str, float] = {}
+        self._pixel_size: dict[str, float] = {}
 
     def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
         """Record a series' shape and what triggered it (before any frame arrives)."""
@@ -270,7 +307,63 @@ class TriggeredStore:
             grp.attrs["liveseg"] = {"series": series, "sizes": dict(sizes), **dict(link)}
             self._sizes[series] = {"c": int(sizes.get("c", 1)), "z": int(sizes.get("z", 1))}
 
-    def _array(self, series: str, kind: str, plane: tuple[int, int], dtype: Any) -> Any:
+    def _set_scale(self, series: str, kind: str, pixel_size_um: float, z_step_um: float) -> None:
+        """Write the OME-NGFF metadata of a series' image or labels with its µm scale."""
+        assert self._root is not None
+        grp = self._root.require_group(series)
+        um = "micrometer"
+        multiscales = [
+            {
+                "axes": [
+                    {"name": "c", "type": "channel"},
+                    {"name": "z", "type": "space", "unit": um},
+                    {"name": "y", "type": "space", "unit": um},
+                    {"name": "x", "type": "space", "unit": um},
+                ],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {
+                                "type": "scale",
+                                "scale": [1.0, z_step_um, pixel_size_um, pixel_size_um],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+        if kind == "image":
+            grp.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
+        else:
+            labels = grp.require_group("labels")
+            labels.attrs["ome"] = {"version": "0.5", "labels": [self.label_name]}
+            labels.require_group(self.label_name).attrs["ome"] = {
+                "version": "0.5",
+                "multiscales": multiscales,
+                "image-label": {"version": "0.5", "source": {"image": "../../"}},
+            }
+
+    def _z_step(self, series: str, z: int, z_um: float | None) -> float | None:
+        """The series' z-step from two planes' stage z (None until two are known)."""
+        if z_um is None:
+            return None
+        seen = self._z_um.setdefault(series, {})
+        seen[z] = float(z_um)
+        if len(seen) < 2:
+            return None
+        (z0, u0), (z1, u1) = sorted(seen.items())[:2]
+        step = abs(u1 - u0) / (z1 - z0)
+        return step if step > 0 else None
+
+    def _array(
+        self,
+        series: str,
+        kind: str,
+        plane: tuple[int, int],
+        dtype: Any,
+        pixel_size_um: float = 1.0,
+    ) -> Any:
         key = (series, kind)
         with self._lock:
             if key in self._arrays:
@@ -280,38 +373,11 @@ class TriggeredStore:
             if self._root is None:
                 self._root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
             sizes = self._sizes.get(series, {"c": 1, "z": 1})
+            self._pixel_size[series] = pixel_size_um
+            self._set_scale(series, kind, pixel_size_um, self._z_steps.get(series, 1.0))
             grp = self._root.require_group(series)
             dims = ["c", "z", "y", "x"]
-            multiscales = [
-                {
-                    "axes": [
-                        {"name": "c", "type": "channel"},
-                        {"name": "z", "type": "space"},
-                        {"name": "y", "type": "space"},
-                        {"name": "x", "type": "space"},
-                    ],
-                    "datasets": [
-                        {
-                            "path": "0",
-                            "coordinateTransformations": [
-                                {"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0]}
-                            ],
-                        }
-                    ],
-                }
-            ]
-            if kind == "image":
-                grp.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
-                target = grp
-            else:
-                labels = grp.require_group("labels")
-                labels.attrs["ome"] = {"version": "0.5", "labels": [self.label_name]}
-                target = labels.require_group(self.label_name)
-                target.attrs["ome"] = {
-                    "version": "0.5",
-                    "multiscales": multiscales,
-                    "image-label": {"version": "0.5", "source": {"image": "../../"}},
-                }
+            target = grp if kind == "image" else grp["labels"][self.label_name]
             arr = target.create_array(
                 "0",
                 shape=(sizes["c"], sizes["z"], *plane),
@@ -331,15 +397,84 @@ class TriggeredStore:
         *,
         image: np.ndarray | None = None,
         labels: np.ndarray | None = None,
+        z_um: float | None = None,
+        pixel_size_um: float = 1.0,
     ) -> None:
-        """Store the image and/or labels of one plane (``index`` gives c and z)."""
+        """Store the image and/or labels of one plane (``index`` gives c and z).
+
+        ``z_um`` (the plane's stage z) gives the stack its z-step in the OME-NGFF scale
+        as soon as two planes are known; ``pixel_size_um`` its y/x scale.
+        """
         key = (int(index.get("c", 0)), int(index.get("z", 0)))
         if image is not None:
-            arr = self._array(series, "image", image.shape[-2:], image.dtype)
+            arr = self._array(series, "image", image.shape[-2:], image.dtype, pixel_size_um)
             arr[key] = image
+            step = self._z_step(series, key[1], z_um)
+            if step is not None and series not in self._scaled:
+                with self._lock:
+                    self._scaled.add(series)
+                    self._z_steps[series] = step
+                    self._set_scale(series, "image", self._pixel_size.get(series, 1.0), step)
+                    if (series, "labels") in self._arrays:
+                        self._set_scale(series, "labels", self._pixel_size.get(series, 1.0), step)
         if labels is not None:
-            arr = self._array(series, "labels", labels.shape[-2:], LABEL_DTYPE)
+            arr = self._array(
+                series, "labels", labels.shape[-2:], LABEL_DTYPE, self._pixel_size.get(series, 1.0)
+            )
             arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+
+
+def check_output_dir(
+    path: Path, command: str, own: Callable[[Mapping[str, Any]], bool] | None = None
+) -> None:
+    """Refuse an output directory that holds another run: never destroy one.
+
+    ``own`` says whether an existing run.json is this command's own earlier output
+    (``batch`` resumes its own output); anything else with a run.json or frames.csv is
+    refused with a one-line error.
+
+    Raises
+    ------
+    LivesegError
+        When ``path`` holds another run.
+    """
+    info_path, frames = path / "run.json", path / "frames.csv"
+    if not info_path.exists() and not frames.exists():
+        return
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.exists() else {}
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    if own is not None and info and own(info):
+        return
+    kind = info.get("kind") or "acquisition"
+    raise LivesegError(
+        f"{command}: {path} already holds another liveseg run ({kind}); "
+        f"choose a new output directory"
+    )
+
+
+def run_is_live(run_dir: Path) -> bool:
+    """Whether a process still holds ``run_dir``'s lock (portable: ``filelock``).
+
+    A run without a lock file (written before liveseg held one) is taken as not live.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        return False
+    probe = FileLock(path, timeout=0, thread_local=False)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:  # a read-only run directory: nobody can be writing it
+        return False
+    probe.release()
+    return False
 
 
 def image_group(images: Path, position: int) -> Path:
@@ -475,16 +610,38 @@ class RunReader:
 
     @property
     def run_info(self) -> dict[str, Any]:
-        """run.json as a dict (empty if missing)."""
+        """run.json as a dict (empty if missing).
+
+        A run whose run.json still says ``running`` but whose process is gone (its lock
+        file is not held) reads as ``interrupted``.
+        """
         p = self.path / "run.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        info: dict[str, Any] = json.loads(p.read_text()) if p.exists() else {}
+        if info.get("status") == "running" and not run_is_live(self.path):
+            info["status"] = "interrupted"
+        return info
+
+    @property
+    def status(self) -> str:
+        """``running``, ``finished``, ``interrupted``, … (see :attr:`run_info`)."""
+        return str(self.run_info.get("status", "unknown"))
 
     def frames(self) -> list[dict[str, Any]]:
-        """One row per frame (its latest attempt), ordered by frame index."""
+        """One row per frame, ordered by frame index.
+
+        A frame's latest segmentation row (ok / skipped / failed) wins over its
+        ``acquired`` row (written when the image was stored, possibly after the worker
+        was done), and a ``write_failed`` row wins over everything: its image is not
+        on disk, so nothing about it may read as ok.
+        """
         latest: dict[int, dict[str, Any]] = {}
         for row in _read_csv_rows(self.path / "frames.csv"):
             r = _convert(row)
-            latest[int(r["index"])] = r
+            i = int(r["index"])
+            old = latest.get(i)
+            if old is not None and (old["status"] == WRITE_FAILED or r["status"] == ACQUIRED):
+                continue
+            latest[i] = r
         return [latest[i] for i in sorted(latest)]
 
     def frame(self, index: int) -> dict[str, Any]:

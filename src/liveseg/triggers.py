@@ -17,12 +17,10 @@ The pieces, in the order a frame meets them:
   before it; when it does not, the work is deferred by at most
   ``selection.max_defer_timepoints`` time points, then run, and the delay it causes is
   recorded (``base_delayed``).
-* :class:`FrameSink` writes every frame in the runner thread, as it arrives: base
-  frames into ``images.ome.zarr`` (pymmcore-plus's own OME-Zarr sink, shaped by the base
-  sequence), skipping the planes of skipped events so the base grid stays aligned;
-  triggered frames into ``triggered.ome.zarr`` (one series each, see
-  :class:`liveseg.store.TriggeredStore`). A run killed while the worker lags behind
-  therefore loses labels at most, never images.
+* Every frame, base and triggered, is written in the runner thread by
+  :class:`liveseg.image_writer.ImageWriter`; the controller tells it (``on_skip``) how
+  many base planes to leave empty when events are skipped, so the base grid stays
+  aligned. A run killed while the worker lags behind loses labels at most, never images.
 
 Conditions in trigger parameters (``area_um2 > 80 and mean_intensity > 1.5 *
 frame_median``) are parsed by :func:`compile_condition`: a small, safe expression
@@ -45,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liveseg.errors import ConfigError, LivesegError
+from liveseg.errors import ConfigError
 from liveseg.plugin_api import (
     Action,
     SetInterval,
@@ -59,7 +57,6 @@ from liveseg.types import FrameStatus, Proposal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-    from pathlib import Path
 
     import useq
     from pymmcore_plus import CMMCorePlus
@@ -73,7 +70,6 @@ __all__ = [
     "FRAME_NAMES",
     "Action",
     "Condition",
-    "FrameSink",
     "SetInterval",
     "SkipRest",
     "StopRun",
@@ -752,88 +748,6 @@ def _block(ev: useq.MDAEvent) -> tuple[int, int]:
     return (int(ev.index.get("p", 0)), int(ev.index.get("t", 0)))
 
 
-# -- frame sink ---------------------------------------------------------------------------
-class FrameSink:
-    """Writes each frame in the runner thread, base and triggered, as it arrives.
-
-    Base frames go to pymmcore-plus's OME-Zarr sink, triggered frames to their series.
-    The runner's own sink would be shaped from the iterable it runs (an unbounded 3-D
-    array for a generator), so the session passes no ``output`` and connects this
-    instead: it is set up from the *base* ``MDASequence``, appends base frames in the
-    runner thread (as pymmcore-plus does), and skips the planes of dropped base events.
-    Triggered frames are written here too, not by the worker, so none is lost when the
-    process dies with frames still waiting for segmentation.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        base: Any,
-        triggered: TriggeredStore | None = None,
-        record: Callable[..., None] | None = None,
-    ) -> None:
-        from useq import MDASequence
-
-        try:
-            # Private modules, but exactly what ``core.mda.run(output=path)`` uses.
-            from pymmcore_plus.mda._generator_sequence import GeneratorMDASequence
-            from pymmcore_plus.mda._sink import OmeWritersSink
-        except ImportError as exc:
-            import pymmcore_plus
-
-            raise LivesegError(
-                f"triggers need pymmcore-plus's OME-Zarr sink, which pymmcore-plus "
-                f"{pymmcore_plus.__version__} does not provide ({exc}). Install the "
-                f"version liveseg is tested with: pip install 'pymmcore-plus==0.18.1'"
-            ) from exc
-        self._unbounded = GeneratorMDASequence
-        self._sink = OmeWritersSink.from_output(str(path))
-        self._sequence = base if isinstance(base, MDASequence) else None
-        self._ready = False
-        self._lock = threading.Lock()
-        self._triggered = triggered
-        self._record = record
-
-    def setup(self, sequence: Any, meta: Any) -> None:
-        """``sequenceStarted`` handler."""
-        with self._lock:
-            self._sink.setup(self._sequence or self._unbounded(), meta)
-            self._ready = True
-
-    def frame(self, img: np.ndarray, event: useq.MDAEvent, meta: Any) -> None:
-        """``frameReady`` handler."""
-        info = event.metadata.get("liveseg") if event.metadata else None
-        if info is not None:
-            self._write_triggered(img, event, str(info.get("series", "")))
-            return
-        with self._lock:
-            if self._ready:
-                self._sink.append(img, event, meta)
-
-    def _write_triggered(self, img: np.ndarray, event: useq.MDAEvent, series: str) -> None:
-        if self._triggered is None or not series:
-            return
-        try:
-            self._triggered.write(series, dict(event.index), image=np.asarray(img))
-        except Exception as exc:  # a full disk must not stop the acquisition
-            log.exception("writing a frame of triggered series %s failed", series)
-            if self._record is not None:
-                self._record("store_error", series=series, error=repr(exc))
-
-    def skip(self, n: int) -> None:
-        """Leave ``n`` base planes empty (their events were skipped)."""
-        with self._lock:
-            if self._ready and n > 0:
-                self._sink.skip(frames=n)
-
-    def close(self, *_: Any) -> None:
-        """``sequenceFinished`` handler (idempotent)."""
-        with self._lock:
-            if self._ready:
-                self._ready = False
-                self._sink.close()
-
-
 def _connect_direct(signal: Any, slot: Callable[..., Any]) -> None:
     """Run ``slot`` in the emitting (runner) thread, also for Qt signals.
 
@@ -874,7 +788,8 @@ class TriggerController:
         self.triggered = triggered
         self.host = host
         self.state = TriggerState()
-        self.sink = FrameSink(store.images_path, base, triggered, store.event)
+        self.on_skip: Callable[[int], None] | None = None
+        """Told how many base planes to leave empty (the session's image writer)."""
         gate = any(getattr(t, "gates", False) for _, t in self.triggers)
         self.queue = TriggerQueue(
             base,
@@ -882,7 +797,7 @@ class TriggerController:
             record=store.event,
             clock=clock,
             gate=gate,
-            on_skip=self.sink.skip,
+            on_skip=self._skip_planes,
             frame_s=frame_s,
         )
         self._lock = threading.Lock()
@@ -896,17 +811,14 @@ class TriggerController:
     # -- wiring ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def attached(self, core: CMMCorePlus) -> Iterator[TriggerController]:
-        """Connect the frame sink and timing handlers to ``core``'s MDA signals."""
+        """Connect the ROI and timing handlers to ``core``'s MDA signals."""
         ev = core.mda.events
         self.queue._clock = core.mda.event_seconds_elapsed
         self._core = core
         self._roi_active = False
         pairs: list[tuple[Any, Callable[..., Any]]] = [
-            (ev.sequenceStarted, self.sink.setup),
-            (ev.frameReady, self.sink.frame),
             (ev.eventStarted, self._apply_roi),
             (ev.eventStarted, self.queue.on_event_started),
-            (ev.sequenceFinished, self.sink.close),
         ]
         for sig, fn in pairs:
             _connect_direct(sig, fn)
@@ -915,10 +827,13 @@ class TriggerController:
         finally:
             for sig, fn in pairs:
                 sig.disconnect(fn)
-            self.sink.close()
             if self._roi_active:
                 core.clearROI()
                 self._roi_active = False
+
+    def _skip_planes(self, n: int) -> None:
+        if self.on_skip is not None:
+            self.on_skip(n)
 
     def _apply_roi(self, event: useq.MDAEvent) -> None:
         """Set a triggered event's camera ROI before its snap (``eventStarted``, runner thread).

@@ -90,7 +90,8 @@ def test_spots_on_a_flat_frame_finds_nothing(host, tmp_path):
 
 def test_a_typo_in_the_params_is_a_config_error_naming_the_field(host):
     factory = host.backends()["spots"]
-    with pytest.raises(ConfigError, match=r"(?s)sigmaa: Extra inputs.*valid fields: min_area, sigma"):
+    expected = r"(?s)sigmaa: Extra inputs.*valid fields: min_area, sigma"
+    with pytest.raises(ConfigError, match=expected):
         validate_params("0:spots", "spots", factory, {"sigmaa": 2})
 
 
@@ -166,6 +167,7 @@ def test_visit_brightest_proposes_the_brightest_object(host):
 
 
 @pytest.mark.hardware
+@pytest.mark.slow
 @pytest.mark.skipif(
     "sinks" not in LivesegConfig.model_fields, reason="this liveseg has no `sinks:` yet"
 )
@@ -196,6 +198,64 @@ def test_live_run_on_demo_hardware_feeds_the_sink_once_per_frame(tmp_path):
         json.loads(x) for x in (tmp_path / "r" / "example_frames.jsonl").read_text().splitlines()
     ]
     body = [r for r in lines if "frame" in r]
-    frames_csv = (tmp_path / "r" / "frames.csv").read_text().splitlines()[1:]
-    assert sorted(r["frame"] for r in body) == list(range(len(frames_csv)))
+    import liveseg
+
+    frames = liveseg.open_run(tmp_path / "r").frames()  # one per frame (frames.csv is a log)
+    assert sorted(r["frame"] for r in body) == [r["index"] for r in frames]
     assert "setup" in lines[0] and "finish" in lines[-1]
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_visit_brightest_images_the_brightest_object_on_demo_hardware(tmp_path):
+    """A live run: spots segments the simulated sample, the trigger's image is centred."""
+    import liveseg
+
+    objects = [(40.0, -30.0, 1.0), (-55.0, 25.0, 3.0), (20.0, 60.0, 1.0)]
+    data = classical_config(
+        hardware={
+            "mm_config": "demo",
+            "exposure_ms": 5,
+            "properties": [
+                ["Camera", "OnCameraCCDXSize", 256],
+                ["Camera", "OnCameraCCDYSize", 256],
+            ],
+            "simulate": {
+                "objects": [
+                    {"x": x, "y": y, "radius": 6.0, "intensity": i} for x, y, i in objects
+                ],
+                "seed": 2,
+            },
+        },
+        sequence={"stage_positions": [{"x": 0, "y": 0, "z": 0}]},
+        pipeline={"steps": [{"backend": "spots", "params": {"min_area": 20}}]},
+        triggers=[{"trigger": "visit_brightest"}],
+        plugins={"allow": ["example"]},
+    ).model_dump(mode="json")
+    data["home"] = str(tmp_path / "home")
+    (tmp_path / "c.yaml").write_text(json.dumps(data))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liveseg",
+            "run",
+            str(tmp_path / "c.yaml"),
+            "--output",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    run = liveseg.open_run(tmp_path / "r")
+    base = [r for r in run.frames() if r["series"] == "base"]
+    assert len(base) == 1 and base[0]["count"] == len(objects)
+    (series,) = run.triggered()
+    x, y = series["target_xy"]
+    assert abs(x - -55.0) <= 2 and abs(y - 25.0) <= 2  # the brightest one
+    (index,) = series["frames"]
+    labels = run.labels(index)
+    rows, cols = np.nonzero(labels == labels[128, 128])
+    assert labels[128, 128] != 0 and abs(rows.mean() - 128) <= 2 and abs(cols.mean() - 128) <= 2

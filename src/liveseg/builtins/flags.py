@@ -160,7 +160,8 @@ class Disagreement:
             from liveseg.pipeline import StepContext, validate_params
             from liveseg.plugins import PluginHost
 
-            factories = PluginHost().backends()
+            given = self._context.backends if self._context is not None else None
+            factories = dict(given) if given is not None else PluginHost().backends()
             name = self.params.backend
             if name not in factories:
                 raise ValueError(

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from liveseg.commands.plugins import plugins_cmd
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 __all__ = ["commands"]
 
 
 def _load(config: str | None, overrides: tuple[str, ...]) -> Any:
-    from liveseg.config import LivesegConfig, apply_overrides, load_config, parse_config
+    from liveseg.config import LivesegConfig, apply_overrides, parse_config
+    from liveseg.configfile import load_config_file
 
     if config is None:
         if overrides:
             return parse_config(apply_overrides({}, list(overrides)), "<--set>")
         return LivesegConfig()
-    return load_config(config, list(overrides))
+    return load_config_file(config, overrides)  # a whole config or a pipeline-only file
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -29,6 +35,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         ("frames segmented", summary.get("frames_segmented")),
         ("frames skipped", summary.get("frames_skipped")),
         ("frames failed", summary.get("frames_failed")),
+        *(
+            [("images not written", summary["frames_write_failed"])]
+            if summary.get("frames_write_failed")
+            else []
+        ),
         ("objects per frame (mean)", f"{summary.get('objects_per_frame_mean', 0):.1f}"),
         ("acquisition frames/s", f"{summary.get('acquisition_fps', 0):.1f}"),
         ("segmentation frames/s", f"{summary.get('segmentation_fps', 0):.1f}"),
@@ -86,16 +97,65 @@ def run_cmd(
     as_json: bool,
 ) -> None:
     """Acquire CONFIG's sequence and segment every frame live."""
+    from liveseg.hardware import preflight
+    from liveseg.home import ensure_parent_writable, ensure_writable_dir
     from liveseg.session import Session
 
     cfg = _load(config, overrides)
+    if output:
+        ensure_parent_writable(output, "run directory", hint="choose another with -o DIR")
+    else:
+        ensure_writable_dir(cfg.output, "output folder", hint="set output: or -o DIR")
+    preflight(cfg.hardware)  # a bad .cfg or property: one line, before the store opens
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
-        summary = session.run(output=output, progress=True)
+        with _stop_on_signals(session) as received:
+            summary = session.run(output=output, progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+    status = summary.get("status", "finished")
+    if status != "finished":
+        why = summary.get("write_stopped") or (
+            f"{summary.get('frames_write_failed', 0)} images could not be written"
+            if status == "write_failed"
+            else "stopped by a signal"
+        )
+        click.echo(f"run {status}: {why}; see {summary.get('run_dir')}/events.jsonl", err=True)
+        raise SystemExit(128 + received[0] if received else 1)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(session: Any) -> Iterator[list[int]]:
+    """SIGINT / SIGTERM (SIGBREAK on Windows) stop a live run cleanly.
+
+    The first signal stops acquiring and lets the workers drain the backlog; the second
+    stops draining. Either way the run closes its store and records ``interrupted``.
+    Yields the list of signals received (for the exit status).
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            n = session.request_stop(drain=True)
+            click.echo(f"\ndraining {n} frames, Ctrl-C again to stop now", err=True)
+        else:
+            session.request_stop(drain=False)
+            click.echo(
+                "stopping now; unsegmented frames can be filled in with 'liveseg resegment'",
+                err=True,
+            )
+
+    names = ["SIGINT", "SIGTERM", "SIGBREAK"]  # SIGTERM/SIGBREAK exist only where they work
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @click.command("segment")
@@ -113,7 +173,9 @@ def segment_cmd(
 ) -> None:
     """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
 
-    Writes <name>_labels.tif per image and objects.csv / frames.csv / events.jsonl.
+    Writes <name>_labels.tif per image (keeping the path below the inputs' common
+    folder, so same-named inputs never collide) and objects.csv / frames.csv /
+    events.jsonl. Refuses an output directory that already holds a run.
     """
     from liveseg.offline import segment_files
 
@@ -139,7 +201,11 @@ def segment_cmd(
 )
 @click.option("--home", type=click.Path(file_okay=False))
 def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | None) -> None:
-    """Segment the frames of RUN that were skipped (or failed), in place."""
+    """Segment the frames of RUN that have no labels, in place.
+
+    That is frames acquired but never segmented (a killed or stopped run), skipped or
+    failed; spool files left by an interrupted run are consumed.
+    """
     from liveseg.offline import resegment_run
 
     cfg = _load(config, ()) if config else None
@@ -150,8 +216,15 @@ def resegment_cmd(run: str, all_frames: bool, config: str | None, home: str | No
 @click.command("validate-config")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
-    """Check CONFIG: YAML, fields, sequence, and every step's backend and parameters."""
+@click.option(
+    "--no-hardware", is_flag=True, help="Do not load the Micro-Manager config (no devices)."
+)
+def validate_config_cmd(config: str, overrides: tuple[str, ...], no_hardware: bool) -> None:
+    """Check CONFIG: YAML, fields, sequence, every step, and the Micro-Manager config.
+
+    The Micro-Manager configuration is loaded, and the config's device properties set,
+    in a child process (``--no-hardware`` skips that).
+    """
     from liveseg.defaults import default_steps
     from liveseg.errors import ConfigError
     from liveseg.pipeline import lookup_factory, validate_params
@@ -169,6 +242,10 @@ def validate_config_cmd(config: str, overrides: tuple[str, ...]) -> None:
     mm = cfg.hardware.mm_config
     if mm != "demo" and not Path(mm).expanduser().is_file():
         raise ConfigError(f"Micro-Manager config file not found: {mm}")
+    if not no_hardware:
+        from liveseg.hardware import preflight
+
+        preflight(cfg.hardware)
     click.echo(f"{config}: OK ({len(steps)} steps: {' -> '.join(s.backend for s in steps)})")
 
 

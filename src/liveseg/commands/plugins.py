@@ -12,16 +12,23 @@ __all__ = ["plugins_cmd"]
 
 @click.command("plugins")
 @click.option("--plugins-dir", type=click.Path(file_okay=False))
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True),
+    help="List what this config loads (its plugins: allow, deny, dir).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def plugins_cmd(plugins_dir: str | None, as_json: bool) -> None:
+def plugins_cmd(plugins_dir: str | None, config: str | None, as_json: bool) -> None:
     """List loaded plugins: version, source, hooks, what they provide, and failures.
 
     A plugin that failed to import or raised in a ``register_*`` hook is listed as an
     ``error:`` line (in JSON: an ``errors`` list) instead of stopping the listing.
     """
+    from liveseg.config import PluginsConfig, load_config
     from liveseg.plugins import PluginHost
 
-    host = PluginHost(plugins_dir=plugins_dir)
+    plugins = load_config(config).plugins if config else PluginsConfig()
+    host = PluginHost.from_config(plugins, plugins_dir=plugins_dir)
     infos = host.plugins()
     models = host.models()
     if as_json:

@@ -10,15 +10,22 @@ Formats:
   unpickler accepts only plain containers and numpy arrays.
 
 Every import is validated (shape, dtype, label ids, valid-region mask) with an error
-that says what is wrong and how to fix it. Labels must be integers with ids ``1..N``
-without gaps (``relabel=True`` renumbers instead of failing).
+that says what is wrong and how to fix it. Labels must be integer *instance* labels;
+ids with gaps (what deleting an object in napari or Fiji leaves) are renumbered to
+``1..N`` and the renumbering is recorded on the queue item. A binary mask (values
+``{0, 1}`` or ``{0, 255}`` covering several separate objects) is refused: it says
+"foreground", not which pixels belong to which nucleus. A batch (a folder import, or
+``queue add`` of several pairs) is validated completely before anything is stored, so
+it is added all or nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,22 +35,28 @@ from liveseg.errors import LivesegError
 from liveseg.types import LABEL_DTYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from liveseg.retrain.queue import QueueItem, RetrainQueue
 
 __all__ = [
     "AnnotationError",
+    "CheckedLabels",
+    "add_pairs",
     "check_image",
     "check_labels",
+    "check_labels_renumbered",
     "check_valid",
+    "describe_renumbering",
     "export_items",
     "import_folder",
     "import_labels",
     "open_in_napari",
+    "read_correction",
     "read_labels_file",
     "read_seg_npy",
     "relabel_sequential",
+    "renumber_labels",
     "write_seg_npy",
 ]
 
@@ -67,27 +80,65 @@ def check_image(image: Any, source: str = "image") -> np.ndarray:
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Renumber the ids of ``labels`` to ``1..N`` (order kept), as uint32."""
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=LABEL_DTYPE)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=LABEL_DTYPE)
-    return lut[labels]
+    return renumber_labels(labels)[0]
 
 
-def check_labels(
+def renumber_labels(labels: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Renumber ids to ``1..N`` (order kept) with skimage's ``relabel_sequential``.
+
+    Returns the uint32 labels and the mapping ``{old: new}`` of the ids that changed
+    (empty when the ids already were ``1..N``), so the change can be recorded.
+    """
+    from skimage.segmentation import relabel_sequential as _relabel
+
+    arr = np.asarray(labels)
+    if not arr.size:
+        return arr.astype(LABEL_DTYPE), {}
+    relabelled, forward, _ = _relabel(arr.astype(np.int64, copy=False))
+    old_ids = np.asarray(forward.in_values)
+    new_ids = np.asarray(forward.out_values)
+    mapping = {int(o): int(n) for o, n in zip(old_ids, new_ids, strict=True) if o != n and n != 0}
+    return np.asarray(relabelled, dtype=LABEL_DTYPE), mapping
+
+
+def _binary_mask_error(arr: np.ndarray, source: str) -> AnnotationError | None:
+    """An error for a binary mask posing as labels (several objects share one id)."""
+    values = np.unique(arr)
+    fg = [int(v) for v in values if v != 0]
+    if len(fg) != 1 or fg[0] not in (1, 255):
+        return None
+    from skimage.measure import label as _label
+
+    n_parts = int(_label(arr != 0, connectivity=1).max())
+    if n_parts <= 1:
+        return None  # a single object labelled 1 (or 255) is a valid instance image
+    return AnnotationError(
+        f"{source}: this is a binary mask (values 0/{fg[0]}, {n_parts} separate objects "
+        f"all with id {fg[0]}), not instance labels. Instance labels give every object its "
+        f"own id (0 = background, 1..N = objects); make them with skimage.measure.label(mask) "
+        f"in Python, Fiji 'Analyze Particles' with 'Count Masks', or paint each object with "
+        f"its own label in napari"
+    )
+
+
+def check_labels_renumbered(
     labels: Any,
     shape: tuple[int, int] | None,
     source: str = "labels",
     *,
-    relabel: bool = False,
-) -> np.ndarray:
-    """Validate an instance label image and return it as contiguous ``uint32``.
+    binary_ok: bool = False,
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Validate an instance label image; return it as ``uint32`` ids ``1..N`` + renumbering.
+
+    Ids with gaps are renumbered (the mapping ``{old: new}`` is returned so callers
+    record it; it is empty when nothing changed). ``binary_ok`` accepts a mask-like
+    image (for a model's predictions, which are never hand-made masks).
 
     Raises
     ------
     AnnotationError
         For a shape that differs from the image's, a float/bool/negative label image,
-        or ids that are not ``1..N`` (unless ``relabel``).
+        or a binary mask of several objects (unless ``binary_ok``).
     """
     arr = np.asarray(labels)
     if arr.ndim > 2:
@@ -110,8 +161,8 @@ def check_labels(
     if arr.dtype.kind == "b":
         raise AnnotationError(
             f"{source}: a binary (bool) mask is not an instance label image; give every "
-            f"object its own id (e.g. napari 'Labels' layer, Fiji 'Analyze Particles ▸ "
-            f"Count Masks')"
+            f"object its own id (e.g. skimage.measure.label(mask), napari 'Labels' layer, "
+            f"Fiji 'Analyze Particles ▸ Count Masks')"
         )
     if arr.dtype.kind not in "ui":
         raise AnnotationError(f"{source}: unsupported label dtype {arr.dtype}")
@@ -119,20 +170,40 @@ def check_labels(
         raise AnnotationError(f"{source}: negative label ids ({int(arr.min())}); use 0..N")
     if arr.size and int(arr.max()) > np.iinfo(LABEL_DTYPE).max:
         raise AnnotationError(f"{source}: label ids exceed uint32")
+    if not binary_ok:
+        err = _binary_mask_error(arr, source)
+        if err is not None:
+            raise err
     ids = np.unique(arr)
     ids = ids[ids != 0]
-    n = int(ids.size)
-    if n and int(ids[-1]) != n:
-        if relabel:
-            return relabel_sequential(arr)
-        missing = np.setdiff1d(np.arange(1, int(ids[-1]) + 1), ids)
-        shown = ", ".join(str(int(m)) for m in missing[:8]) + (" …" if missing.size > 8 else "")
-        raise AnnotationError(
-            f"{source}: label ids must be 1..N without gaps; found {n} objects with ids up to "
-            f"{int(ids[-1])} (missing: {shown}). Renumber them (--relabel, or skimage."
-            f"segmentation.relabel_sequential)"
-        )
-    return arr.astype(LABEL_DTYPE, copy=False)
+    if ids.size and int(ids[-1]) != int(ids.size):
+        return renumber_labels(arr)
+    return np.ascontiguousarray(arr, dtype=LABEL_DTYPE), {}
+
+
+def check_labels(
+    labels: Any,
+    shape: tuple[int, int] | None,
+    source: str = "labels",
+    *,
+    relabel: bool = True,
+    binary_ok: bool = False,
+) -> np.ndarray:
+    """Validate an instance label image and return it as contiguous ``uint32`` ``1..N``.
+
+    Like :func:`check_labels_renumbered` without the mapping. ``relabel`` is kept for
+    callers of earlier versions: gaps in ids are always renumbered now.
+    """
+    del relabel  # ids with gaps are renumbered always (see module docstring)
+    return check_labels_renumbered(labels, shape, source, binary_ok=binary_ok)[0]
+
+
+def describe_renumbering(mapping: Mapping[int, int], limit: int = 8) -> str:
+    """``renumbered ids 4→2, 9→3`` (the first ``limit``), for history lines and messages."""
+    pairs = sorted(mapping.items())
+    shown = ", ".join(f"{o}→{n}" for o, n in pairs[:limit])
+    more = f" (+{len(pairs) - limit} more)" if len(pairs) > limit else ""
+    return f"renumbered ids {shown}{more}"
 
 
 def check_valid(
@@ -289,6 +360,26 @@ def _digest(arr: np.ndarray) -> str:
 
 
 # -- export / import -------------------------------------------------------------------
+def _export_names(items: Sequence[QueueItem], manifest: Mapping[str, Any]) -> list[str]:
+    """One safe, distinct file-name stem per item (never another item's name in ``manifest``)."""
+    from liveseg.retrain.queue import safe_item_name
+
+    owner = {name: int(entry["id"]) for name, entry in manifest.items() if "id" in entry}
+    used: set[str] = set()
+    names = []
+    for item in items:
+        name = safe_item_name(item.name, fallback=f"item-{item.id}")
+        if name in used or owner.get(name, item.id) != item.id:
+            name = f"{name}-{item.id}"
+            k = 2
+            while name in used or owner.get(name, item.id) != item.id:
+                name = f"{safe_item_name(item.name)}-{item.id}-{k}"
+                k += 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def export_items(
     queue: RetrainQueue,
     items: Sequence[QueueItem],
@@ -302,7 +393,9 @@ def export_items(
     labels are the item's corrected labels when it has them, else the model's prediction
     (the starting point for a correction). A manifest (``liveseg_items.json``) maps names
     back to item ids and remembers what was exported, so :func:`import_folder` imports
-    only what the annotator changed.
+    only what the annotator changed. File names are the items' safe names; two items
+    that share a name (or a name a previous export gave another item) get ``-<id>``,
+    so no item is dropped or overwritten and nothing is written outside ``out_dir``.
     """
     import tifffile
 
@@ -310,19 +403,21 @@ def export_items(
         raise AnnotationError(f"unknown export format {fmt!r} (tif, seg, both)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    root = out.resolve()
     manifest_path = out / MANIFEST
     manifest: dict[str, Any] = {}
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     written = []
-    for item in items:
+    for item, name in zip(items, _export_names(items, manifest), strict=True):
+        if (out / f"{name}.tif").resolve().parent != root:  # cannot happen for safe names
+            raise AnnotationError(f"refusing to export item {item.id} outside {out}: {name!r}")
         image = item.image()
         labels = item.labels()
         if labels is None:
             labels = item.predicted()
         if labels is None:
             labels = np.zeros(item.shape, dtype=LABEL_DTYPE)
-        name = item.name
         tifffile.imwrite(out / f"{name}.tif", image)
         if fmt in ("tif", "both"):
             tifffile.imwrite(out / f"{name}_labels.tif", labels, compression="zlib")
@@ -338,34 +433,73 @@ def export_items(
     return written
 
 
+@dataclass(frozen=True)
+class CheckedLabels:
+    """A validated correction, ready to store: labels ``1..N``, renumbering, valid mask."""
+
+    labels: np.ndarray
+    renumbered: dict[int, int]
+    valid: np.ndarray | None
+    source: Path
+
+
+def read_correction(
+    labels_path: str | Path, shape: tuple[int, int], valid_path: str | Path | None = None
+) -> CheckedLabels:
+    """Read and validate a corrected label file (and its valid mask) for an image of ``shape``.
+
+    Raises
+    ------
+    AnnotationError
+        For anything :func:`check_labels_renumbered` or :func:`check_valid` refuses.
+    """
+    labels, mapping = check_labels_renumbered(
+        read_labels_file(labels_path), shape, str(labels_path)
+    )
+    valid = None
+    if valid_path is not None:
+        valid = check_valid(read_labels_file(valid_path), shape, str(valid_path), labels)
+    return CheckedLabels(labels, mapping, valid, Path(labels_path))
+
+
+def _store(
+    queue: RetrainQueue, item_id: int, checked: CheckedLabels, who: str | None
+) -> QueueItem:
+    return queue.set_labels(
+        item_id,
+        checked.labels,
+        checked.valid,
+        who=who,
+        why=f"imported {checked.source.name}",
+        renumbered=checked.renumbered,
+        labels_source=str(checked.source),
+    )
+
+
 def import_labels(
     queue: RetrainQueue,
     item_id: int,
     labels_path: str | Path,
     valid_path: str | Path | None = None,
     *,
-    relabel: bool = False,
+    relabel: bool = True,
     who: str | None = None,
 ) -> QueueItem:
-    """Validate a corrected label file (and mask) and store it on a queue item."""
+    """Validate a corrected label file (and mask) and store it on a queue item.
+
+    Ids with gaps are renumbered and the renumbering recorded on the item; ``relabel``
+    is accepted for callers of earlier versions and has no effect.
+    """
+    del relabel
     item = queue.get(item_id)
-    labels = check_labels(
-        read_labels_file(labels_path), item.shape, str(labels_path), relabel=relabel
-    )
-    valid = None
-    if valid_path is not None:
-        valid = read_labels_file(valid_path)
-        check_valid(valid, item.shape, str(valid_path), labels)
-    return queue.set_labels(
-        item_id, labels, valid, who=who, why=f"imported {Path(labels_path).name}"
-    )
+    return _store(queue, item_id, read_correction(labels_path, item.shape, valid_path), who)
 
 
 def import_folder(
     queue: RetrainQueue,
     folder: str | Path,
     *,
-    relabel: bool = False,
+    relabel: bool = True,
     include_unchanged: bool = False,
     who: str | None = None,
 ) -> dict[str, str]:
@@ -373,13 +507,17 @@ def import_folder(
 
     Per name it takes ``<name>_seg.npy`` or ``<name>_labels.tif`` (the newer, when both
     exist) and ``<name>_valid.tif``. Files identical to what was exported are skipped
-    unless ``include_unchanged`` (accepting the model's prediction as correct).
+    unless ``include_unchanged`` (accepting the model's prediction as correct). Every
+    file is validated before any is stored: the folder is imported all or nothing.
 
     Raises
     ------
     AnnotationError
-        For the first invalid file; nothing after it is imported, earlier ones are.
+        For the first invalid file; then nothing of the folder is imported.
     """
+    from liveseg.retrain.queue import safe_item_name
+
+    del relabel
     root = Path(folder)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -389,7 +527,10 @@ def import_folder(
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     outcome: dict[str, str] = {}
+    todo: list[tuple[str, int, CheckedLabels]] = []
     for name, entry in sorted(manifest.items()):
+        if safe_item_name(name) != name:
+            raise AnnotationError(f"{manifest_path}: refusing unsafe item name {name!r}")
         candidates = [
             p for p in (root / f"{name}_seg.npy", root / f"{name}_labels.tif") if p.is_file()
         ]
@@ -397,24 +538,79 @@ def import_folder(
             outcome[name] = "missing"
             continue
         source = max(candidates, key=lambda p: p.stat().st_mtime_ns)
-        raw = read_labels_file(source)
         item = queue.get(int(entry["id"]))
-        labels = check_labels(raw, item.shape, str(source), relabel=relabel)
         valid_path = root / f"{name}_valid.tif"
-        unchanged = _digest(labels) == entry.get("exported_labels_sha256")
+        checked = read_correction(source, item.shape, valid_path if valid_path.is_file() else None)
+        unchanged = _digest(checked.labels) == entry.get("exported_labels_sha256")
         if unchanged and not include_unchanged:
             outcome[name] = "unchanged (skipped)"
             continue
-        import_labels(
-            queue,
-            item.id,
-            source,
-            valid_path if valid_path.is_file() else None,
-            relabel=relabel,
-            who=who,
-        )
-        outcome[name] = f"imported from {source.name}"
+        todo.append((name, item.id, checked))
+    for name, item_id, checked in todo:
+        _store(queue, item_id, checked, who)
+        note = f"; {describe_renumbering(checked.renumbered)}" if checked.renumbered else ""
+        outcome[name] = f"imported from {checked.source.name}{note}"
     return outcome
+
+
+def add_pairs(
+    queue: RetrainQueue,
+    images: Sequence[str | Path],
+    labels: Sequence[str | Path],
+    valid: Sequence[str | Path] = (),
+    *,
+    reason: str = "annotated elsewhere",
+    who: str | None = None,
+) -> list[int]:
+    """Add image/label pairs annotated elsewhere as corrected items, all or nothing.
+
+    Every pair is read and validated before the first is added; if adding one fails
+    anyway (disk full…), the items this call added are dropped again. Item names come
+    from the image file names (made safe and unique by the queue).
+
+    Raises
+    ------
+    AnnotationError
+        When the counts differ or any file is invalid; nothing is added then.
+    """
+    from liveseg.imageio import read_image
+
+    if len(labels) != len(images):
+        raise AnnotationError(
+            f"got {len(images)} images but {len(labels)} label files; give one label file "
+            f"per image, in the same order"
+        )
+    if valid and len(valid) != len(images):
+        raise AnnotationError(f"got {len(images)} images but {len(valid)} valid masks")
+    checked = []
+    for k, image_path in enumerate(images):
+        img = read_image(image_path)
+        shape = (int(img.shape[0]), int(img.shape[1]))
+        checked.append(
+            (image_path, img, read_correction(labels[k], shape, valid[k] if valid else None))
+        )
+    added: list[int] = []
+    try:
+        for image_path, img, c in checked:
+            added.append(
+                queue.add(
+                    img,
+                    labels=c.labels,
+                    valid=c.valid,
+                    reason=reason,
+                    source="import",
+                    name=Path(image_path).name.split(".")[0],
+                    who=who,
+                    renumbered=c.renumbered,
+                    labels_source=str(c.source),
+                )
+            )
+    except BaseException:
+        for item_id in added:
+            with contextlib.suppress(Exception):
+                queue.drop(item_id)
+        raise
+    return added
 
 
 def open_in_napari(queue: RetrainQueue, item_id: int) -> QueueItem | None:
@@ -448,6 +644,4 @@ def open_in_napari(queue: RetrainQueue, item_id: int) -> QueueItem | None:
     edited = np.asarray(layer.data)
     if np.array_equal(edited, start):
         return None
-    return queue.set_labels(
-        item.id, relabel_sequential(edited), item.valid(), why="edited in napari"
-    )
+    return queue.set_labels(item.id, edited, item.valid(), why="edited in napari")

@@ -44,6 +44,44 @@ def _registry(home: str | None) -> Any:
     return ModelRegistry(_home(home))
 
 
+class _ListOptionsCommand(click.Command):
+    """A command whose ``--labels`` / ``--valid`` take several values after one flag.
+
+    ``queue add a.tif b.tif --labels a_labels.tif b_labels.tif`` (one flag, several
+    values) and ``queue add a.tif --labels a_labels.tif b.tif --labels b_labels.tif``
+    (the flag repeated, one value each) both work: a flag given once takes every bare
+    value that follows it, up to the next option; a flag given several times takes one
+    value each time, as click does.
+    """
+
+    list_options: tuple[str, ...] = ("--labels", "--valid")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Expand ``--labels A B`` into ``--labels A --labels B`` before click parses."""
+        return super().parse_args(ctx, _expand_list_options(args, self.list_options))
+
+
+def _expand_list_options(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """Repeat a once-given list option before each bare value that follows it."""
+    end = args.index("--") if "--" in args else len(args)
+    once = {n for n in names if args[:end].count(n) == 1}
+    out: list[str] = []
+    current: str | None = None
+    for k, token in enumerate(args):
+        if k >= end:
+            out.extend(args[k:])
+            break
+        if token in once:
+            current = token
+            continue
+        if token.startswith("-"):
+            current = None
+        elif current is not None:
+            out.append(current)
+        out.append(token)
+    return out
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -55,20 +93,40 @@ def _echo_json(data: Any) -> None:
 @click.option("--reason", default="", help="Why the frame needs correcting.")
 @_home_option
 def flag_cmd(run: str, frames: tuple[int, ...], reason: str, home: str | None) -> None:
-    """Put frames of a (finished or running) RUN into the retraining queue."""
+    """Put frames of a (finished or running) RUN into the retraining queue.
+
+    A frame that is already in the queue is not added twice (its item is named).
+    """
     import datetime as dt
 
     from liveseg import open_run
+    from liveseg.errors import LivesegError
 
     reader = open_run(run)
+    known = [int(r["index"]) for r in reader.frames()]
+    missing = [i for i in frames if i not in set(known)]
+    if missing:
+        where = (
+            f"it has frames {_ranges(known)} ({len(known)} frames)"
+            if known
+            else "it has no frames"
+        )
+        raise LivesegError(
+            f"frame {', '.join(map(str, missing))} is not in run {run}: {where}; "
+            f"frame numbers are the 'index' column of frames.csv"
+        )
     queue = _queue(home)
+    run_key = str(Path(run).resolve())
     for index in frames:
-        image = reader.image(index)
-        labels = reader.labels(index)
+        existing = queue.find(run_key, index)
+        if existing is not None:
+            queue.note(existing, f"flagged again (operator): {reason or '-'}")
+            click.echo(f"frame {index} is already flagged: queue item {existing}")
+            continue
         item = queue.add(
-            image,
-            labels,
-            run=str(Path(run).resolve()),
+            reader.image(index),
+            reader.labels(index),
+            run=run_key,
             frame_index=index,
             reason=reason,
             source="operator",
@@ -84,6 +142,21 @@ def flag_cmd(run: str, frames: tuple[int, ...], reason: str, home: str | None) -
         with (Path(run) / "events.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         click.echo(f"frame {index} → queue item {item}")
+
+
+def _ranges(values: list[int]) -> str:
+    """``0..9, 12, 20..24``: sorted integers as compact ranges."""
+    vals = sorted(set(values))
+    parts: list[str] = []
+    start = prev = vals[0]
+    for v in [*vals[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}..{prev}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(parts)
 
 
 # -- queue -------------------------------------------------------------------------------
@@ -119,18 +192,24 @@ def queue_show(item: int, home: str | None) -> None:
     _echo_json({**q.get(item).as_dict(), "history": q.history(item)})
 
 
-@queue_group.command("add")
+@queue_group.command("add", cls=_ListOptionsCommand)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--labels",
     "labels",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Label image for each IMAGE, in order (TIFF/PNG/_seg.npy).",
+    help="Label image for each IMAGE, in order (TIFF/PNG/_seg.npy); one flag, several files.",
 )
-@click.option("--valid", "valid", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--valid",
+    "valid",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Optional valid-region mask for each IMAGE, in order.",
+)
 @click.option("--reason", default="annotated elsewhere")
-@click.option("--relabel", is_flag=True, help="Renumber label ids to 1..N instead of failing.")
+@click.option("--relabel", is_flag=True, hidden=True, help="No effect: gaps are renumbered.")
 @_home_option
 def queue_add(
     images: tuple[str, ...],
@@ -140,24 +219,24 @@ def queue_add(
     relabel: bool,
     home: str | None,
 ) -> None:
-    """Add image/label pairs annotated elsewhere as corrected items."""
-    from liveseg.imageio import read_image
-    from liveseg.retrain.annotate import AnnotationError, check_labels, read_labels_file
+    """Add image/label pairs annotated elsewhere as corrected items (all or nothing).
 
-    if len(labels) != len(images):
-        raise AnnotationError(
-            f"got {len(images)} images but {len(labels)} --labels; give one label file each"
-        )
-    if valid and len(valid) != len(images):
-        raise AnnotationError(f"got {len(images)} images but {len(valid)} --valid masks")
+    Label ids with gaps are renumbered (recorded on the item); a binary mask is refused.
+    """
+    from liveseg.retrain.annotate import add_pairs
+
+    del relabel
     q = _queue(home)
-    for k, image_path in enumerate(images):
-        img = read_image(image_path)
-        lab = check_labels(read_labels_file(labels[k]), img.shape, labels[k], relabel=relabel)
-        mask = read_labels_file(valid[k]) if valid else None
-        name = Path(image_path).name.split(".")[0]
-        item = q.add(img, labels=lab, valid=mask, reason=reason, source="import", name=name)
-        click.echo(f"{image_path} → queue item {item} (corrected)")
+    added = add_pairs(q, images, labels, valid, reason=reason)
+    for image_path, item_id in zip(images, added, strict=True):
+        item = q.get(item_id)
+        note = ""
+        if item.renumberings():
+            from liveseg.retrain.annotate import describe_renumbering
+
+            mapping = item.renumberings()[-1]["old_to_new"]
+            note = f"; {describe_renumbering({int(k): v for k, v in mapping.items()})}"
+        click.echo(f"{image_path} → queue item {item_id} {item.name!r} (corrected{note})")
 
 
 @queue_group.command("export")
@@ -183,7 +262,7 @@ def queue_export(
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--item", type=int, help="With a single label file: the item it corrects.")
 @click.option("--valid", type=click.Path(exists=True, dir_okay=False))
-@click.option("--relabel", is_flag=True, help="Renumber label ids to 1..N instead of failing.")
+@click.option("--relabel", is_flag=True, hidden=True, help="No effect: gaps are renumbered.")
 @click.option("--all", "include_unchanged", is_flag=True, help="Also accept unchanged labels.")
 @_home_option
 def queue_import(
@@ -197,15 +276,16 @@ def queue_import(
     """Import corrected labels: an exported folder, or one file with --item."""
     from liveseg.retrain.annotate import import_folder, import_labels
 
+    del relabel
     q = _queue(home)
     if Path(source).is_dir():
-        outcome = import_folder(q, source, relabel=relabel, include_unchanged=include_unchanged)
+        outcome = import_folder(q, source, include_unchanged=include_unchanged)
         for name, what in outcome.items():
             click.echo(f"{name}: {what}")
         return
     if item is None:
         raise click.UsageError("importing a single file needs --item ID")
-    updated = import_labels(q, item, source, valid, relabel=relabel)
+    updated = import_labels(q, item, source, valid)
     click.echo(f"item {updated.id}: corrected (revision {updated.revision})")
 
 
@@ -352,24 +432,37 @@ def models_import_default(name: str, home: str | None) -> None:
 @click.argument("ref_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "specs", multiple=True, required=True, help="Model(s) to compare.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Extra *.py plugins.")
 @click.option("--json", "as_json", is_flag=True)
 @_home_option
 def validate_cmd(
-    ref_dir: str, specs: tuple[str, ...], output: str | None, as_json: bool, home: str | None
+    ref_dir: str,
+    specs: tuple[str, ...],
+    output: str | None,
+    plugins_dir: str | None,
+    as_json: bool,
+    home: str | None,
 ) -> None:
     """Score model(s) on a reference set (AP@0.5/0.75/0.9, matched IoU) and write a report."""
+    from liveseg.plugins import PluginHost
     from liveseg.retrain.validate import load_reference_set, validate_model, write_report
 
+    host = PluginHost(plugins_dir=plugins_dir)
     h = _home(home)
     reg = _registry(home)
     refs = load_reference_set(ref_dir)
     results = []
+    last = ""
     for spec in specs:
-        mv = reg.resolve(spec)
-        res = validate_model(mv, refs, h, progress=True)
+        mv = reg.resolve(spec, verify=False)  # the backend checks the weights as it loads
+        # Each row carries the spec the user typed (and the version it meant), so
+        # ``--model nuclei@1 --model nuclei@prod`` never prints two ``nuclei@1`` rows.
+        label = mv.spec if spec.strip() == mv.spec else f"{spec.strip()} ({mv.spec})"
+        res = validate_model(mv, refs, h, progress=True, label=label, host=host)
         reg.record(mv, "validate", {"ref_set": str(ref_dir), **res.summary()})
         results.append(res)
-    out = Path(output) if output else h / "reports" / f"validate-{results[-1].model}"
+        last = mv.spec
+    out = Path(output) if output else h / "reports" / f"validate-{last}"
     report = write_report(out, refs, results, title=f"Validation on {ref_dir}")
     if as_json:
         _echo_json({r.model: r.summary() for r in results} | {"report": str(report)})
@@ -503,19 +596,20 @@ def batch_cmd(
 ) -> None:
     """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
     from liveseg.batch import run_batch, summary_line
-    from liveseg.config import LivesegConfig, load_config
+    from liveseg.config import LivesegConfig
+    from liveseg.configfile import load_config_file
     from liveseg.defaults import default_steps
     from liveseg.plugins import PluginHost
     from liveseg.retrain.validate import model_steps
 
     h = _home(home)
-    cfg = load_config(config) if config else LivesegConfig()
+    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
     pdir = plugins_dir or cfg.plugins.dir
     factories = PluginHost(plugins_dir=pdir).backends()
     steps = list(cfg.pipeline.steps)
     resolved = None
     if spec:
-        mv = _registry(home).resolve(spec)
+        mv = _registry(home).resolve(spec, verify=False)  # the backend checks the weights
         resolved = mv.spec  # pin the exact version for the whole batch
         if steps and any(s.backend == mv.backend for s in steps):
             for s in steps:

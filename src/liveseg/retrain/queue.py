@@ -15,7 +15,14 @@ Crash safety (SIGKILL at any instant, several processes at once):
   which :meth:`RetrainQueue.gc` removes. No row ever points at a missing or half file.
 
 Item states move ``new → corrected → used``; every change is logged with who, when and
-why in the ``history`` table.
+why in the ``history`` table. Labels whose ids had gaps are stored renumbered to
+``1..N``; the renumbering (old → new, who, when, from which file) is kept beside them as
+``renumbered-<rev>.json`` and noted in the history.
+
+Item names are safe file names (``[A-Za-z0-9._-]``, no path separators, no ``..``) and
+unique in the queue (a ``-2``, ``-3`` … suffix when two sources share a name), so
+``queue export`` writes one pair per item inside its folder. One frame of one run is
+one item: adding it again returns the existing item's id (:meth:`RetrainQueue.find`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import datetime as _dt
 import enum
 import getpass
 import hashlib
+import json
 import os
+import re
 import shutil
 import sqlite3
 import uuid
@@ -39,9 +48,9 @@ from liveseg.errors import LivesegError
 from liveseg.types import LABEL_DTYPE, TrainItem
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["ItemState", "QueueError", "QueueItem", "RetrainQueue"]
+__all__ = ["ItemState", "QueueError", "QueueItem", "RetrainQueue", "safe_item_name"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -76,7 +85,24 @@ CREATE TABLE IF NOT EXISTS history (
     why TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
+CREATE INDEX IF NOT EXISTS items_frame ON items(run, frame_index);
 """
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 96
+
+
+def safe_item_name(name: str, fallback: str = "item") -> str:
+    """``name`` as a safe file-name stem: ``[A-Za-z0-9._-]`` only, no ``..``, no leading dot.
+
+    Other characters (path separators, spaces, non-ASCII) become ``_``; runs of dots
+    collapse to one; leading/trailing dots, ``_`` and ``-`` are dropped. An empty result
+    is ``fallback``. Export writes ``<name>.tif`` etc., so this keeps every file inside
+    the export folder whatever a source called itself.
+    """
+    s = _UNSAFE.sub("_", str(name))
+    s = re.sub(r"\.{2,}", ".", s).strip("._-")[:_MAX_NAME].strip("._-")
+    return s or fallback
 
 
 class QueueError(LivesegError):
@@ -134,6 +160,57 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _norm_run(run: str | None) -> str | None:
+    """A run directory as an absolute path, so one run is one key however it was named."""
+    if run is None:
+        return None
+    return str(Path(run).expanduser().resolve())
+
+
+def _compose(first: Mapping[int, int], second: Mapping[int, int]) -> dict[int, int]:
+    """The renumbering ``first`` then ``second`` as one ``{original: final}`` mapping."""
+    out = {old: second.get(new, new) for old, new in first.items()}
+    mapped = set(first.values())
+    out.update({old: new for old, new in second.items() if old not in mapped})
+    return {old: new for old, new in out.items() if old != new}
+
+
+def _write_renumbering(
+    directory: Path, revision: int, mapping: Mapping[int, int], who: str, when: str, source: str
+) -> None:
+    record = {
+        "revision": revision,
+        "who": who,
+        "time": when,
+        "source": source,
+        "old_to_new": {str(k): int(v) for k, v in sorted(mapping.items())},
+    }
+    path = directory / f"renumbered-{revision}.json"
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _unique_name(con: sqlite3.Connection, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3`` … : the first name no item has (inside a txn)."""
+    taken = {
+        str(r[0])
+        for r in con.execute(
+            "SELECT name FROM items WHERE name=? OR name LIKE ? ESCAPE '\\'",
+            (base, base.replace("_", "\\_") + "-%"),  # safe names hold no '%' or '\\'
+        )
+    }
+    if base not in taken:
+        return base
+    k = 2
+    while f"{base}-{k}" in taken:
+        k += 1
+    return f"{base}-{k}"
 
 
 @dataclass(frozen=True)
@@ -196,6 +273,14 @@ class QueueItem:
             return None
         return np.asarray(tifffile.imread(self.valid_path)) > 0
 
+    def renumberings(self) -> list[dict[str, Any]]:
+        """Every renumbering of imported label ids: revision, who, when, source, ``{old: new}``."""
+        out = []
+        for path in sorted(self.dir.glob("renumbered-*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+        return sorted(out, key=lambda r: int(r.get("revision", 0)))
+
     def train_item(self) -> TrainItem:
         """The item as a training example (needs corrected labels)."""
         labels = self.labels()
@@ -223,6 +308,7 @@ class QueueItem:
             "revision": self.revision,
             "used_by": self.used_by,
             "dir": str(self.dir),
+            "renumbered": self.renumberings(),
         }
 
 
@@ -280,20 +366,44 @@ class RetrainQueue:
         labels: np.ndarray | None = None,
         valid: np.ndarray | None = None,
         who: str | None = None,
+        renumbered: Mapping[int, int] | None = None,
+        labels_source: str = "",
     ) -> int:
         """Copy a frame into the queue and return the new item's id.
 
         ``labels`` (corrected/annotated labels, validated like an import) make the item
-        ``corrected`` at once; otherwise it is ``new``.
+        ``corrected`` at once; otherwise it is ``new``. A frame of a run that is already
+        in the queue (same ``run`` and ``frame_index``) is not added twice: the existing
+        item's id is returned. ``name`` is made safe and unique (see
+        :func:`safe_item_name`). ``renumbered`` records an id renumbering done by the
+        caller (``{old: new}``); ids with gaps in ``labels`` are renumbered and recorded
+        here too. ``labels_source`` names the file the labels came from (for the record).
         """
-        from liveseg.retrain.annotate import check_image, check_labels, check_valid
+        from liveseg.retrain.annotate import (
+            check_image,
+            check_labels_renumbered,
+            check_valid,
+            describe_renumbering,
+        )
 
+        run = _norm_run(run)
+        if run is not None and frame_index is not None:
+            existing = self.find(run, frame_index)
+            if existing is not None:
+                self.note(existing, f"flagged again ({source}): {reason or '-'}", who)
+                return existing
         img = check_image(image, "image")
         shape = (int(img.shape[0]), int(img.shape[1]))
         pred = None
         if predicted_labels is not None:
-            pred = check_labels(predicted_labels, shape, "predicted labels", relabel=True)
-        lab = check_labels(labels, shape, "labels") if labels is not None else None
+            pred, _ = check_labels_renumbered(
+                predicted_labels, shape, "predicted labels", binary_ok=True
+            )
+        lab = None
+        mapping: dict[int, int] = dict(renumbered or {})
+        if labels is not None:
+            lab, again = check_labels_renumbered(labels, shape, labels_source or "labels")
+            mapping = _compose(mapping, again)
         val = check_valid(valid, shape, "valid mask", lab) if valid is not None else None
         if val is not None and lab is None:
             raise QueueError("a valid-region mask needs labels")
@@ -301,6 +411,8 @@ class RetrainQueue:
         final = self.items_dir / uid
         staging = self.items_dir / f".tmp-{uid}"
         staging.mkdir()
+        now = _now()
+        who = who or _user()
         try:
             _write_tif(staging / "image.tif", img)
             if pred is not None:
@@ -309,22 +421,35 @@ class RetrainQueue:
                 _write_tif(staging / "labels-1.tif", lab)
             if val is not None:
                 _write_tif(staging / "valid-1.tif", val.astype(np.uint8))
+            if mapping:
+                _write_renumbering(staging, 1, mapping, who, now, labels_source)
             _fsync_dir(staging)
             os.rename(staging, final)
             _fsync_dir(self.items_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        now = _now()
-        who = who or _user()
         state = ItemState.CORRECTED if lab is not None else ItemState.NEW
         default_name = (
             f"{Path(run).name}_f{frame_index:05d}"
             if run is not None and frame_index is not None
             else f"item-{uid[:8]}"
         )
+        base_name = safe_item_name(name or default_name, fallback=f"item-{uid[:8]}")
+        why = reason or source
+        if mapping:
+            why = f"{why}; {describe_renumbering(mapping)}"
         try:
             with self._transaction() as con:
+                if run is not None and frame_index is not None:
+                    row = con.execute(
+                        "SELECT id FROM items WHERE run=? AND frame_index=? ORDER BY id LIMIT 1",
+                        (run, int(frame_index)),
+                    ).fetchone()
+                    if row is not None:  # another process flagged it meanwhile
+                        shutil.rmtree(final, ignore_errors=True)
+                        return int(row[0])
+                unique = _unique_name(con, base_name)
                 cur = con.execute(
                     "INSERT INTO items (dir, state, created, updated, source, who, reason, run,"
                     " frame_index, name, height, width, image_sha256, predicted, labels,"
@@ -340,7 +465,7 @@ class RetrainQueue:
                         reason,
                         run,
                         frame_index,
-                        name or default_name,
+                        unique,
                         shape[0],
                         shape[1],
                         _sha256_array(img),
@@ -355,12 +480,31 @@ class RetrainQueue:
                 item_id = int(cur.lastrowid or 0)
                 con.execute(
                     "INSERT INTO history (item, time, state, who, why) VALUES (?,?,?,?,?)",
-                    (item_id, now, state.value, who, reason or source),
+                    (item_id, now, state.value, who, why),
                 )
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
         return item_id
+
+    def note(self, item_id: int, why: str, who: str | None = None) -> None:
+        """Add a history line to an item without changing its state."""
+        with self._transaction() as con:
+            row = con.execute("SELECT state FROM items WHERE id=?", (item_id,)).fetchone()
+            if row is not None:
+                con.execute(
+                    "INSERT INTO history (item, time, state, who, why) VALUES (?,?,?,?,?)",
+                    (item_id, _now(), str(row[0]), who or _user(), why),
+                )
+
+    def find(self, run: str | os.PathLike[str], frame_index: int) -> int | None:
+        """The id of the item holding frame ``frame_index`` of ``run``, or ``None``."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT id FROM items WHERE run=? AND frame_index=? ORDER BY id LIMIT 1",
+                (_norm_run(str(run)), int(frame_index)),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     # -- reading --------------------------------------------------------------------
     def _row_to_item(self, row: sqlite3.Row) -> QueueItem:
@@ -439,24 +583,41 @@ class RetrainQueue:
         *,
         who: str | None = None,
         why: str = "corrected",
+        renumbered: Mapping[int, int] | None = None,
+        labels_source: str = "",
     ) -> QueueItem:
-        """Store corrected labels (validated) as a new revision; the item becomes corrected."""
-        from liveseg.retrain.annotate import check_labels, check_valid
+        """Store corrected labels (validated) as a new revision; the item becomes corrected.
+
+        Ids with gaps are renumbered to ``1..N``; that renumbering, and one the caller
+        did already (``renumbered``, ``{old: new}``), is recorded with the revision
+        (``renumbered-<rev>.json``) and in the history line.
+        """
+        from liveseg.retrain.annotate import (
+            check_labels_renumbered,
+            check_valid,
+            describe_renumbering,
+        )
 
         item = self.get(item_id)
-        lab = check_labels(labels, item.shape, f"labels for item {item_id}")
+        lab, again = check_labels_renumbered(
+            labels, item.shape, labels_source or f"labels for item {item_id}"
+        )
+        mapping = _compose(dict(renumbered or {}), again)
         val = check_valid(valid, item.shape, f"valid mask for item {item_id}", lab)
         rev = item.revision + 1
         while (item.dir / f"labels-{rev}.tif").exists():  # a concurrent or crashed writer
             rev += 1
         labels_name = f"labels-{rev}.tif"
         valid_name = f"valid-{rev}.tif" if val is not None else None
+        now = _now()
+        who = who or _user()
         _write_tif(item.dir / labels_name, lab)
         if val is not None and valid_name is not None:
             _write_tif(item.dir / valid_name, val.astype(np.uint8))
+        if mapping:
+            _write_renumbering(item.dir, rev, mapping, who, now, labels_source)
+            why = f"{why}; {describe_renumbering(mapping)}"
         _fsync_dir(item.dir)
-        now = _now()
-        who = who or _user()
         with self._transaction() as con:
             cur = con.execute(
                 "UPDATE items SET state=?, updated=?, labels=?, labels_sha256=?, valid=?,"

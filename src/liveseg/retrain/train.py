@@ -225,6 +225,13 @@ def retrain(
         states = [ItemState.CORRECTED] + ([ItemState.USED] if opts.include_used else [])
         items = queue.items(states)
     if not items:
+        used = queue.counts().get(ItemState.USED.value, 0)
+        if used and not opts.include_used:
+            raise LivesegError(
+                f"no corrected items left in the retraining queue: all {used} corrected "
+                f"items trained a promoted model already; pass --include-used to train on "
+                f"them again, or correct more frames"
+            )
         raise LivesegError(
             "no corrected items in the retraining queue: flag frames (liveseg flag), "
             "correct them (liveseg queue export / import, or liveseg annotate ITEM), "
@@ -403,7 +410,8 @@ def retrain(
             guard_res[1].model = candidate.spec
         registry.record(parent, "validate", {**ref_info, **(p_sum or {})})
         registry.record(candidate, "validate", {**ref_info, **(c_sum or {})})
-    queue.mark_used([it.id for it in items], candidate.spec)
+    if promoted:  # a candidate that is not promoted leaves its items available
+        queue.mark_used([it.id for it in items], candidate.spec)
     registry.record(
         candidate,
         "retrain",

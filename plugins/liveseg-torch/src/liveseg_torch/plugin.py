@@ -202,10 +202,15 @@ def register_trainers(register: Register) -> None:
 
 @hookimpl
 def register_models(register: Register) -> None:
-    """Register the shipped weights as model ``default`` (nuclei; the default chain)."""
-    from liveseg_torch.weights import default_weights_path
+    """Register the shipped weights: ``default`` (nuclei; the default chain) and by name.
 
-    root = default_weights_path().parent
+    ``nuclei`` (the same weights), ``cells``, ``bacteria`` and ``transmitted``
+    (:data:`SHIPPED_MODELS`).
+    """
+    from importlib import resources
+
+    # not liveseg_torch.weights: that imports torch, and every host calls this hook
+    root = resources.files("liveseg_torch") / "weights"
     register(
         "default",
         str(root),
