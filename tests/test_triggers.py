@@ -16,11 +16,11 @@ from liveseg.triggers import (
     TriggerContext,
     TriggerQueue,
     TriggerState,
-    _Unit,
     compile_condition,
     frame_namespace,
     select,
 )
+from liveseg.triggers.scheduler import _Unit
 from liveseg.types import Frame, FrameResult, Proposal
 
 

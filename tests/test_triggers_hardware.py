@@ -299,3 +299,30 @@ def test_visit_objects_with_camera_roi(make_session, host, tmp_path):
     base = [r for r in run.frames() if r["series"] == "base"]
     assert len(base) == 2 and all(run.image(r["index"]).shape == (SIZE, SIZE) for r in base)
     assert session.core.getImageWidth() == SIZE  # the ROI is cleared after the run
+
+
+def test_visit_objects_roi_sets_the_camera_roi_then_the_full_sensor(make_session, host, tmp_path):
+    cfg = _config(
+        [{"trigger": "visit_objects", "params": {"filter": "area_um2 > 50", "roi": [64, 48]}}],
+        sequence={
+            "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+            "time_plan": {"interval": 0.3, "loops": 2},
+        },
+        selection={"dedupe_radius_um": 8},
+    )
+    session = make_session(cfg, host=host)
+    seen = []  # (series, camera ROI) when each frame was taken (the simulated sample
+    # draws full-sensor images whatever the ROI, so the ROI itself is what we check)
+
+    def on_frame(img, event, meta):
+        series = (event.metadata.get("liveseg") or {}).get("series", "base")
+        seen.append((series, tuple(session.core.getROI())))
+
+    session.core.mda.events.frameReady.connect(on_frame)
+    session.run(output=tmp_path / "run")
+    base = [roi for series, roi in seen if series == "base"]
+    triggered = [roi for series, roi in seen if series != "base"]
+    assert base == [(0, 0, SIZE, SIZE)] * 2  # also the time point after the ROI events
+    assert len(triggered) == len(OBJECTS)
+    assert set(triggered) == {((SIZE - 64) // 2, (SIZE - 48) // 2, 64, 48)}
+    assert tuple(session.core.getROI()) == (0, 0, SIZE, SIZE)  # restored after the run

@@ -37,14 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
+from liveseg.processing import BaseConsumer, ConsumerSpec, PluginNotifier
+from liveseg.types import Frame, FrameStatus
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from liveseg.config import StepConfig
+    from liveseg.config import LivesegConfig, StepConfig
+    from liveseg.types import FrameResult
 
-__all__ = ["BatchInput", "discover_inputs", "process_chunk", "run_batch"]
+__all__ = ["BatchFiles", "BatchInput", "discover_inputs", "process_chunk", "run_batch"]
 
 log = logging.getLogger("liveseg.batch")
 
@@ -57,6 +61,12 @@ class BatchInput:
     path: str
     array: str | None = None  # path of the array inside the zarr store
     index: tuple[int, ...] = ()  # leading (non-YX) indices of the plane
+
+    def pixel_size(self, override: float | None = None) -> tuple[float, str | None]:
+        """The pixel size (µm) and its source: the config, the file (or store), or none."""
+        from liveseg.imageio import resolve_pixel_size
+
+        return resolve_pixel_size(self.path, override)
 
     def read(self) -> np.ndarray:
         """The 2-D image (errors name the file and say what is wrong)."""
@@ -172,12 +182,16 @@ def _atomic_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[st
     os.replace(tmp, path)
 
 
-def _atomic_labels(path: Path, labels: np.ndarray) -> None:
+def _atomic_labels(path: Path, labels: np.ndarray, pixel_size_um: float | None = None) -> None:
     import tifffile
 
+    extra: dict[str, Any] = {}
+    if pixel_size_um is not None:  # resolution tags, as write_labels_tif (pixels per cm)
+        per_cm = 1e4 / float(pixel_size_um)
+        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     with open(tmp, "wb") as fh:
-        tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib")
+        tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib", **extra)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -193,35 +207,58 @@ def _cell(v: Any) -> Any:
     return v
 
 
-class _Chain:
-    """One built chain that segments inputs and writes their outputs atomically."""
+class BatchFiles(BaseConsumer):
+    """The batch's per-image outputs: ``<name>_objects.csv`` then ``<name>_labels.tif``.
+
+    Both are written under temporary names and renamed, labels last: the labels file is
+    the "done" marker that resume looks for. Critical: a write that fails fails the image.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out = out_dir
+
+    def frame(self, frame: Frame, result: FrameResult, objects: Mapping[str, np.ndarray]) -> None:
+        """Write the files of an ok image."""
+        if result.status is not FrameStatus.OK:
+            return
+        n = len(next(iter(objects.values()))) if objects else 0
+        rows = [
+            {"image": frame.name, **{c: _cell(v[j]) for c, v in objects.items()}} for j in range(n)
+        ]
+        _atomic_csv(self.out / f"{frame.name}_objects.csv", rows, ["image", *objects])
+        known = frame.metadata.get("pixel_size_source") is not None
+        px = frame.pixel_size_um if known else None
+        _atomic_labels(self.out / f"{frame.name}_labels.tif", result.labels, px)  # done marker
+
+
+class _Batch:
+    """One assembled chain whose processor segments batch inputs (one per Dask task)."""
 
     def __init__(
         self,
         out_dir: Path,
-        steps: Sequence[dict[str, Any]],
+        config: LivesegConfig,
+        steps: Sequence[StepConfig],
         home: Path,
         plugins_dir: str | None,
-        threads: int,
     ) -> None:
-        from liveseg.config import StepConfig
-        from liveseg.pipeline import Pipeline, StepContext
-        from liveseg.plugins import PluginHost
-
         self.out = out_dir
-        self.host = PluginHost(plugins_dir=plugins_dir)
-        self.pipeline = Pipeline.build(
-            [StepConfig.model_validate(s) for s in steps],
-            self.host.backends(),
-            StepContext(home=home, threads=threads),
+        self.parts = assemble(config, home=home, plugins_dir=plugins_dir, steps=steps, flags=False)
+        self.files = ConsumerSpec("files", BatchFiles(out_dir), critical=True)
+        self.processor = self.parts.processor(
+            [self.files, ConsumerSpec("plugins", PluginNotifier(self.parts.host))],
+            record=self._record,
         )
+        self.parts.record_plugin_failures(self._record)
+        self.processor.setup(self.parts.run_info("batch", out_dir))
         self._k = 0
+        self._records: list[dict[str, Any]] = []
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        _log_attempt(self.out, {"kind": kind, **fields})
 
     def process(self, item: BatchInput) -> dict[str, Any]:
         """Segment one input and write its files; a failure becomes an error record."""
-        from liveseg.measure import measure_objects
-        from liveseg.types import Frame
-
         t0 = time.perf_counter()
         rec: dict[str, Any] = {
             "name": item.name,
@@ -229,22 +266,29 @@ class _Chain:
             "count": None,
             "error": "",
         }
+        report = self.processor.reports[self.files.name]
+        errors_before = report.errors
+        index, self._k = self._k, self._k + 1
         try:
-            image = item.read()
-            frame = Frame(index=self._k, image=image, name=item.name)
-            self._k += 1
-            result = self.pipeline.run(frame)
-            if result.status.value != "ok":
+            try:
+                image = item.read()
+            except Exception as exc:
+                msg = str(exc) if isinstance(exc, LivesegError) else f"{type(exc).__name__}: {exc}"
+                self.processor.unreadable(index, item.name, msg, file=_source(item))
+                raise LivesegError(msg) from None
+            px, px_source = item.pixel_size(self.parts.config.hardware.pixel_size_um)
+            frame = Frame(
+                index=index,
+                image=image,
+                name=item.name,
+                pixel_size_um=px,
+                metadata={"pixel_size_source": px_source},
+            )
+            result = self.processor.process(frame)
+            if result.status is not FrameStatus.OK:
                 raise LivesegError(f"segmentation failed: {result.error}")
-            columns = measure_objects(frame, result)
-            columns.update(self.host.measure_frame(frame, result))
-            n = len(next(iter(columns.values()))) if columns else 0
-            rows = [
-                {"image": item.name, **{c: _cell(v[j]) for c, v in columns.items()}}
-                for j in range(n)
-            ]
-            _atomic_csv(self.out / f"{item.name}_objects.csv", rows, ["image", *columns])
-            _atomic_labels(self.out / f"{item.name}_labels.tif", result.labels)  # done marker
+            if report.errors > errors_before:
+                raise LivesegError(f"writing the outputs failed: {report.last_error}")
             rec.update(status="ok", count=result.count)
         except Exception as exc:
             msg = str(exc) if isinstance(exc, LivesegError) else f"{type(exc).__name__}: {exc}"
@@ -252,11 +296,16 @@ class _Chain:
             log.warning("%s: %s", item.name, msg)
         rec["seconds"] = time.perf_counter() - t0
         _log_attempt(self.out, rec)
+        self._records.append(rec)
         return rec
 
     def close(self) -> None:
-        """Release the chain's backends."""
-        self.pipeline.close()
+        """Finish the consumers (sinks) and release the chain's backends."""
+        ok = sum(r["status"] == "ok" for r in self._records)
+        try:
+            self.processor.finish({"kind": "batch", "ok": ok, "total": len(self._records)})
+        finally:
+            self.parts.close()
 
 
 def _done_record(item: BatchInput) -> dict[str, Any]:
@@ -277,23 +326,38 @@ def process_chunk(
     home: str,
     plugins_dir: str | None = None,
     threads: int = 1,
+    config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Segment ``inputs`` with one chain built here (one Dask task).
 
-    Returns one record per input: ``name``, ``status`` (ok / error / done), ``count``,
-    ``seconds``, ``error``. Never raises for one input's failure.
+    ``config`` (a ``LivesegConfig`` as JSON) brings the plugin allow/deny lists and the
+    sinks. Returns one record per input: ``name``, ``status`` (ok / error / done),
+    ``count``, ``seconds``, ``error``. Never raises for one input's failure.
     """
     out = Path(out_dir)
     records = [_done_record(i) for i in inputs if _is_done(out, i.name)]
     todo = [i for i in inputs if not _is_done(out, i.name)]
     if not todo:
         return records
-    chain = _Chain(out, steps, Path(home), plugins_dir, threads)
+    batch = _Batch(out, _batch_config(config, threads), _steps(steps), Path(home), plugins_dir)
     try:
-        records.extend(chain.process(item) for item in todo)
+        records.extend(batch.process(item) for item in todo)
     finally:
-        chain.close()
+        batch.close()
     return records
+
+
+def _batch_config(config: dict[str, Any] | None, threads: int) -> LivesegConfig:
+    from liveseg.config import parse_config
+
+    cfg = parse_config(config or {}, "batch config")
+    return cfg.model_copy(update={"threads": threads})
+
+
+def _steps(steps: Sequence[dict[str, Any]]) -> list[StepConfig]:
+    from liveseg.config import StepConfig
+
+    return [StepConfig.model_validate(s) for s in steps]
 
 
 def _source(item: BatchInput) -> str:
@@ -351,15 +415,17 @@ def run_batch(
     threads: int = 1,
     progress: bool = True,
     provenance: dict[str, Any] | None = None,
+    config: LivesegConfig | None = None,
 ) -> dict[str, Any]:
     """Segment every input of ``source`` into ``out_dir``; returns the summary.
 
-    ``steps`` is the chain (already carrying the exact model version). Finished images
-    are skipped; failed ones are retried on the next run.
+    ``steps`` is the chain (already carrying the exact model version). ``config`` gives
+    the plugin allow/deny lists and the ``sinks:`` (its own chain is not used). Finished
+    images are skipped; failed ones are retried on the next run.
     """
     from tqdm import tqdm
 
-    from liveseg.plugins import PluginHost
+    from liveseg.assembly import build_host
     from liveseg.store import check_output_dir
 
     t0 = time.perf_counter()
@@ -372,6 +438,8 @@ def run_batch(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError(f"batch input has images with the same name: {', '.join(dup)}")
     step_dicts = [s.model_dump(mode="json") for s in steps]
+    cfg_json = config.model_dump(mode="json") if config is not None else None
+    cfg = _batch_config(cfg_json, threads)
     done_before = sum(_is_done(out, i.name) for i in inputs)
     info = {
         "kind": "batch",
@@ -380,7 +448,7 @@ def run_batch(
         "chain": step_dicts,
         "n_inputs": len(inputs),
         "started": _dt.datetime.now(_dt.UTC).isoformat(),
-        "plugins": PluginHost(plugins_dir=plugins_dir).versions(),
+        "plugins": build_host(cfg, plugins_dir).versions(),
         "dask": {"workers": workers, "scheduler": scheduler},
         **(provenance or {}),
     }
@@ -393,19 +461,16 @@ def run_batch(
         todo = [i for i in inputs if not _is_done(out, i.name)]
         records.extend(_done_record(i) for i in inputs if _is_done(out, i.name))
         if workers or scheduler:
-            records.extend(
-                _run_dask(
-                    todo, out, step_dicts, home, plugins_dir, threads, workers, scheduler, bar
-                )
-            )
+            task = (str(out), step_dicts, str(home), plugins_dir, threads, cfg_json)
+            records.extend(_run_dask(todo, task, workers, scheduler, bar))
         elif todo:
-            chain = _Chain(out, step_dicts, home, plugins_dir, threads)
+            batch = _Batch(out, cfg, steps, home, plugins_dir)
             try:
                 for item in todo:
-                    records.append(chain.process(item))
+                    records.append(batch.process(item))
                     bar.update(1)
             finally:
-                chain.close()
+                batch.close()
     finally:
         bar.close()
     by_name = {r["name"]: r for r in records}
@@ -431,16 +496,15 @@ def run_batch(
 
 def _run_dask(
     todo: Sequence[BatchInput],
-    out: Path,
-    steps: list[dict[str, Any]],
-    home: Path,
-    plugins_dir: str | None,
-    threads: int,
+    task: tuple[Any, ...],
     workers: int | None,
     scheduler: str | None,
     bar: Any,
 ) -> list[dict[str, Any]]:
-    """Chunks of images as Dask tasks on a local cluster (127.0.0.1) or a scheduler."""
+    """Chunks of images as Dask tasks on a local cluster (127.0.0.1) or a scheduler.
+
+    ``task`` is the rest of :func:`process_chunk`'s arguments after the chunk.
+    """
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -466,12 +530,7 @@ def _run_dask(
     records: list[dict[str, Any]] = []
     try:
         chunks = _chunks(todo, n_workers * 4)
-        futures = [
-            client.submit(
-                process_chunk, chunk, str(out), steps, str(home), plugins_dir, threads, pure=False
-            )
-            for chunk in chunks
-        ]
+        futures = [client.submit(process_chunk, chunk, *task, pure=False) for chunk in chunks]
         for fut in as_completed(futures):  # type: ignore[no-untyped-call]
             res = fut.result()
             records.extend(res)

@@ -25,6 +25,7 @@ __all__ = [
     "SampleObject",
     "SelectionConfig",
     "SimulationConfig",
+    "SinkConfig",
     "StageLimits",
     "StepConfig",
     "StorageConfig",
@@ -48,9 +49,23 @@ class StepConfig(_Model):
 
 
 class PipelineConfig(_Model):
-    """The ordered chain."""
+    """The ordered chain.
+
+    ``step_timeout_s``: a frame whose chain takes longer is recorded as ``failed`` with
+    the step that hung, and the run goes on (``None`` waits for ever). A hung native call
+    keeps its thread; while it has not returned, later frames fail at once instead of
+    queueing behind it.
+    """
 
     steps: list[StepConfig] = Field(default_factory=list)
+    step_timeout_s: float | None = Field(default=60.0, gt=0)
+
+
+class SinkConfig(_Model):
+    """One plugin sink by name with its parameters: gets every frame, whatever its status."""
+
+    sink: str
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class BacklogConfig(_Model):
@@ -176,6 +191,7 @@ class LivesegConfig(_Model):
     triggers: list[TriggerConfig] = Field(default_factory=list)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     flags: list[FlagPolicyConfig] = Field(default_factory=list)
+    sinks: list[SinkConfig] = Field(default_factory=list)
     home: str | None = None
 
     def useq_sequence(self) -> Any:

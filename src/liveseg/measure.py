@@ -1,6 +1,8 @@
 """Per-object measurements and per-frame counts, vectorised (no per-object Python loop).
 
-Columns (one row per object, ascending label order): ``label``, ``area_px``,
+Columns (one row per object, ascending label order): ``position``, ``t`` and
+``time_s`` of the frame (so an object table is usable without joining frames.csv),
+``label``, ``area_px``,
 ``area_um2``, ``centroid_row``, ``centroid_col``, ``centroid_x_um``, ``centroid_y_um``,
 ``bbox_min_row``, ``bbox_min_col``, ``bbox_max_row``, ``bbox_max_col`` (max exclusive),
 ``mean_intensity``, ``max_intensity``, ``integrated_intensity``, ``eccentricity``,
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["OBJECT_COLUMNS", "frame_geometry", "measure_objects"]
 
 OBJECT_COLUMNS: tuple[str, ...] = (
+    "position",
+    "t",
+    "time_s",
     "label",
     "area_px",
     "area_um2",
@@ -67,6 +72,7 @@ def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
     n = ids.size
     if n == 0:
         return {c: np.zeros(0) for c in OBJECT_COLUMNS}
+    t = int(frame.event.index.get("t", 0)) if frame.event is not None else frame.index
     # Compact ids to 1..n so bincount arrays stay small even for sparse label values.
     lut = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
     lut[ids] = np.arange(1, n + 1)
@@ -94,6 +100,9 @@ def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
     x_um, y_um = pixel_to_stage(cr, cc, geom)
     px_area = abs(float(np.linalg.det(geom.matrix())))
     out: dict[str, np.ndarray] = {
+        "position": np.full(n, frame.position, dtype=np.int64),
+        "t": np.full(n, t, dtype=np.int64),
+        "time_s": np.full(n, frame.time_s, dtype=np.float64),
         "label": ids.astype(np.int64),
         "area_px": area.astype(np.int64),
         "area_um2": area * px_area,

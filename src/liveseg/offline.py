@@ -1,7 +1,8 @@
 """The live chain, offline: image files and finished runs.
 
-``liveseg segment`` and ``liveseg resegment`` use the same FrameProcessor, tables and
-hooks as a live acquisition, so offline results are directly comparable.
+``liveseg segment`` and ``liveseg resegment`` use the same frame processor, tables,
+sinks and hooks as a live acquisition (:mod:`liveseg.processing`), so offline results
+are directly comparable; nothing here touches the hardware session.
 """
 
 from __future__ import annotations
@@ -9,21 +10,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm import tqdm
 
+from liveseg.assembly import assemble
 from liveseg.config import LivesegConfig, parse_config
 from liveseg.errors import LivesegError
-from liveseg.home import resolve_home
-from liveseg.imageio import read_image, write_labels_tif
-from liveseg.session import FrameProcessor, build_host, build_pipeline
+from liveseg.imageio import read_image, resolve_pixel_size
+from liveseg.processing import (
+    ConsumerSpec,
+    LabelsConsumer,
+    PluginNotifier,
+    TablesConsumer,
+    TiffLabelsConsumer,
+)
 from liveseg.store import RunReader, RunStore, check_output_dir
 from liveseg.types import Frame
-
-if TYPE_CHECKING:
-    import numpy as np
 
 __all__ = ["UNLABELLED", "resegment_run", "segment_files"]
 
@@ -67,48 +72,61 @@ def segment_files(
     """
     check_output_dir(out_dir, "segment")
     out_dir.mkdir(parents=True, exist_ok=True)
-    host = build_host(config)
-    pipeline = build_pipeline(config, host, resolve_home(home or config.home))
+    parts = assemble(config, home=home, flags=False)
     store = RunStore(out_dir)
-    names: dict[int, str] = {}
-
     rel_names = _relative_names(paths)
-
-    def write(frame: Frame, labels: np.ndarray) -> None:
-        target = out_dir / f"{names[frame.index]}_labels.tif"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_labels_tif(target, labels)
-
-    processor = FrameProcessor(pipeline, host, store, write_labels=write)
-    store.start(
-        {
-            "kind": "segment",
-            "config": config.model_dump(mode="json"),
-            "inputs": [str(p) for p in paths],
-        }
+    processor = parts.processor(
+        [
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
+            ConsumerSpec("labels", TiffLabelsConsumer(out_dir)),
+            ConsumerSpec("plugins", PluginNotifier(parts.host)),
+        ],
+        record=store.event,
     )
+    cfg = config.model_dump(mode="json")
+    store.start({"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]})
+    parts.record_plugin_failures(store.event)
+    processor.setup(parts.run_info("segment", out_dir))
     errors: dict[str, str] = {}
     ok = 0
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {}
     try:
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
-            names[i] = rel_names[i]
+            name = rel_names[i]
             try:
                 image = read_image(path)
             except LivesegError as exc:
                 errors[str(path)] = str(exc)
-                store.event("input_error", frame=i, file=str(path), error=str(exc))
+                processor.unreadable(i, name, str(exc), file=str(path))
                 continue
-            result = processor.process(Frame(index=i, image=image, name=names[i]))
+            px, px_source = resolve_pixel_size(path, config.hardware.pixel_size_um)
+            if px_source is None:
+                store.event(
+                    "pixel_size",
+                    frame=i,
+                    file=str(path),
+                    warning="the file states no pixel size: µm columns are pixels",
+                )
+            frame = Frame(
+                index=i,
+                image=image,
+                name=name,
+                pixel_size_um=px,
+                metadata={"pixel_size_source": px_source},
+            )
+            result = processor.process(frame)
             if result.status.value == "ok":
                 ok += 1
             else:
                 errors[str(path)] = str(result.error)
     finally:
-        summary = processor.summary(0.0)
+        summary = processor.summary(time.perf_counter() - t0)
         summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
         store.finish(summary)
+        processor.finish(summary)
         store.close()
-        pipeline.close()
+        parts.close()
     return {"total": len(paths), "ok": ok, "failed": len(paths) - ok, "errors": errors}
 
 
@@ -150,10 +168,17 @@ def resegment_run(
         return {"ok": 0, "failed": 0}  # nothing to do: the run stays byte-identical
     if config is None:
         config = parse_config(info.get("config") or {}, f"{run_dir}/run.json")
-    host = build_host(config)
-    pipeline = build_pipeline(config, host, resolve_home(home or config.home))
+    parts = assemble(config, home=home, flags=False)
     store = RunStore(run_dir)
-    processor = FrameProcessor(pipeline, host, store)
+    processor = parts.processor(
+        [
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
+            ConsumerSpec("labels", LabelsConsumer(store)),
+        ],
+        record=store.event,
+    )
+    parts.record_plugin_failures(store.event)
+    processor.setup(parts.run_info("resegment", run_dir))
     hw = info.get("hardware") or {}
     pixel_size = float(info.get("pixel_size_um") or hw.get("pixel_size_um") or 1.0)
     ok = failed = 0
@@ -187,6 +212,7 @@ def resegment_run(
             with contextlib.suppress(OSError):
                 spool.rmdir()
     finally:
+        processor.finish({"kind": "resegment", "frames": len(todo), "ok": ok, "failed": failed})
         store.close()
-        pipeline.close()
+        parts.close()
     return {"ok": ok, "failed": failed}

@@ -30,6 +30,7 @@ __all__ = [
     "Pipeline",
     "StepContext",
     "StepError",
+    "failed_result",
     "lookup_factory",
     "validate_params",
 ]
@@ -138,14 +139,22 @@ class Pipeline:
         """The backend objects, in run order."""
         return [s.backend for s in self._steps]
 
-    def run(self, frame: Frame) -> FrameResult:
-        """Run every step on ``frame``; a failing step yields a ``FAILED`` result."""
+    def run(self, frame: Frame, on_step: Callable[[str], None] | None = None) -> FrameResult:
+        """Run every step on ``frame``; a failing step yields a ``FAILED`` result.
+
+        ``on_step(name)`` is called before each step starts, so a caller that waits with
+        a timeout can name the step that hangs.
+        """
         upstream: FrameResult | None = None
         timings: dict[str, float] = {}
         image = np.asarray(frame.image)
         if image.ndim != 2:
-            return _failed(frame, "chain", f"expected a 2-D image, got shape {image.shape}", {})
+            return failed_result(
+                frame, "chain", f"expected a 2-D image, got shape {image.shape}", {}
+            )
         for step in self._steps:
+            if on_step is not None:
+                on_step(step.name)
             t0 = time.perf_counter()
             try:
                 result = step.backend.segment(frame, upstream)
@@ -153,12 +162,19 @@ class Pipeline:
             except Exception as exc:
                 timings[step.name] = (time.perf_counter() - t0) * 1e3
                 log.warning("step %r failed on frame %d: %r", step.name, frame.index, exc)
-                return _failed(frame, step.name, f"{type(exc).__name__}: {exc}", timings)
+                return failed_result(frame, step.name, f"{type(exc).__name__}: {exc}", timings)
             timings[step.name] = (time.perf_counter() - t0) * 1e3
             upstream = result
         if upstream is None:
             return FrameResult(labels=empty_labels(frame.shape), timings_ms=timings)
         return upstream.replace(timings_ms=timings)
+
+    def backend_of(self, step: str) -> str:
+        """The backend name of step ``step`` (``step`` itself when there is none)."""
+        for s in self._steps:
+            if s.name == step:
+                return s.backend_name
+        return step
 
     def close(self) -> None:
         """Close every backend (errors are logged, never raised)."""
@@ -179,13 +195,19 @@ def _check_result(step: str, frame: Frame, result: FrameResult) -> None:
         )
 
 
-def _failed(frame: Frame, step: str, message: str, timings: dict[str, float]) -> FrameResult:
+def failed_result(
+    frame: Frame, step: str, message: str, timings: Mapping[str, float] | None = None, **extra: Any
+) -> FrameResult:
+    """The result of a frame that ``step`` could not segment (empty labels, the reason).
+
+    ``extra`` goes into :attr:`FrameResult.extra` beside ``failed_step``.
+    """
     return FrameResult(
         labels=empty_labels(frame.shape),
         status=FrameStatus.FAILED,
         error=message,
-        timings_ms=timings,
-        extra={"failed_step": step},
+        timings_ms=dict(timings or {}),
+        extra={"failed_step": step, **extra},
     )
 
 

@@ -1,8 +1,12 @@
-"""Session: owns the core, the plugin host, the chain, the workers and the run store.
+"""Session: owns the core, the assembled chain, the workers and the run store.
 
 There are no globals: tests and the GUI build as many sessions as they like. A Session
 is a context manager and releases the Micro-Manager core deterministically on exit — a
 process that leaves a loaded core to interpreter shutdown aborts (status 134).
+
+Per frame the session only moves it from the acquisition queue to the one
+:class:`liveseg.processing.FrameProcessor`; what happens to it there is the live run's
+list of consumers (:meth:`Session._consumers`, see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -18,249 +22,61 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from psygnal import Signal
-
 from liveseg.acquisition import Controller, FrameQueue, QueueItem, apply_pixel_size
-from liveseg.defaults import default_steps
+from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
-from liveseg.home import resolve_home
+from liveseg.events import SessionEvents, SignallingStore
 from liveseg.image_writer import ImageWriter, check_free_space, estimate_bytes
-from liveseg.measure import measure_objects
-from liveseg.pipeline import Pipeline, StepContext, lookup_factory, validate_params
-from liveseg.plugins import PluginHost
+from liveseg.processing import (
+    BaseConsumer,
+    ConsumerSpec,
+    FlagConsumer,
+    FrameProcessor,
+    LabelsConsumer,
+    PluginNotifier,
+    SignalsConsumer,
+    TablesConsumer,
+    TriggerConsumer,
+)
 from liveseg.store import WRITE_FAILED, RunStore
 from liveseg.triggers import TriggerController, build_trigger_controller
-from liveseg.types import Flag, Frame, FrameResult, FrameStatus
+from liveseg.types import Flag, Frame, FrameResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
 
+    import numpy as np
     from pymmcore_plus import CMMCorePlus
 
-    from liveseg.config import LivesegConfig, StepConfig
+    from liveseg.config import LivesegConfig
+    from liveseg.plugins import PluginHost
 
-__all__ = ["FrameProcessor", "Session", "SessionEvents", "build_host", "build_pipeline"]
+__all__ = ["Session", "SessionEvents"]
 
 log = logging.getLogger("liveseg.session")
 
 
-class SessionEvents:
-    """Signals a GUI or notebook can connect to (emitted from worker threads).
+class _Recent(BaseConsumer):
+    """The last frames and results, so the operator can flag what they just saw."""
 
-    Connect with ``thread="main"`` (psygnal) or a Qt queued connection: handlers must
-    not do heavy work, and they only ever need the newest result.
-    """
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.items: collections.OrderedDict[int, tuple[Frame, FrameResult]] = (
+            collections.OrderedDict()
+        )
+        self.lock = threading.Lock()
 
-    frame_acquired = Signal(object)  # Frame
-    frame_segmented = Signal(object, object, object)  # Frame, FrameResult, objects columns
-    frame_flagged = Signal(object)  # Flag
-    run_started = Signal(str)  # run directory
-    run_finished = Signal(object)  # summary dict
+    def frame(self, frame: Frame, result: FrameResult, objects: Mapping[str, np.ndarray]) -> None:
+        """Keep ``frame`` (forget the oldest beyond ``size``)."""
+        with self.lock:
+            self.items[frame.index] = (frame, result)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
 
-
-def build_host(config: LivesegConfig, plugins_dir: str | None = None) -> PluginHost:
-    """The plugin host a config asks for."""
-    return PluginHost(
-        allow=config.plugins.allow,
-        deny=config.plugins.deny,
-        plugins_dir=plugins_dir or config.plugins.dir,
-    )
-
-
-def build_pipeline(
-    config: LivesegConfig, host: PluginHost, home: Path, steps: list[StepConfig] | None = None
-) -> Pipeline:
-    """The chain of ``config`` (or the default chain if it lists none)."""
-    factories = host.backends()
-    chosen = steps if steps is not None else config.pipeline.steps
-    if not chosen:
-        chosen = default_steps(factories)
-    ctx = StepContext(home=home, threads=config.threads, device=config.device)
-    return Pipeline.build(chosen, factories, ctx)
-
-
-class FrameProcessor:
-    """Everything that happens to one frame after acquisition.
-
-    Shared by live runs, ``resegment`` and offline work: segment, measure, store labels
-    and tables, call the plugin hooks.
-    """
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        host: PluginHost,
-        store: RunStore,
-        *,
-        flag_policies: list[Any] | None = None,
-        on_flag: Callable[[Frame, FrameResult, str, str], None] | None = None,
-        events: SessionEvents | None = None,
-        write_labels: Callable[[Frame, np.ndarray], None] | None = None,
-        triggers: TriggerController | None = None,
-    ) -> None:
-        self.pipeline = pipeline
-        self.host = host
-        self.store = store
-        self.flag_policies = flag_policies or []
-        self.on_flag = on_flag
-        self.events = events
-        self.triggers = triggers
-        if write_labels is None and triggers is not None:
-            write_labels = triggers.write_labels  # triggered frames go to their own series
-        self.write_labels = write_labels or self._write_zarr_labels
-        self.latencies_ms: list[float] = []
-        self.segment_ms: list[float] = []
-        self.counts: list[int] = []
-        self.step_ms: dict[str, list[float]] = {}
-        self.frame_checks: list[tuple[tuple[float, float], float, tuple[int, int], int]] = []
-        self.by_status: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
-
-    def skipped(self, frame: Frame) -> None:
-        """Record a frame that the ``latest`` policy did not segment."""
-        self.store.frame_row(_frame_row(frame, None, FrameStatus.SKIPPED, float("nan")))
-        self.store.event("skipped", frame=frame.index, reason="backlog policy 'latest'")
-        with self._lock:
-            self.by_status["skipped"] += 1
-        if self.triggers is not None:
-            self.triggers.skipped(frame)
-
-    def process(self, frame: Frame, enqueued: float | None = None) -> FrameResult:
-        """Segment, measure, store and notify; never raises for a plugin's failure."""
-        t0 = time.perf_counter()
-        result = self.pipeline.run(frame)
-        seg_ms = (time.perf_counter() - t0) * 1e3
-        columns: dict[str, np.ndarray] = {}
-        if result.status is FrameStatus.FAILED:
-            step = str(result.extra.get("failed_step", ""))
-            self.store.event(
-                "plugin_error",
-                frame=frame.index,
-                step=step,
-                plugin=self.host.backend_plugin(_backend_of(self.pipeline, step)),
-                error=result.error,
-            )
-            if self.triggers is not None:
-                self.triggers.evaluate(frame, result, columns, enqueued)
-        else:
-            columns = measure_objects(frame, result)
-            columns.update(self.host.measure_frame(frame, result))
-            if self.triggers is not None:  # before storage: trigger latency matters
-                self.triggers.evaluate(frame, result, columns, enqueued)
-            try:
-                self.write_labels(frame, result.labels)
-            except Exception as exc:  # storage trouble must not lose the rest of the frame
-                log.exception("writing labels of frame %d failed", frame.index)
-                self.store.event("store_error", frame=frame.index, error=repr(exc))
-            self.store.object_rows(frame.index, columns)
-        latency = (time.perf_counter() - enqueued) * 1e3 if enqueued is not None else seg_ms
-        self.store.frame_row(_frame_row(frame, result, result.status, latency, seg_ms, columns))
-        with self._lock:
-            self.by_status[result.status.value] += 1
-            if result.status is FrameStatus.OK:
-                self.latencies_ms.append(latency)
-                self.segment_ms.append(seg_ms)
-                for step, ms in result.timings_ms.items():
-                    self.step_ms.setdefault(step, []).append(ms)
-                if frame.stage_xy is not None and frame.metadata.get("series", "base") == "base":
-                    inner = int(np.count_nonzero(~columns["touches_edge"].astype(bool)))
-                    self.frame_checks.append(
-                        (frame.stage_xy, frame.pixel_size_um, frame.shape, inner)
-                    )
-                self.counts.append(len(columns["label"]))  # measured already; no recount
-        if result.status is FrameStatus.OK:
-            self._flags(frame, result)
-        self.host.frame_processed(frame, result)
-        if self.events is not None:
-            self.events.frame_segmented.emit(frame, result, columns)
-        return result
-
-    def _write_zarr_labels(self, frame: Frame, labels: np.ndarray) -> None:
-        self.store.write_labels(frame.position, _event_index(frame), labels)
-
-    def _flags(self, frame: Frame, result: FrameResult) -> None:
-        reasons: list[tuple[str, str]] = []
-        for name, policy in self.flag_policies:
-            try:
-                reason = policy.check(frame, result)
-            except Exception as exc:
-                self.store.event(
-                    "plugin_error", frame=frame.index, plugin=name, hook="flag", error=repr(exc)
-                )
-                continue
-            if reason:
-                reasons.append((name, str(reason)))
-        reasons.extend(self.host.flag_frame(frame, result))
-        for source, reason in reasons:
-            if self.on_flag is not None:
-                self.on_flag(frame, result, reason, source)
-
-    def summary(self, wall_s: float) -> dict[str, Any]:
-        """Numbers an operator wants after a run."""
-        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
-        seg = np.array(self.segment_ms) if self.segment_ms else np.array([np.nan])
-        counts = np.array(self.counts) if self.counts else np.array([0])
-        return {
-            "frames_segmented": int(self.by_status.get("ok", 0)),
-            "frames_skipped": int(self.by_status.get("skipped", 0)),
-            "frames_failed": int(self.by_status.get("failed", 0)),
-            "objects_per_frame_mean": float(counts.mean()),
-            "objects_total": int(counts.sum()),
-            "latency_ms_p50": float(np.nanpercentile(lat, 50)),
-            "latency_ms_p95": float(np.nanpercentile(lat, 95)),
-            "segment_ms_mean": float(np.nanmean(seg)),
-            "segmentation_fps": float(1e3 / np.nanmean(seg)) if self.segment_ms else 0.0,
-            # Per step, so an operator sees which backend limits the rate (e.g. cellpose on CPU).
-            "step_ms_mean": {k: float(np.mean(v)) for k, v in self.step_ms.items()},
-            "wall_s": wall_s,
-        }
-
-
-def _backend_of(pipeline: Pipeline, step: str) -> str:
-    for name, backend in zip(pipeline.step_names, pipeline.backend_names, strict=True):
-        if name == step:
-            return backend
-    return step
-
-
-def _event_index(frame: Frame) -> dict[str, int]:
-    if frame.event is not None:
-        return dict(frame.event.index)
-    return {"t": frame.index}
-
-
-def _frame_row(
-    frame: Frame,
-    result: FrameResult | None,
-    status: FrameStatus,
-    latency_ms: float,
-    segment_ms: float = float("nan"),
-    columns: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    idx = _event_index(frame)
-    areas = columns.get("area_px") if columns else None
-    count = len(areas) if areas is not None else 0
-    return {
-        "index": frame.index,
-        "time_s": frame.time_s,
-        "position": frame.position,
-        "t": idx.get("t", 0),
-        "c": idx.get("c", 0),
-        "z": idx.get("z", 0),
-        "stage_x_um": frame.stage_xy[0] if frame.stage_xy else float("nan"),
-        "stage_y_um": frame.stage_xy[1] if frame.stage_xy else float("nan"),
-        "count": count if status is FrameStatus.OK else "",
-        "mean_area_px": float(np.mean(areas)) if areas is not None and count else "",
-        "latency_ms": latency_ms,
-        "segment_ms": segment_ms,
-        "status": status.value,
-        "series": str(frame.metadata.get("series", "base")),
-        "event_index": json.dumps(idx),
-        "trigger": frame.metadata.get("trigger", ""),
-        "trigger_frame": frame.metadata.get("trigger_frame", ""),
-        "trigger_label": frame.metadata.get("trigger_label", ""),
-    }
+    def get(self, index: int) -> tuple[Frame, FrameResult] | None:
+        """The frame and result of ``index`` if still kept."""
+        with self.lock:
+            return self.items.get(index)
 
 
 def load_core(config: LivesegConfig) -> CMMCorePlus:
@@ -321,24 +137,22 @@ class Session:
         host: PluginHost | None = None,
     ) -> None:
         self.config = config
-        self.home = resolve_home(home or config.home)
         self.events = SessionEvents()
-        self.host = host or build_host(config, plugins_dir)
         self._store: RunStore | None = None
+        self.parts = assemble(config, home=home, plugins_dir=plugins_dir, host=host)
+        self.home = self.parts.home
+        self.host = self.parts.host
         self.host.on_error = self._plugin_error
-        self.pipeline = build_pipeline(config, self.host, self.home)
-        self.flag_policies = self._build_flag_policies()
+        self.pipeline = self.parts.pipeline
+        self.flag_policies = self.parts.flag_policies
         self._own_core = core is None
         try:
             self.core = core if core is not None else load_core(config)
         except BaseException:
-            self.pipeline.close()
+            self.parts.close()
             raise
         self._sample: Any = None
-        self._recent: collections.OrderedDict[int, tuple[Frame, FrameResult]] = (
-            collections.OrderedDict()
-        )
-        self._recent_lock = threading.Lock()
+        self._recent = _Recent()
         self.run_dir: Path | None = None
         self._bar: Any = None
         self.simulated_objects: list[tuple[float, float, float, float]] = []
@@ -362,7 +176,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        self.pipeline.close()
+        self.parts.close()
         if self._sample is not None:
             self._sample.close()
             self._sample = None
@@ -377,25 +191,15 @@ class Session:
     ) -> None:
         log.error("plugin %r raised in %s (frame %s): %r", plugin, hook, frame_index, exc)
         if self._store is not None:
-            self._store.event(
+            self.record(
                 "plugin_error", plugin=plugin, hook=hook, frame=frame_index, error=repr(exc)
             )
 
-    def _build_flag_policies(self) -> list[tuple[str, Any]]:
-        factories = self.host.flag_policies()
-        out = []
-        for cfg in self.config.flags:
-            factory = lookup_factory("flag policy", cfg.policy, factories)
-            params = validate_params(cfg.policy, cfg.policy, factory, cfg.params)
-            ctx = StepContext(
-                home=self.home,
-                threads=self.config.threads,
-                device=self.config.device,
-                step_name=cfg.policy,
-                logger=log.getChild(cfg.policy),
-            )
-            out.append((cfg.policy, factory(params, ctx)))
-        return out
+    def record(self, kind: str, **fields: Any) -> None:
+        """Append one record to the current run's events.jsonl (``event_recorded`` too)."""
+        store = self._store
+        if store is not None:  # between runs there is no events.jsonl being written
+            store.event(kind, **fields)
 
     # -- simulated sample -------------------------------------------------------------
     def install_simulation(self) -> list[tuple[float, float, float, float]]:
@@ -424,6 +228,25 @@ class Session:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         return Path(self.config.output) / f"{self.config.name}-{stamp}"
 
+    def _consumers(
+        self, store: RunStore, triggers: TriggerController | None
+    ) -> list[ConsumerSpec]:
+        """What a live run does with each frame, in order (triggers first: latency)."""
+        specs = []
+        if triggers is not None:
+            specs.append(ConsumerSpec("triggers", TriggerConsumer(triggers)))
+        specs += [
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
+            ConsumerSpec(
+                "labels", LabelsConsumer(store, triggers.triggered if triggers else None)
+            ),
+            ConsumerSpec("flags", FlagConsumer(self.flag_policies, self._auto_flag, self.record)),
+            ConsumerSpec("plugins", PluginNotifier(self.host)),
+            ConsumerSpec("signals", SignalsConsumer(self.events)),
+            ConsumerSpec("recent", self._recent),
+        ]
+        return specs
+
     def run(
         self,
         events: Iterable[Any] | None = None,
@@ -441,14 +264,19 @@ class Session:
             self.install_simulation()
         run_dir = self.new_run_dir(output)
         pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
-        store = RunStore(run_dir)
+        store = SignallingStore(run_dir, self.events.event_recorded.emit)
         self._store = store
         self.run_dir = run_dir
         queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")
         self.queue = queue
         try:
             triggers = build_trigger_controller(
-                cfg, self.host, store, sequence, frame_s=self.core.getExposure() / 1e3 + 0.01
+                self.parts.build_triggers(),
+                cfg.selection,
+                store,
+                sequence,
+                frame_s=self.core.getExposure() / 1e3 + 0.01,
+                record=self.record,
             )
             writer = ImageWriter(
                 store,
@@ -467,15 +295,7 @@ class Session:
         self.triggers = triggers
         self.writer = writer
         self._stop_requested = 0
-        processor = FrameProcessor(
-            self.pipeline,
-            self.host,
-            store,
-            flag_policies=self.flag_policies,
-            on_flag=self._auto_flag,
-            events=self.events,
-            triggers=triggers,
-        )
+        processor = self.parts.processor(self._consumers(store, triggers), record=self.record)
         self.processor = processor
         controller = Controller(self.core, queue, writer)
         self.controller = controller
@@ -487,14 +307,15 @@ class Session:
             }
         )
         if pixel_source == "default":
-            store.event(
+            self.record(
                 "pixel_size",
                 pixel_size_um=1.0,
                 message="no pixel size (hardware.pixel_size_um or a Micro-Manager "
                 "calibration): µm columns are in pixels",
             )
         self._check_space(store, sequence)
-        self.host.sequence_started(str(run_dir), cfg.model_dump(mode="json"))
+        self.parts.record_plugin_failures(self.record)
+        processor.setup(self.parts.run_info("run", run_dir))
         self.events.run_started.emit(str(run_dir))
         workers = [
             threading.Thread(
@@ -530,6 +351,8 @@ class Session:
                 status = WRITE_FAILED
             if self._stop_requested:
                 status = "interrupted"
+            if processor.critical_errors and status == "finished":
+                status = "incomplete"  # a table could not be written: the run says so
             wall = time.perf_counter() - t0
             summary = processor.summary(wall)
             summary.update(
@@ -545,6 +368,8 @@ class Session:
                 status=status,
                 **writer.summary(),
             )
+            if processor.critical_errors:
+                summary["errors"] = processor.critical_errors
             if triggers is not None:
                 summary.update(triggers.summary())
             if self.simulated_objects:
@@ -554,7 +379,7 @@ class Session:
                     self.simulated_objects, processor.frame_checks
                 )
             store.finish(summary, status)
-            self.host.sequence_finished(str(run_dir), summary)
+            processor.finish(summary)
             store.close()
             self._store = None
             if self._bar is not None:
@@ -605,29 +430,23 @@ class Session:
                 w.join(0.2)
 
     def _work(self, queue: FrameQueue, processor: FrameProcessor) -> None:
+        """A worker: hand every queued frame to the processor (never dies on a frame)."""
         while True:
             item: QueueItem | None = queue.get()
             if item is None:
                 return
             try:
+                self.events.frame_acquired.emit(item.frame)
                 if item.skipped:
                     processor.skipped(item.frame)
-                    continue
-                result = processor.process(item.frame, item.enqueued)
-                self._remember(item.frame, result)
+                else:
+                    processor.process(item.frame, item.enqueued)
             except Exception as exc:  # never let one frame kill the worker
                 log.exception("processing frame %d failed", item.frame.index)
-                if self._store is not None:
-                    self._store.event("error", frame=item.frame.index, error=repr(exc))
+                self.record("error", frame=item.frame.index, error=repr(exc))
             finally:
                 if self._bar is not None:
                     self._bar.update(1)
-
-    def _remember(self, frame: Frame, result: FrameResult) -> None:
-        with self._recent_lock:
-            self._recent[frame.index] = (frame, result)
-            while len(self._recent) > 32:
-                self._recent.popitem(last=False)
 
     def _provenance(self, sequence: Any) -> dict[str, Any]:
         from liveseg.provenance import provenance
@@ -651,8 +470,7 @@ class Session:
 
     def flag(self, frame_index: int, reason: str = "", source: str = "operator") -> Flag:
         """Put a frame of the current (or last) run into the retraining queue."""
-        with self._recent_lock:
-            hit = self._recent.get(frame_index)
+        hit = self._recent.get(frame_index)
         if hit is not None:
             frame, result = hit
             return self._flag(frame, result.labels, reason, source)
@@ -682,9 +500,8 @@ class Session:
             )
         except ImportError:
             log.warning("retraining queue unavailable; flag recorded in events.jsonl only")
-        store = self._store
-        if store is not None:
-            store.event("flag", frame=frame.index, reason=reason, source=source, item=item_id)
+        if self._store is not None:
+            self.record("flag", frame=frame.index, reason=reason, source=source, item=item_id)
         elif self.run_dir is not None:
             _append_event(self.run_dir, "flag", frame=frame.index, reason=reason, source=source)
         self.host.frame_flagged(frame, flag)

@@ -31,7 +31,7 @@ from liveseg.types import LABEL_DTYPE, Frame
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from liveseg.config import StepConfig
+    from liveseg.config import LivesegConfig, StepConfig
     from liveseg.metrics import APResult
     from liveseg.models import ModelVersion
     from liveseg.plugins import PluginHost
@@ -215,7 +215,12 @@ def model_steps(
 
 
 class ModelSegmenter:
-    """The full chain for one model, as ``segment(image) -> labels`` (close when done)."""
+    """The full chain for one model, as ``segment(image) -> labels`` (close when done).
+
+    Frames go through the one frame processor (:mod:`liveseg.processing`) with a
+    :class:`~liveseg.processing.LabelsCollector` as its only consumer: scoring a model
+    segments exactly as a live run does, without measuring or writing anything.
+    """
 
     def __init__(
         self,
@@ -226,15 +231,24 @@ class ModelSegmenter:
         threads: int = 1,
         host: PluginHost | None = None,
         ref: str | None = None,
+        config: LivesegConfig | None = None,
     ) -> None:
-        from liveseg.pipeline import Pipeline, StepContext
-        from liveseg.plugins import PluginHost
+        from liveseg.assembly import assemble, build_host
+        from liveseg.config import LivesegConfig
+        from liveseg.processing import ConsumerSpec, LabelsCollector
 
-        factories = (host or PluginHost()).backends()
+        cfg = (config or LivesegConfig()).model_copy(update={"threads": threads})
+        host = host or build_host(cfg)
+        factories = host.backends()
         chosen = list(steps) if steps is not None else model_steps(version, factories, ref=ref)
         self.version = version
         self.steps = chosen
-        self.pipeline = Pipeline.build(chosen, factories, StepContext(home=home, threads=threads))
+        self.parts = assemble(cfg, home=home, host=host, steps=chosen, flags=False)
+        self.pipeline = self.parts.pipeline
+        self.collector = LabelsCollector()
+        self.processor = self.parts.processor(
+            [ConsumerSpec("metrics", self.collector)], measure=False, sinks=False
+        )
 
     def segment(self, image: np.ndarray, index: int = 0, name: str = "") -> np.ndarray:
         """Labels of one image.
@@ -244,14 +258,15 @@ class ModelSegmenter:
         LivesegError
             When a step of the chain fails on this image.
         """
-        result = self.pipeline.run(Frame(index=index, image=image, name=name))
+        result = self.processor.process(Frame(index=index, image=image, name=name))
         if result.status.value != "ok":
             raise LivesegError(f"{name or 'image'}: segmentation failed: {result.error}")
         return np.asarray(result.labels, dtype=LABEL_DTYPE)
 
     def close(self) -> None:
         """Release the chain's backends."""
-        self.pipeline.close()
+        self.processor.finish({})
+        self.parts.close()
 
     def __enter__(self) -> ModelSegmenter:
         return self
