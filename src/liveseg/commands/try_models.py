@@ -248,9 +248,9 @@ def _run(
 ) -> None:
     from tqdm import tqdm
 
+    from liveseg.assembly import build_host, build_pipeline
     from liveseg.config import LivesegConfig
     from liveseg.metrics import average_precision
-    from liveseg.session import build_host, build_pipeline
     from liveseg.types import Frame
 
     config = LivesegConfig()
