@@ -77,8 +77,8 @@ def segment_files(
     rel_names = _relative_names(paths)
     processor = parts.processor(
         [
+            ConsumerSpec("labels", TiffLabelsConsumer(out_dir)),  # before its "ok" row
             ConsumerSpec("tables", TablesConsumer(store), critical=True),
-            ConsumerSpec("labels", TiffLabelsConsumer(out_dir)),
             ConsumerSpec("plugins", PluginNotifier(parts.host)),
         ],
         record=store.event,
@@ -172,8 +172,8 @@ def resegment_run(
     store = RunStore(run_dir)
     processor = parts.processor(
         [
+            ConsumerSpec("labels", LabelsConsumer(store)),  # before its "ok" row
             ConsumerSpec("tables", TablesConsumer(store), critical=True),
-            ConsumerSpec("labels", LabelsConsumer(store)),
         ],
         record=store.event,
     )

@@ -232,15 +232,20 @@ class Session:
     def _consumers(
         self, store: RunStore, triggers: TriggerController | None
     ) -> list[ConsumerSpec]:
-        """What a live run does with each frame, in order (triggers first: latency)."""
+        """What a live run does with each frame, in order.
+
+        Triggers first (latency matters); labels before tables, because a frame's ``ok``
+        row in frames.csv is the promise that its labels are on disk (a kill between the
+        two must not leave an ``ok`` frame without labels).
+        """
         specs = []
         if triggers is not None:
             specs.append(ConsumerSpec("triggers", TriggerConsumer(triggers)))
         specs += [
-            ConsumerSpec("tables", TablesConsumer(store), critical=True),
             ConsumerSpec(
                 "labels", LabelsConsumer(store, triggers.triggered if triggers else None)
             ),
+            ConsumerSpec("tables", TablesConsumer(store), critical=True),
             ConsumerSpec("flags", FlagConsumer(self.flag_policies, self._auto_flag, self.record)),
             ConsumerSpec("plugins", PluginNotifier(self.host)),
             ConsumerSpec("signals", SignalsConsumer(self.events)),
