@@ -16,5 +16,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "liveseg.builtins.size_filter",
     "liveseg.builtins.triggers",
     "liveseg.builtins.flags",
+    "liveseg.builtins.kmeans",
+    "liveseg.builtins.pixel_classifier",
+    "liveseg.builtins.classes",
 )
 """Built-in plugin modules, registered first; each can be denied by its short name."""
