@@ -1,0 +1,138 @@
+"""Class maps through the whole frame path, on the demo hardware and offline.
+
+A semantic chain (``normalize → kmeans``) on a simulated sample: the run stores its
+class maps as OME-NGFF labels that ome-zarr and napari read with the class names and
+colours, measures them into frames.csv and the summary, and a trigger on a class
+fraction fires.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import liveseg
+from liveseg.builtins.classes import ClassTable
+from liveseg.plugins import PluginHost
+from liveseg.testing import classical_config
+
+SIZE = 256
+SMALL_CAMERA = [["Camera", "OnCameraCCDXSize", SIZE], ["Camera", "OnCameraCCDYSize", SIZE]]
+OBJECTS = [(40.0, -30.0), (-55.0, 25.0), (20.0, 60.0)]
+RADIUS = 8.0
+NAMES = ["background", "nucleus"]
+KMEANS = {
+    "steps": [
+        {"backend": "normalize"},
+        {"backend": "kmeans", "params": {"class_names": NAMES}},
+    ]
+}
+
+
+def _config(triggers=(), **extra):
+    return classical_config(
+        hardware={
+            "mm_config": "demo",
+            "exposure_ms": 5,
+            "properties": SMALL_CAMERA,
+            "simulate": {
+                "objects": [{"x": x, "y": y, "radius": RADIUS} for x, y in OBJECTS],
+                "seed": 2,
+            },
+        },
+        sequence={"stage_positions": [{"x": 0, "y": 0, "z": 0}]},
+        pipeline=KMEANS,
+        triggers=list(triggers),
+        **extra,
+    )
+
+
+def _ome_zarr_labels(image_group):
+    """The label images ome-zarr finds beside an image: {name: (array, metadata)}."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    out = {}
+    for node in Reader(parse_url(str(image_group)))():
+        if node.load(Label):
+            name = str(node.zarr.path).rstrip("/").split("/")[-1]
+            out[name] = (np.asarray(node.data[0]), node.metadata)
+    return out
+
+
+def _napari_layers(image_group):
+    """The layers napari builds from the store through the napari-ome-zarr reader."""
+    import warnings
+
+    import napari.layers
+    from napari_ome_zarr import napari_get_reader
+
+    reader = napari_get_reader(str(image_group))
+    assert reader is not None, "napari-ome-zarr does not recognise the store"
+    layers = {}
+    for data, kwargs, kind in reader(str(image_group)):
+        with warnings.catch_warnings():
+            # napari's own note that a colormap without a default colour leaves unknown
+            # values transparent (our class tables name every value).
+            warnings.filterwarnings("ignore", "color_dict did not provide", UserWarning)
+            layer = napari.layers.Layer.create(data, kwargs, kind)
+        layers[str(kwargs.get("name", kind)).split("/")[-1]] = layer
+    return layers
+
+
+@pytest.mark.hardware
+@pytest.mark.slow
+def test_class_fraction_trigger_fires_and_class_maps_are_ngff_labels(tmp_path, make_session):
+    cfg = _config(
+        [
+            {
+                "trigger": "visit_objects",
+                "params": {"filter": "class_fraction.nucleus > 0.005 and area_um2 > 50"},
+            }
+        ]
+    )
+    session = make_session(cfg, host=PluginHost(entry_points=False))
+    summary = session.run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    base = [r for r in run.frames() if r["series"] == "base"]
+    assert len(base) == 1
+    row = base[0]
+    classes = run.labels(row["index"], name="classes")
+    assert classes is not None and classes.dtype == np.uint8
+    # frames.csv carries what the stored class map says.
+    fraction = float(np.mean(classes == 1))
+    assert fraction > 0.005
+    assert row["class_fraction.nucleus"] == pytest.approx(fraction, abs=1e-5)
+    assert row["class_objects.nucleus"] == len(OBJECTS)
+    assert summary["class_summary_mean"]["class_fraction.nucleus"] == pytest.approx(
+        fraction, abs=1e-5
+    )
+    # The trigger on the class fraction fired: accepted proposals, triggered series on disk.
+    accepted = [e for e in run.events("proposal") if e.get("accepted")]
+    assert len(accepted) == len(OBJECTS)
+    series = run.triggered()
+    assert len(series) == len(OBJECTS)
+    for s in series:
+        (index,) = s["frames"]
+        t_classes = run.labels(index, name="classes")
+        assert t_classes is not None and t_classes.max() == 1
+        group = tmp_path / "run" / "triggered.ome.zarr" / s["series"]
+        meta = json.loads((group / "labels" / "classes" / "zarr.json").read_text())
+        assert meta["attributes"]["ome"]["image-label"]["properties"][1]["class"] == "nucleus"
+    # ome-zarr reads the base class map as a label image with names and colours.
+    table = ClassTable.default(NAMES)
+    labels = _ome_zarr_labels(tmp_path / "run" / "images.ome.zarr")
+    assert set(labels) >= {"segmentation", "classes"}
+    data, meta = labels["classes"]
+    assert data.reshape(classes.shape).tolist() == classes.tolist()
+    assert {k: p["class"] for k, p in meta["properties"].items()} == dict(enumerate(NAMES))
+    assert np.allclose(meta["color"][1], np.array(table.colors[1]) / 255)
+    assert meta["color"][0][3] == 0  # background transparent
+    # napari opens it as a Labels layer with the class names and colours.
+    layers = _napari_layers(tmp_path / "run" / "images.ome.zarr")
+    layer = layers["classes"]
+    assert type(layer).__name__ == "Labels"
+    assert list(layer.features["class"]) == NAMES
+    assert np.allclose(layer.colormap.map([1])[0], np.array(table.colors[1]) / 255)
