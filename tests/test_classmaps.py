@@ -191,3 +191,89 @@ def test_materials_demo_prints_g_per_frame_matching_the_section(tmp_path):
     assert abs(first["grain.g_planimetric"] - truth.g_planimetric) <= 0.25
     classes = run.labels(first["index"], name="classes")
     assert classes is not None and set(np.unique(classes)) <= {0, 1, 2, 3}
+
+
+def _pore_images(folder, seeds=(11, 12)):
+    """Generated porous sections as TIFFs (the ``pores`` chain's material)."""
+    import tifffile
+
+    from liveseg.materials import porous_section
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        sec = porous_section(seed, (256, 256), style="test")
+        paths.append(folder / f"section{seed}.tif")
+        tifffile.imwrite(paths[-1], sec.image)
+    return paths
+
+
+def test_segment_and_batch_write_class_map_tiffs_with_names(tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+    from liveseg.imageio import read_classes_tif
+
+    pores = Path(__file__).parents[1] / "configs" / "pipelines" / "pores.yaml"
+    images = _pore_images(tmp_path / "in")
+    home = ["--home", str(tmp_path / "home")]
+    runner = CliRunner()
+    seg = runner.invoke(
+        main,
+        ["segment", *map(str, images), "-o", str(tmp_path / "seg"), "--config", str(pores), *home],
+    )
+    assert seg.exit_code == 0, seg.output
+    run = liveseg.open_run(tmp_path / "seg")
+    for row, path in zip(run.frames(), images, strict=True):
+        classes, names = read_classes_tif(tmp_path / "seg" / f"{path.stem}_classes.tif")
+        assert names == ("matrix", "pore")
+        assert row["class_fraction.pore"] == pytest.approx(np.mean(classes == 1), abs=1e-5)
+        assert 0.01 < row["pore.area_fraction"] < 0.6
+    batch = runner.invoke(
+        main,
+        [
+            "batch",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "batch"),
+            "--config",
+            str(pores),
+            *home,
+        ],
+    )
+    assert batch.exit_code == 0, batch.output
+    for path in images:
+        b_classes, names = read_classes_tif(tmp_path / "batch" / f"{path.stem}_classes.tif")
+        s_classes, _ = read_classes_tif(tmp_path / "seg" / f"{path.stem}_classes.tif")
+        assert names == ("matrix", "pore") and np.array_equal(b_classes, s_classes)
+    # A second batch over the output folder does not take the class maps for images.
+    from liveseg.imageio import list_images
+
+    assert all("_classes" not in p.name for p in list_images(tmp_path / "batch"))
+
+
+@pytest.mark.hardware
+def test_resegment_with_a_semantic_chain_adds_class_maps(make_session, tmp_path):
+    from liveseg.config import parse_config
+    from liveseg.offline import resegment_run
+
+    session = make_session(
+        classical_config(
+            **{
+                "hardware": _config().hardware.model_dump(mode="json"),
+                "sequence": {"stage_positions": [{"x": 0, "y": 0, "z": 0}]},
+            }
+        )
+    )
+    session.run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    (row,) = run.frames()
+    assert run.labels(row["index"], name="classes") is None  # the classical chain has none
+    cfg = parse_config({**_config().model_dump(mode="json"), "triggers": []})
+    assert resegment_run(tmp_path / "run", config=cfg, all_frames=True, progress=False)["ok"] == 1
+    classes = liveseg.open_run(tmp_path / "run").labels(row["index"], name="classes")
+    assert classes is not None and classes.max() == 1
+    row = liveseg.open_run(tmp_path / "run").frames()[0]
+    assert row["class_fraction.nucleus"] == pytest.approx(np.mean(classes == 1), abs=1e-5)
