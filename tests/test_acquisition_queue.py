@@ -54,3 +54,23 @@ def test_put_never_blocks_with_slow_consumer(tmp_path):
     q.close()
     t.join(timeout=30)
     assert sorted(seen) == list(range(200))
+
+
+def test_abandon_drops_the_backlog_and_leaves_spool_files_for_resegment(tmp_path):
+    """A second Ctrl-C: the waiting frames are dropped (their images are already on
+    disk); what was spooled stays for ``liveseg resegment``, which removes it."""
+    import time
+
+    q = FrameQueue("all", maxsize=2, spool_dir=tmp_path / "spool")
+    for i in range(12):
+        q.put(_frame(i))
+    deadline = time.monotonic() + 10
+    while q.spooled == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert q.spooled > 0
+    first = q.get()
+    assert first is not None and first.frame.index == 0
+    assert q.abandon() == 11
+    q.close()
+    assert q.get() is None and q.backlog() == 0
+    assert list((tmp_path / "spool").glob("*.npy"))

@@ -69,3 +69,108 @@ def test_round_trip(transpose, mx, my):
     r2, c2 = stage_to_pixel(x, y, g)
     np.testing.assert_allclose(r2, rows, atol=1e-9)
     np.testing.assert_allclose(c2, cols, atol=1e-9)
+
+
+# -- physical units on the live path (demo hardware) ----------------------------------
+def _scales(zarr_root):
+    """(path, axes, scale) of every OME-NGFF multiscales dataset below ``zarr_root``."""
+    import json
+
+    out = []
+    for meta in zarr_root.rglob("zarr.json"):
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        for ms in attrs.get("ome", {}).get("multiscales", []):
+            axes = [a["name"] for a in ms["axes"]]
+            for ds in ms["datasets"]:
+                scale = next(t["scale"] for t in ds["coordinateTransformations"])
+                out.append((meta.parent, axes, scale, ms["axes"]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.hardware
+def test_configured_pixel_size_reaches_objects_ome_zarr_and_run_json(tmp_path):
+    """``liveseg run configs/demo.yaml --set hardware.pixel_size_um=0.65`` (the shipped
+    default chain): area_um2 is 0.65² area_px, every image and label scale is 0.65 µm."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    repo = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "liveseg", "run", "configs/demo.yaml"]
+    cmd += ["--set", "hardware.pixel_size_um=0.65", "-o", str(run_dir)]
+    cmd += ["--home", str(tmp_path / "home")]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    objects = pq.read_table(run_dir / "objects.parquet").to_pydict()
+    ratio = np.asarray(objects["area_um2"]) / np.asarray(objects["area_px"])
+    assert len(ratio) > 0 and float(np.median(ratio)) == pytest.approx(0.4225, rel=1e-5)
+    scales = _scales(run_dir / "images.ome.zarr")
+    assert any("labels" in p.parts for p, *_ in scales)  # labels are checked too
+    assert len(scales) >= 8  # 4 positions × (image + labels)
+    for path, axes, scale, _ in scales:
+        assert scale[axes.index("x")] == pytest.approx(0.65), path
+        assert scale[axes.index("y")] == pytest.approx(0.65), path
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["pixel_size_um"] == 0.65 and info["pixel_size_source"] == "config"
+
+
+@pytest.mark.hardware
+def test_triggered_stacks_carry_pixel_size_and_z_step(make_session, tmp_path):
+    from liveseg.plugins import PluginHost
+    from liveseg.testing import classical_config
+
+    cfg = classical_config(
+        hardware={
+            "mm_config": "demo",
+            "exposure_ms": 5,
+            "pixel_size_um": 0.5,
+            "properties": [
+                ["Camera", "OnCameraCCDXSize", 256],
+                ["Camera", "OnCameraCCDYSize", 256],
+            ],
+            "simulate": {"objects": [{"x": 20.0, "y": -15.0, "radius": 3.0}], "seed": 2},
+        },
+        sequence={"stage_positions": [{"x": 0, "y": 0, "z": 0}]},
+        triggers=[
+            {
+                "trigger": "visit_objects",
+                "params": {"filter": "area_um2 > 5", "z_range_um": 4, "z_step_um": 2},
+            }
+        ],
+    )
+    session = make_session(cfg, host=PluginHost(entry_points=False))
+    summary = session.run(output=tmp_path / "run")
+    assert summary["triggered_series"] == 1
+    stacks = _scales(tmp_path / "run" / "triggered.ome.zarr")
+    assert len(stacks) == 2  # the stack's image and its labels
+    for path, axes, scale, axis_info in stacks:
+        assert axes == ["c", "z", "y", "x"]
+        assert scale == [1.0, 2.0, 0.5, 0.5], path
+        assert all(a.get("unit") == "micrometer" for a in axis_info if a["type"] == "space")
+    assert session.core.getPixelSizeUm() == 0.5  # every writer used the core's calibration
+
+
+@pytest.mark.hardware
+def test_an_uncalibrated_rig_says_its_um_columns_are_pixels(make_session, tmp_path):
+    import liveseg
+    from liveseg.testing import classical_config
+
+    beads = [["Camera", "Mode", "Fluorescent Beads"]]  # the simulation needs a pixel size
+    session = make_session(
+        classical_config(hardware={"mm_config": "demo", "exposure_ms": 5, "properties": beads})
+    )
+    for name in list(session.core.getAvailablePixelSizeConfigs()):
+        session.core.deletePixelSizeConfig(name)  # a rig nobody calibrated
+    assert session.core.getPixelSizeUm() == 0
+    session.run(output=tmp_path / "run")
+    run = liveseg.open_run(tmp_path / "run")
+    (event,) = run.events("pixel_size")
+    assert "pixels" in event["message"] and event["pixel_size_um"] == 1.0
+    assert run.run_info["pixel_size_source"] == "default"
+    objects = run.objects()
+    assert objects and all(o["area_um2"] == o["area_px"] for o in objects)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -82,16 +83,13 @@ def test_every_written_image_is_in_the_frame_index_before_segmentation(make_sess
     session.core.mda.events.frameReady.connect(lambda img, *_: got.append(np.array(img)))
     summary = session.run(output=tmp_path / "run")
     assert summary["status"] == "finished" and summary["frames_written"] == 4
-    rows = (tmp_path / "run" / "frames.csv").read_text().splitlines()[1:]
-    statuses = [r.split(",")[FRAME_STATUS] for r in rows]
+    with (tmp_path / "run" / "frames.csv").open(newline="") as fh:
+        statuses = [row["status"] for row in csv.DictReader(fh)]
     assert statuses.count("acquired") == 4 and statuses.count("ok") == 4
     run = liveseg.open_run(tmp_path / "run")
     assert [r["status"] for r in run.frames()] == ["ok"] * 4
     for i, img in enumerate(got):
         np.testing.assert_array_equal(run.image(i), img)
-
-
-FRAME_STATUS = 12  # the column of ``status`` in frames.csv (see store.FRAME_COLUMNS)
 
 
 def _mount_small_disk(path: Path) -> bool:
@@ -307,7 +305,11 @@ def _resegment_labels_everything(run_dir: Path) -> None:
     assert not list((run_dir / ".spool").glob("*.npy"))  # spooled frames were consumed
 
 
+POSIX_SIGNALS = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
 @pytest.mark.slow
+@POSIX_SIGNALS
 def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
     import random
     import signal
@@ -328,7 +330,7 @@ def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGTERM"), reason="no SIGTERM")
+@POSIX_SIGNALS
 def test_sigterm_drains_and_ends_interrupted(tmp_path):
     import random
     import signal
@@ -348,6 +350,7 @@ def test_sigterm_drains_and_ends_interrupted(tmp_path):
 
 
 @pytest.mark.slow
+@POSIX_SIGNALS
 def test_double_sigint_stops_draining_and_ends_interrupted(tmp_path):
     import random
     import signal

@@ -170,16 +170,19 @@ def test_sink_sees_every_live_frame_once_then_every_resegmented_one(
     assert {f["status"] for f in _frames(calls2)} == {"ok"}
 
 
-def _images(tmp_path, n=3):
+def _images(tmp_path, n=3, broken=False):
+    """``n`` small images in tmp/in (and, with ``broken``, a .tif that is not an image)."""
     src = tmp_path / "in"
     src.mkdir()
     for i in range(n):
         tifffile.imwrite(src / f"img{i}.tif", disk_image((64, 64), [(32, 32)], seed=i)[0])
+    if broken:
+        (src / f"img{n}.tif").write_text("not a TIFF")
     return src
 
 
 def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home):
-    src = _images(tmp_path)
+    src = _images(tmp_path, broken=True)
     tally = tmp_path / "segment.jsonl"
     cfg = _config(
         tmp_path,
@@ -192,7 +195,7 @@ def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home)
     out = CliRunner().invoke(
         main, ["segment", *images, "-o", str(tmp_path / "out"), "--config", str(cfg)]
     )
-    assert out.exit_code == 1  # the first image failed, and the command says so
+    assert out.exit_code == 1  # the first image failed, the last is broken: it says so
     calls = _calls(tally)
     assert _lifecycle(calls) == [("setup", "segment"), ("finish", None)]
     frames = _frames(calls)
@@ -200,8 +203,9 @@ def test_sink_sees_every_segment_image_once(tmp_path, plugins_dir, liveseg_home)
         ("img0", "failed"),
         ("img1", "ok"),
         ("img2", "ok"),
+        ("img3", "failed"),  # unreadable: still one frame() call
     ]
-    assert [f["objects"] for f in frames] == [0, 1, 1]
+    assert [f["objects"] for f in frames] == [0, 1, 1, 0]
 
 
 def _batch_with_tally(tmp_path, plugins_dir, home, n, **kwargs):
@@ -209,7 +213,7 @@ def _batch_with_tally(tmp_path, plugins_dir, home, n, **kwargs):
     from liveseg.batch import run_batch
     from liveseg.config import StepConfig, parse_config
 
-    src = _images(tmp_path, n)
+    src = _images(tmp_path, n, broken=True)
     tally = tmp_path / "batch.jsonl"
     cfg = parse_config(
         {
@@ -226,9 +230,10 @@ def _batch_with_tally(tmp_path, plugins_dir, home, n, **kwargs):
 
 def test_sink_sees_every_batch_image_once(tmp_path, plugins_dir, liveseg_home):
     summary, calls = _batch_with_tally(tmp_path, plugins_dir, liveseg_home, 4)
-    assert summary["ok"] == 4
+    assert summary["ok"] == 4 and summary["failed"] == 1  # img4 is not an image
     assert _lifecycle(calls) == [("setup", "batch"), ("finish", None)]
-    assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(4)]
+    frames = sorted((f["name"], f["status"]) for f in _frames(calls))
+    assert frames == [*((f"img{i}", "ok") for i in range(4)), ("img4", "failed")]
 
 
 HANG_CONFIG = {
@@ -411,7 +416,7 @@ def test_run_completes_when_a_plugin_raises_in_every_register_hook(tmp_path, liv
 @pytest.mark.slow
 def test_sink_sees_every_image_once_on_dask(tmp_path, plugins_dir, liveseg_home):
     summary, calls = _batch_with_tally(tmp_path, plugins_dir, liveseg_home, 6, workers=2)
-    assert summary["ok"] == 6
-    assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(6)]
+    assert summary["ok"] == 6 and summary["failed"] == 1
+    assert sorted(f["name"] for f in _frames(calls)) == [f"img{i}" for i in range(7)]
     lifecycle = _lifecycle(calls)  # one setup and one finish per Dask task (chunk)
     assert lifecycle.count(("setup", "batch")) == lifecycle.count(("finish", None)) >= 1

@@ -266,11 +266,15 @@ class _Batch:
         }
         report = self.processor.reports[self.files.name]
         errors_before = report.errors
+        index, self._k = self._k, self._k + 1
         try:
-            image = item.read()
-            frame = Frame(index=self._k, image=image, name=item.name)
-            self._k += 1
-            result = self.processor.process(frame)
+            try:
+                image = item.read()
+            except Exception as exc:
+                msg = str(exc) if isinstance(exc, LivesegError) else f"{type(exc).__name__}: {exc}"
+                self.processor.unreadable(index, item.name, msg, file=_source(item))
+                raise LivesegError(msg) from None
+            result = self.processor.process(Frame(index=index, image=image, name=item.name))
             if result.status is not FrameStatus.OK:
                 raise LivesegError(f"segmentation failed: {result.error}")
             if report.errors > errors_before:

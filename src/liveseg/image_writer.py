@@ -139,7 +139,8 @@ class ImageWriter:
         self._on_stop = on_stop
         self.pixel_size_um = pixel_size_um
         self._lock = threading.Lock()  # the sink (runner thread; close waits for writes)
-        self._state = threading.Lock()  # counters (also write-completion callbacks)
+        self._state = threading.Condition()  # counters (also write-completion callbacks)
+        self._pending = 0  # completion callbacks not yet run
         self._ready = False
         self._setup_error: str | None = None
         self._consecutive = 0
@@ -186,6 +187,8 @@ class ImageWriter:
                 return
         if isinstance(futures, list) and len(futures) > n_before:
             # tensorstore: the bytes are stored when the future completes.
+            with self._state:
+                self._pending += 1
             futures[-1].add_done_callback(lambda fut: self._completed(frame, fut))
         else:
             self._written(frame)
@@ -212,6 +215,8 @@ class ImageWriter:
                 self.close_error = f"{type(exc).__name__}: {exc}"
                 log.error("closing the image store failed: %s", self.close_error)
                 self.store.event(WRITE_FAILED, frame=None, error=self.close_error)
+        with self._state:  # every completed write has its row before the store closes
+            self._state.wait_for(lambda: self._pending == 0, timeout=30)
 
     # -- outcomes ---------------------------------------------------------------------
     def _completed(self, frame: Frame, future: Any) -> None:
@@ -219,8 +224,12 @@ class ImageWriter:
             future.result()
         except Exception as exc:
             self._failed(frame, f"{type(exc).__name__}: {exc}")
-            return
-        self._written(frame)
+        else:
+            self._written(frame)
+        finally:
+            with self._state:
+                self._pending -= 1
+                self._state.notify_all()
 
     def _written(self, frame: Frame) -> None:
         self.store.frame_row(index_row(frame, ACQUIRED))

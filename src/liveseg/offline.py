@@ -98,7 +98,7 @@ def segment_files(
                 image = read_image(path)
             except LivesegError as exc:
                 errors[str(path)] = str(exc)
-                store.event("input_error", frame=i, file=str(path), error=str(exc))
+                processor.unreadable(i, name, str(exc), file=str(path))
                 continue
             result = processor.process(Frame(index=i, image=image, name=name))
             if result.status.value == "ok":

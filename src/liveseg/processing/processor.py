@@ -252,6 +252,26 @@ class FrameProcessor:
         self._dispatch(frame, result, empty_objects())
         return result
 
+    def unreadable(self, index: int, name: str, error: str, **where: Any) -> FrameResult:
+        """Dispatch an input that could not be read as a failed frame (no pixels).
+
+        So that a sink sees every input of ``segment`` and ``batch`` exactly once, also
+        the broken ones; ``input_error`` goes to events.jsonl with ``where`` (the file).
+        """
+        from liveseg.types import Frame
+
+        frame = Frame(index=index, image=np.zeros((0, 0)), name=name)
+        result = FrameResult(
+            labels=empty_labels(frame.shape),
+            status=FrameStatus.FAILED,
+            error=error,
+            extra={"failed_step": "input", "latency_ms": float("nan"), "segment_ms": float("nan")},
+        )
+        self.record("input_error", frame=index, name=name, error=error, **where)
+        self._count(frame, result, {})
+        self._dispatch(frame, result, empty_objects())
+        return result
+
     def _dispatch(self, frame: Frame, result: FrameResult, objects: Objects) -> None:
         for spec in self.consumers:
             try:
