@@ -186,7 +186,10 @@ class Condition:
 
 
 def _dotted(node: ast.Attribute, expr: str) -> str:
-    """The dotted name of ``a.b.c`` (``class_fraction.pore``); nothing else has dots."""
+    """The dotted name of ``a.b.c`` (``class_fraction.pore``): a key, never an attribute.
+
+    The namespace is looked up by the whole dotted string; no attribute is ever read.
+    """
     parts = [node.attr]
     inner: ast.AST = node.value
     while isinstance(inner, ast.Attribute):
@@ -195,6 +198,8 @@ def _dotted(node: ast.Attribute, expr: str) -> str:
     if not isinstance(inner, ast.Name):
         raise ConfigError(f"condition {expr!r}: only dotted names such as class_fraction.pore")
     parts.append(inner.id)
+    if any(p.startswith("_") for p in parts):
+        raise ConfigError(f"condition {expr!r}: names may not start with '_'")
     return ".".join(reversed(parts))
 
 
