@@ -91,7 +91,11 @@ def test_class_fraction_trigger_fires_and_class_maps_are_ngff_labels(tmp_path, m
                 "trigger": "visit_objects",
                 "params": {"filter": "class_fraction.nucleus > 0.005 and area_um2 > 50"},
             }
-        ]
+        ],
+        flags=[
+            {"policy": "when", "params": {"condition": "class_fraction.nucleus > 0.005"}},
+            {"policy": "when", "params": {"condition": "class_fraction.nucleus > 0.5"}},
+        ],
     )
     session = make_session(cfg, host=PluginHost(entry_points=False))
     summary = session.run(output=tmp_path / "run")
@@ -121,6 +125,10 @@ def test_class_fraction_trigger_fires_and_class_maps_are_ngff_labels(tmp_path, m
         group = tmp_path / "run" / "triggered.ome.zarr" / s["series"]
         meta = json.loads((group / "labels" / "classes" / "zarr.json").read_text())
         assert meta["attributes"]["ome"]["image-label"]["properties"][1]["class"] == "nucleus"
+    # The flag policy on the class fraction flagged the frames where it holds, only.
+    flags = run.events("flag")
+    assert row["index"] in {f["frame"] for f in flags}
+    assert {f["reason"] for f in flags} == {"class_fraction.nucleus > 0.005 holds"}
     # ome-zarr reads the base class map as a label image with names and colours.
     table = ClassTable.default(NAMES)
     labels = _ome_zarr_labels(tmp_path / "run" / "images.ome.zarr")
