@@ -285,3 +285,100 @@ def test_resegment_with_a_semantic_chain_adds_class_maps(make_session, tmp_path)
     assert classes is not None and classes.max() == 1
     row = liveseg.open_run(tmp_path / "run").frames()[0]
     assert row["class_fraction.nucleus"] == pytest.approx(np.mean(classes == 1), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_class_map_scribbles_flow_queue_retrain_validate_promote_through_the_cli(tmp_path):
+    """Sparse class-map scribbles: queue add --classes → retrain → per-class IoU → promote."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tifffile
+
+    from liveseg.builtins import pixel_classifier as pc
+    from liveseg.imageio import write_classes_tif
+    from liveseg.materials import porous_section
+    from liveseg.materials.shipped import shipped_dir
+
+    home = tmp_path / "home"
+
+    def cli(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", "liveseg", *map(str, args), "--home", str(home)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    cli("models", "import", shipped_dir("pores"), "--name", "pores", "--promote")
+    # The microscope now shows bright pores; the operator scribbles two frames' classes.
+    shift = {"style": "test", "pore_level": (1.05, 1.15)}
+    corr = tmp_path / "corrections"
+    corr.mkdir()
+    images, classes, valid = [], [], []
+    for seed in (60, 61):
+        frame = porous_section(seed, (192, 192), **shift)
+        painted = pc.scribbles_from_classes(frame.classes, 0.02, seed=seed) > 0
+        assert painted.mean() <= 0.03
+        images.append(corr / f"f{seed}.tif")
+        tifffile.imwrite(images[-1], frame.image)
+        classes.append(corr / f"f{seed}_classes.tif")
+        write_classes_tif(classes[-1], frame.classes, ("matrix", "pore"))
+        valid.append(corr / f"f{seed}_valid.tif")
+        tifffile.imwrite(valid[-1], painted.astype(np.uint8))
+    out = cli("queue", "add", *images, "--classes", *classes, "--valid", *valid)
+    assert out.count("corrected") == 2
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for k in range(2):
+        ref = porous_section(70 + k, (192, 192), **shift)
+        tifffile.imwrite(refs / f"ref{k}.tif", ref.image)
+        tifffile.imwrite(refs / f"ref{k}_labels.tif", ref.labels)
+        write_classes_tif(refs / f"ref{k}_classes.tif", ref.classes, ("matrix", "pore"))
+    before = json.loads(cli("validate", refs, "--model", "pores@prod", "--json"))
+    report = json.loads(
+        cli(
+            "retrain",
+            "--model",
+            "pores@prod",
+            "--from-queue",
+            "--val",
+            refs,
+            "--metric",
+            "class_iou.pore",
+            "--base-items",
+            "0",
+            "--guard-images",
+            "0",
+            "--json",
+        )
+    )
+    assert report["promoted"], report["reason"]
+    parent, cand = report["parent_metrics"], report["candidate_metrics"]
+    assert cand["class_iou.pore"] > parent["class_iou.pore"] + 0.1, (parent, cand)
+    # ``liveseg validate`` reports the per-class IoU: the parent's, then the promoted one's.
+    after = json.loads(cli("validate", refs, "--model", "pores@prod", "--json"))
+    (b,) = [v for k, v in before.items() if k != "report"]
+    (a,) = [v for k, v in after.items() if k != "report"]
+    assert b["class_iou.pore"] == pytest.approx(parent["class_iou.pore"])
+    assert a["class_iou.pore"] == pytest.approx(cand["class_iou.pore"])
+    assert "class_iou.pore" in Path(after["report"]).read_text(encoding="utf-8")
+
+
+def test_class_iou_per_class_and_inside_the_valid_region():
+    from liveseg.metrics import class_iou, class_overlaps
+
+    true = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0]])
+    iou = class_iou(true, pred, 3)
+    # class 0: 3 common of 4 true + 5 pred → 3 / 6; class 1: 4 / 5; class 2: 2 / 4.
+    assert iou.tolist() == pytest.approx([3 / 6, 4 / 5, 2 / 4])
+    valid = np.zeros_like(true, bool)
+    valid[:2] = True  # scribbles on the top rows only: class 2 was never painted
+    iou = class_iou(true, pred, 3, valid)
+    assert iou[:2].tolist() == pytest.approx([3 / 4, 4 / 5]) and np.isnan(iou[2])
+    inter, union = class_overlaps(true, pred, 3)
+    assert inter.tolist() == [3, 4, 2] and union.tolist() == [6, 5, 4]
