@@ -382,3 +382,30 @@ def test_class_iou_per_class_and_inside_the_valid_region():
     assert iou[:2].tolist() == pytest.approx([3 / 4, 4 / 5]) and np.isnan(iou[2])
     inter, union = class_overlaps(true, pred, 3)
     assert inter.tolist() == [3, 4, 2] and union.tolist() == [6, 5, 4]
+
+
+def test_queue_add_refuses_a_class_map_of_another_size_and_adds_nothing(tmp_path):
+    import tifffile
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+    from liveseg.imageio import write_classes_tif
+    from liveseg.retrain.queue import RetrainQueue
+
+    home = tmp_path / "home"
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((64, 64), np.uint16))
+    write_classes_tif(tmp_path / "a_classes.tif", np.ones((64, 64), np.uint8), ("m", "p"))
+    write_classes_tif(tmp_path / "b_classes.tif", np.ones((32, 64), np.uint8), ("m", "p"))
+    args = ["queue", "add", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--classes"]
+    args += [str(tmp_path / "a_classes.tif"), str(tmp_path / "b_classes.tif")]
+    res = CliRunner().invoke(main, [*args, "--home", str(home)])
+    assert res.exit_code != 0
+    assert "b_classes.tif: shape (32, 64) does not match the image's (64, 64)" in res.output
+    assert RetrainQueue(home).items() == []
+    a, a_classes = str(tmp_path / "a.tif"), str(tmp_path / "a_classes.tif")
+    both = CliRunner().invoke(
+        main,
+        ["queue", "add", a, "--labels", a_classes, "--classes", a_classes, "--home", str(home)],
+    )
+    assert both.exit_code == 2 and "not both" in both.output
