@@ -65,6 +65,12 @@ class BatchInput:
     array: str | None = None  # path of the array inside the zarr store
     index: tuple[int, ...] = ()  # leading (non-YX) indices of the plane
 
+    def pixel_size(self, override: float | None = None) -> tuple[float, str | None]:
+        """The pixel size (µm) and its source: the config, the file (or store), or none."""
+        from liveseg.imageio import resolve_pixel_size
+
+        return resolve_pixel_size(self.path, override)
+
     def read(self) -> np.ndarray:
         """The 2-D image (errors name the file and say what is wrong)."""
         from liveseg.imageio import check_image, read_image
@@ -179,12 +185,16 @@ def _atomic_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[st
     os.replace(tmp, path)
 
 
-def _atomic_labels(path: Path, labels: np.ndarray) -> None:
+def _atomic_labels(path: Path, labels: np.ndarray, pixel_size_um: float | None = None) -> None:
     import tifffile
 
+    extra: dict[str, Any] = {}
+    if pixel_size_um is not None:  # resolution tags, as write_labels_tif (pixels per cm)
+        per_cm = 1e4 / float(pixel_size_um)
+        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     with open(tmp, "wb") as fh:
-        tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib")
+        tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib", **extra)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -222,11 +232,13 @@ class BatchFiles(BaseConsumer):
             {"image": frame.name, **{c: _cell(v[j]) for c, v in objects.items()}} for j in range(n)
         ]
         _atomic_csv(self.out / f"{frame.name}_objects.csv", rows, ["image", *objects])
+        known = frame.metadata.get("pixel_size_source") is not None
+        px = frame.pixel_size_um if known else None
         if result.classes is not None:
             write_classes_tif(
-                self.out / f"{frame.name}_classes.tif", result.classes, result.class_names
+                self.out / f"{frame.name}_classes.tif", result.classes, result.class_names, px
             )
-        _atomic_labels(self.out / f"{frame.name}_labels.tif", result.labels)  # done marker
+        _atomic_labels(self.out / f"{frame.name}_labels.tif", result.labels, px)  # done marker
 
 
 class _Batch:
@@ -274,7 +286,15 @@ class _Batch:
                 msg = str(exc) if isinstance(exc, LivesegError) else f"{type(exc).__name__}: {exc}"
                 self.processor.unreadable(index, item.name, msg, file=_source(item))
                 raise LivesegError(msg) from None
-            result = self.processor.process(Frame(index=index, image=image, name=item.name))
+            px, px_source = item.pixel_size(self.parts.config.hardware.pixel_size_um)
+            frame = Frame(
+                index=index,
+                image=image,
+                name=item.name,
+                pixel_size_um=px,
+                metadata={"pixel_size_source": px_source},
+            )
+            result = self.processor.process(frame)
             if result.status is not FrameStatus.OK:
                 raise LivesegError(f"segmentation failed: {result.error}")
             if report.errors > errors_before:

@@ -41,6 +41,7 @@ __all__ = [
     "read_image",
     "read_image_data",
     "read_pixel_size",
+    "resolve_pixel_size",
     "write_classes_tif",
     "write_labels_tif",
 ]
@@ -397,3 +398,20 @@ def read_image_data(path: str | Path) -> ImageData:
         pixel_size_um=size.um if size is not None else None,
         source=size.source if size is not None else None,
     )
+
+
+def resolve_pixel_size(
+    path: str | Path, override: float | None = None
+) -> tuple[float, str | None]:
+    """The pixel size (µm) to measure an image file with, and where it came from.
+
+    In order: ``override`` (the config's ``hardware.pixel_size_um``), the file's own
+    metadata (:func:`read_pixel_size`), else 1.0 with source ``None`` — µm columns are
+    then pixels, which callers must say.
+    """
+    if override is not None:
+        return float(override), "config"
+    size = read_pixel_size(path)
+    if size is not None:
+        return size.um, size.source
+    return 1.0, None

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from liveseg.assembly import assemble
 from liveseg.config import LivesegConfig, parse_config
 from liveseg.errors import LivesegError
-from liveseg.imageio import read_image
+from liveseg.imageio import read_image, resolve_pixel_size
 from liveseg.processing import (
     ConsumerSpec,
     LabelsConsumer,
@@ -100,7 +100,22 @@ def segment_files(
                 errors[str(path)] = str(exc)
                 processor.unreadable(i, name, str(exc), file=str(path))
                 continue
-            result = processor.process(Frame(index=i, image=image, name=name))
+            px, px_source = resolve_pixel_size(path, config.hardware.pixel_size_um)
+            if px_source is None:
+                store.event(
+                    "pixel_size",
+                    frame=i,
+                    file=str(path),
+                    warning="the file states no pixel size: µm columns are pixels",
+                )
+            frame = Frame(
+                index=i,
+                image=image,
+                name=name,
+                pixel_size_um=px,
+                metadata={"pixel_size_source": px_source},
+            )
+            result = processor.process(frame)
             if result.status.value == "ok":
                 ok += 1
             else:

@@ -159,12 +159,15 @@ class Disagreement:
 
     def _backend(self) -> Backend:
         if self._other is None:
+            from liveseg.assembly import build_host
+            from liveseg.config import LivesegConfig
             from liveseg.home import resolve_home
             from liveseg.pipeline import StepContext, validate_params
-            from liveseg.plugins import PluginHost
 
             given = self._context.backends if self._context is not None else None
-            factories = dict(given) if given is not None else PluginHost().backends()
+            factories = (
+                dict(given) if given is not None else build_host(LivesegConfig()).backends()
+            )
             name = self.params.backend
             if name not in factories:
                 raise ValueError(

@@ -266,14 +266,14 @@ def validate_config_cmd(config: str, overrides: tuple[str, ...], no_hardware: bo
     The Micro-Manager configuration is loaded, and the config's device properties set,
     in a child process (``--no-hardware`` skips that).
     """
+    from liveseg.assembly import build_host
     from liveseg.defaults import default_steps
     from liveseg.errors import ConfigError
     from liveseg.pipeline import lookup_factory, validate_params
-    from liveseg.plugins import PluginHost
 
     cfg = _load(config, overrides)
     cfg.useq_sequence()
-    host = PluginHost(allow=cfg.plugins.allow, deny=cfg.plugins.deny, plugins_dir=cfg.plugins.dir)
+    host = build_host(cfg)
     factories = host.backends()
     steps = cfg.pipeline.steps or default_steps(factories)
     for i, step in enumerate(steps):

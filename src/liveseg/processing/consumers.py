@@ -190,11 +190,13 @@ class TiffLabelsConsumer(BaseConsumer):
 
         stem = self.out_dir / str(frame.name or frame.index)
         stem.parent.mkdir(parents=True, exist_ok=True)  # names may keep input subfolders
+        known = frame.metadata.get("pixel_size_source") is not None
+        px = frame.pixel_size_um if known else None
         if result.classes is not None:
             from liveseg.imageio import write_classes_tif
 
-            write_classes_tif(f"{stem}_classes.tif", result.classes, result.class_names)
-        write_labels_tif(f"{stem}_labels.tif", result.labels)
+            write_classes_tif(f"{stem}_classes.tif", result.classes, result.class_names, px)
+        write_labels_tif(f"{stem}_labels.tif", result.labels, px)
 
 
 class TriggerConsumer(BaseConsumer):

@@ -325,6 +325,7 @@ class FrameProcessor:
     # -- report -----------------------------------------------------------------------
     def summary(self, wall_s: float) -> dict[str, Any]:
         """Numbers an operator wants after a run, and what each consumer did."""
+        nan = float("nan")
         lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
         seg = np.array(self.segment_ms) if self.segment_ms else np.array([np.nan])
         counts = np.array(self.counts) if self.counts else np.array([0])
@@ -334,10 +335,11 @@ class FrameProcessor:
             "frames_failed": int(self.by_status.get("failed", 0)),
             "objects_per_frame_mean": float(counts.mean()),
             "objects_total": int(counts.sum()),
-            "latency_ms_p50": float(np.nanpercentile(lat, 50)),
-            "latency_ms_p95": float(np.nanpercentile(lat, 95)),
-            "segment_ms_mean": float(np.nanmean(seg)),
-            "segmentation_fps": float(1e3 / np.nanmean(seg)) if self.segment_ms else 0.0,
+            # No ok frame (every input failed): NaN, without numpy's all-NaN warnings.
+            "latency_ms_p50": float(np.percentile(lat, 50)) if self.latencies_ms else nan,
+            "latency_ms_p95": float(np.percentile(lat, 95)) if self.latencies_ms else nan,
+            "segment_ms_mean": float(np.mean(seg)) if self.segment_ms else nan,
+            "segmentation_fps": float(1e3 / np.mean(seg)) if self.segment_ms else 0.0,
             # Per step, so an operator sees which backend limits the rate (e.g. cellpose on CPU).
             "step_ms_mean": {k: float(np.mean(v)) for k, v in self.step_ms.items()},
             "wall_s": wall_s,

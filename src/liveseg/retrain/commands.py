@@ -456,10 +456,11 @@ def validate_cmd(
     home: str | None,
 ) -> None:
     """Score model(s) on a reference set (AP@0.5/0.75/0.9, matched IoU) and write a report."""
-    from liveseg.plugins import PluginHost
+    from liveseg.assembly import build_host
+    from liveseg.config import LivesegConfig
     from liveseg.retrain.validate import load_reference_set, validate_model, write_report
 
-    host = PluginHost(plugins_dir=plugins_dir)
+    host = build_host(LivesegConfig(), plugins_dir)
     h = _home(home)
     reg = _registry(home)
     refs = load_reference_set(ref_dir)
@@ -607,17 +608,18 @@ def batch_cmd(
     home: str | None,
 ) -> None:
     """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
+    from liveseg.assembly import build_host
     from liveseg.batch import run_batch, summary_line
     from liveseg.config import LivesegConfig
     from liveseg.configfile import load_config_file
     from liveseg.defaults import default_steps
-    from liveseg.plugins import PluginHost
     from liveseg.retrain.validate import model_steps
 
     h = _home(home)
     cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
     pdir = plugins_dir or cfg.plugins.dir
-    factories = PluginHost(plugins_dir=pdir).backends()
+    host = build_host(cfg, pdir)  # the config's allow/deny hold in batch too
+    factories = host.backends()
     steps = list(cfg.pipeline.steps)
     resolved = None
     if spec:
@@ -642,6 +644,7 @@ def batch_cmd(
         scheduler=scheduler,
         threads=threads,
         progress=not as_json,
+        config=cfg,
     )
     if as_json:
         _echo_json(summary)

@@ -203,8 +203,9 @@ def retrain(
     LivesegError
         When there is nothing to train on, or no trainer for the model's backend.
     """
+    from liveseg.assembly import build_host
+    from liveseg.config import LivesegConfig
     from liveseg.models import ModelRegistry, ModelVersion, file_sha256
-    from liveseg.plugins import PluginHost
     from liveseg.retrain.queue import ItemState, RetrainQueue
     from liveseg.retrain.validate import load_reference_set, validate_model, write_report
 
@@ -212,7 +213,7 @@ def retrain(
     timings: dict[str, float] = {}
     registry = ModelRegistry(home)
     parent = registry.resolve(spec)
-    host = host or PluginHost()
+    host = host or build_host(LivesegConfig())
     trainers = host.trainers()
     if parent.backend not in trainers:
         raise LivesegError(

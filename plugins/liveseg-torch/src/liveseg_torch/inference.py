@@ -5,12 +5,17 @@ dynamic range look alike to it. Frames up to ``tile`` pixels on each side run in
 pass; larger frames are cut into overlapping tiles that run in batches, and the tiles'
 *probability maps* (not their labels) are blended with a tent window before decoding once
 over the whole frame, so no object is ever cut at a tile seam.
+
+The network itself runs in an :class:`Engine`: torch (:class:`TorchEngine`, for CUDA and
+as the fallback) or ONNX Runtime (:class:`liveseg_torch.runtime.OnnxEngine`, the CPU
+default); everything around it is the same NumPy code for both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -19,13 +24,40 @@ from liveseg.builtins.normalize import normalize_image
 from liveseg_torch.representation import decode, object_scores
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from liveseg_torch.weights import Checkpoint
 
-__all__ = ["Predictor", "prepare_image", "resolve_device"]
+__all__ = ["Engine", "Predictor", "TorchEngine", "prepare_image", "resolve_device"]
 
 _CLAMP = (-1.0, 8.0)
+
+
+class Engine(Protocol):
+    """Runs the network: normalised ``(N, 1, H, W)`` float32 -> ``(N, 2, H, W)`` probabilities."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (sigmoid of the logits) of one batch."""
+        ...
+
+
+class TorchEngine:
+    """The network in torch on ``device`` (channels_last on the CPU: 2-4x faster, oneDNN)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.device = device
+        self.memory_format = (
+            torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        )
+        self.model = model.to(device, memory_format=self.memory_format).eval()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities of one batch (computed on the device, returned on the host)."""
+        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            y = torch.sigmoid(self.model(x))
+        out: np.ndarray = y.float().cpu().numpy()
+        return out
 
 
 def prepare_image(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -87,6 +119,13 @@ class Predictor:
         Average the predictions of the four flips of each tile (4x slower).
     decode_scale : int
         2: watershed on half-resolution maps (fast, default); 1: at full resolution.
+    engine : Engine or None
+        What runs the network: ``None`` is torch on ``device``
+        (:class:`TorchEngine`); :class:`liveseg_torch.runtime.OnnxEngine` is ONNX
+        Runtime.
+    overlap_decode : bool
+        In :meth:`predict_batch`, decode one pass's maps on a second thread while the
+        network runs the next pass.
     """
 
     def __init__(
@@ -99,6 +138,8 @@ class Predictor:
         batch_size: int = 4,
         test_time_flips: bool = False,
         decode_scale: int = 2,
+        engine: Engine | None = None,
+        overlap_decode: bool = False,
     ) -> None:
         self.ckpt = ckpt
         self.device = resolve_device(device)
@@ -109,25 +150,21 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.test_time_flips = test_time_flips
         self.decode_scale = decode_scale
-        # channels_last is 2-4x faster for small convolutions on the CPU (oneDNN).
-        self.memory_format = (
-            torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        )
-        self.model = ckpt.model.to(self.device, memory_format=self.memory_format).eval()
+        self.engine: Engine = engine or TorchEngine(ckpt.model, self.device)
+        self.overlap_decode = overlap_decode
+        self._pool: ThreadPoolExecutor | None = None
+        self.runtime = "torch" if isinstance(self.engine, TorchEngine) else "onnx"
 
     # -- maps -----------------------------------------------------------------------
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W) normalised images -> (N, 2, H, W) probabilities (sigmoid outputs)."""
-        x = torch.from_numpy(np.ascontiguousarray(batch[:, None]))
-        x = x.to(self.device).contiguous(memory_format=self.memory_format)
-        with torch.inference_mode():
-            y = torch.sigmoid(self.model(x))
-            if self.test_time_flips:
-                for dims in ((-1,), (-2,), (-2, -1)):
-                    y += torch.sigmoid(self.model(torch.flip(x, dims))).flip(dims)
-                y /= 4.0
-        out: np.ndarray = y.float().cpu().numpy()
-        return out
+        x = np.ascontiguousarray(batch[:, None], dtype=np.float32)
+        y = self.engine(x)
+        if self.test_time_flips:
+            for axes in ((-1,), (-2,), (-2, -1)):
+                y = y + np.flip(self.engine(np.ascontiguousarray(np.flip(x, axes))), axes)
+            y /= 4.0
+        return y
 
     def _run(self, tiles: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray] = []
@@ -227,14 +264,37 @@ class Predictor:
         seed_threshold: float | None = None,
         min_size: int | None = None,
     ) -> list[tuple[np.ndarray, dict[int, float]]]:
-        """Labels and scores of many frames; same-shaped small frames share passes."""
-        results: list[tuple[np.ndarray, dict[int, float]] | None] = [None] * len(images)
+        """Labels and scores of many frames; same-shaped small frames share passes.
+
+        Frames that fit in one tile go through the network ``batch_size`` at a time; a
+        larger frame is tiled on its own. With ``overlap_decode`` the maps of one pass
+        are decoded on a second thread while the network runs the next pass (ONNX
+        Runtime and torch release the GIL while they compute).
+        """
         norm = self.ckpt.normalize
         s = self.decode_settings(prob_threshold, seed_threshold, min_size)
-        groups: dict[tuple[int, int], list[int]] = {}
         prepared = [
             prepare_image(im, norm.get("low", 1.0), norm.get("high", 99.8)) for im in images
         ]
+        results: list[tuple[np.ndarray, dict[int, float]] | None] = [None] * len(prepared)
+        pending: list[tuple[int, Future[tuple[np.ndarray, dict[int, float]]]]] = []
+        pool = self._decoder_pool() if self.overlap_decode else None
+        for i, prob, dist in self._iter_maps(prepared):
+            if not prepared[i].any():  # a constant frame holds no objects
+                results[i] = (np.zeros(prepared[i].shape, dtype=np.uint32), {})
+            elif pool is not None:
+                pending.append((i, pool.submit(self._decode, prob, dist, s)))
+            else:
+                results[i] = self._decode(prob, dist, s)
+        for i, fut in pending:
+            results[i] = fut.result()
+        return [r for r in results if r is not None]
+
+    def _iter_maps(
+        self, prepared: list[np.ndarray]
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(index, prob, dist)`` of each prepared frame, one forward pass at a time."""
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(prepared):
             h, w = img.shape
             if h <= self.tile and w <= self.tile:
@@ -244,14 +304,22 @@ class Predictor:
         m = self.multiple
         for (h, w), idx in groups.items():
             if h < 0:
-                maps = [self._maps_prepared(prepared[idx[0]])]
-            else:
-                ph, pw = math.ceil(h / m) * m, math.ceil(w / m) * m
-                outs = self._run([self._pad(prepared[i], ph, pw) for i in idx])
-                maps = [(o[0, :h, :w], o[1, :h, :w]) for o in outs]
-            for i, (prob, dist) in zip(idx, maps, strict=True):
-                if not prepared[i].any():
-                    results[i] = (np.zeros(prepared[i].shape, dtype=np.uint32), {})
-                    continue
-                results[i] = self._decode(prob, dist, s)
-        return [r for r in results if r is not None]
+                yield (idx[0], *self._maps_prepared(prepared[idx[0]]))
+                continue
+            ph, pw = math.ceil(h / m) * m, math.ceil(w / m) * m
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k : k + self.batch_size]
+                outs = self._forward(np.stack([self._pad(prepared[i], ph, pw) for i in chunk]))
+                for i, o in zip(chunk, outs, strict=True):
+                    yield i, o[0, :h, :w], o[1, :h, :w]
+
+    def _decoder_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet-decode")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decoding thread (if one was started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -11,8 +11,8 @@ Decoding (to labels): seeds are connected regions where the predicted distance e
 ``seed_threshold`` inside the foreground; a watershed on the negated distance grows the
 seeds over the foreground mask (``prob_threshold``). By default the watershed runs on
 2x2 blocks and full-resolution outlines come back from the full-resolution mask:
-about 15-20 ms at 512x512 on one core, several times cheaper than following Cellpose
-flow fields (see ``benchmarks/model_speed.py``).
+about 6 ms at 512x512 on one core (on ideal maps of ~270 nuclei), nearly 100x cheaper
+than following Cellpose flow fields (see ``benchmarks/model_speed.py``).
 """
 
 from __future__ import annotations
@@ -103,12 +103,20 @@ def decode(
             dist_e = np.pad(distance, ((0, ph), (0, pw)), mode="edge")
         else:
             mask_e, dist_e = mask, distance
-        hh, ww = mask_e.shape[0] // 2, mask_e.shape[1] // 2
-        mask2: np.ndarray = np.asarray(mask_e.reshape(hh, 2, ww, 2).any(axis=(1, 3)))
-        dist2 = dist_e.reshape(hh, 2, ww, 2).mean(axis=(1, 3))
-        half = _watershed(mask2, dist2, seed_threshold)
+        # 2x2 blocks by strided views: several times faster than reducing a reshaped
+        # (hh, 2, ww, 2) array over axes 1 and 3, and the same values.
+        m00, m01, m10, m11 = (mask_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
+        mask2 = m00 | m01 | m10 | m11
+        d00, d01, d10, d11 = (dist_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
+        dist2 = ((d00 + d01) + (d10 + d11)) * np.float32(0.25)
+        half = _watershed(mask2, dist2, seed_threshold).astype(np.int32)
         # Every foreground pixel lies in a foreground block, so it gets that block's label.
-        labels = half.repeat(2, 0).repeat(2, 1)[:h, :w] * mask
+        full = np.zeros(mask_e.shape, dtype=np.int32)
+        for i in (0, 1):
+            for j in (0, 1):
+                full[i::2, j::2] = half
+        labels = full[:h, :w]
+        labels[~mask] = 0
     else:
         raise ValueError(f"scale must be 1 or 2, got {scale}")
     areas = np.bincount(labels.ravel())
