@@ -127,6 +127,13 @@ def test_latest_policy_skips_and_resegment_fills_in(make_session, tmp_path):
     rows = liveseg.open_run(tmp_path / "run").frames()
     assert len(rows) == 10 and all(r["status"] == "ok" for r in rows)
     assert all(run.labels(i) is not None for i in skipped)
+    # Read as a person with pandas (or csv) would: one row per frame, no duplicates.
+    import csv
+
+    with (tmp_path / "run" / "frames.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in table] == list(range(10))
+    assert all(r["status"] == "ok" for r in table)
 
 
 def test_failing_backend_marks_frames_failed_and_keeps_images(make_session, tmp_path):

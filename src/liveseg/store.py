@@ -35,7 +35,7 @@ from liveseg.measure import OBJECT_COLUMNS
 from liveseg.types import CLASS_DTYPE, LABEL_DTYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "ACQUIRED",
@@ -307,6 +307,10 @@ class RunStore:
             _csv_to_parquet(self.path / "objects.csv", self.path / "objects.parquet")
         except Exception as exc:  # the CSV is the source of truth; parquet is a convenience
             log.warning("could not write objects.parquet: %r", exc)
+        try:
+            compact_frames(self.path / "frames.csv")
+        except Exception as exc:  # the log stays readable (latest row wins) if this fails
+            log.warning("could not compact frames.csv: %r", exc)
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -679,6 +683,45 @@ def _class_summary(cell: Any) -> dict[str, float]:
     return {str(k): _NAN if v is None else float(v) for k, v in values.items()}
 
 
+def latest_frame_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The row that speaks for each frame of a frames.csv log, ordered by index.
+
+    A frame's latest segmentation row (ok / skipped / failed) wins over its ``acquired``
+    row, and a ``write_failed`` row wins over everything: its image is not on disk.
+    """
+    latest: dict[int, Mapping[str, Any]] = {}
+    for row in rows:
+        i = int(row["index"])
+        old = latest.get(i)
+        if old is not None and (old["status"] == WRITE_FAILED or row["status"] == ACQUIRED):
+            continue
+        latest[i] = row
+    return [latest[i] for i in sorted(latest)]
+
+
+def compact_frames(path: Path) -> None:
+    """Rewrite a closed frames.csv with one row per frame (what pandas users expect).
+
+    While a run is written, frames.csv is an append-only log (a kill cuts at most one
+    line; a frame may have several rows). When the store closes, the log is replaced
+    atomically by the rows :func:`latest_frame_rows` picks, in index order.
+    """
+    if not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+    rows = _read_csv_rows(path)
+    keep = latest_frame_rows(rows)
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(keep)
+    os.replace(tmp, path)
+
+
 class RunReader:
     """Read a run directory, finished or killed mid-run."""
 
@@ -718,16 +761,12 @@ class RunReader:
         was done), and a ``write_failed`` row wins over everything: its image is not
         on disk, so nothing about it may read as ok.
         """
-        latest: dict[int, dict[str, Any]] = {}
-        for row in _read_csv_rows(self.path / "frames.csv"):
+        out = []
+        for row in latest_frame_rows(_read_csv_rows(self.path / "frames.csv")):
             r = _convert(row)
             r.update(_class_summary(r.get("class_summary")))
-            i = int(r["index"])
-            old = latest.get(i)
-            if old is not None and (old["status"] == WRITE_FAILED or r["status"] == ACQUIRED):
-                continue
-            latest[i] = r
-        return [latest[i] for i in sorted(latest)]
+            out.append(r)
+        return out
 
     def frame(self, index: int) -> dict[str, Any]:
         """The latest row of one frame."""
