@@ -297,7 +297,7 @@ def test_class_map_scribbles_flow_queue_retrain_validate_promote_through_the_cli
     import tifffile
 
     from liveseg.builtins import pixel_classifier as pc
-    from liveseg.imageio import write_classes_tif
+    from liveseg.imageio import read_classes_tif, write_classes_tif
     from liveseg.materials import porous_section
     from liveseg.materials.shipped import shipped_dir
 
@@ -331,6 +331,12 @@ def test_class_map_scribbles_flow_queue_retrain_validate_promote_through_the_cli
         tifffile.imwrite(valid[-1], painted.astype(np.uint8))
     out = cli("queue", "add", *images, "--classes", *classes, "--valid", *valid)
     assert out.count("corrected") == 2
+    # Exported for review, a class-map correction stays a class map.
+    cli("queue", "export", "--state", "corrected", "-o", tmp_path / "review")
+    for seed, path in zip((60, 61), classes, strict=True):
+        exported = read_classes_tif(tmp_path / "review" / f"f{seed}_classes.tif")[0]
+        assert np.array_equal(exported, read_classes_tif(path)[0])
+        assert not (tmp_path / "review" / f"f{seed}_labels.tif").exists()
     refs = tmp_path / "refs"
     refs.mkdir()
     for k in range(2):

@@ -396,6 +396,8 @@ def export_items(
     only what the annotator changed. File names are the items' safe names; two items
     that share a name (or a name a previous export gave another item) get ``-<id>``,
     so no item is dropped or overwritten and nothing is written outside ``out_dir``.
+    A class-map correction is written as ``<name>_classes.tif`` (re-add a corrected one
+    with ``liveseg queue add IMAGE --classes``; ``queue import`` reads label files only).
     """
     import tifffile
 
@@ -419,10 +421,15 @@ def export_items(
         if labels is None:
             labels = np.zeros(item.shape, dtype=LABEL_DTYPE)
         tifffile.imwrite(out / f"{name}.tif", image)
-        if fmt in ("tif", "both"):
+        if item.is_class_map:  # a class-map correction stays a class map, never "labels"
+            from liveseg.imageio import write_classes_tif
+
+            write_classes_tif(out / f"{name}_classes.tif", labels, ())
+            written.append(out / f"{name}_classes.tif")
+        elif fmt in ("tif", "both"):
             tifffile.imwrite(out / f"{name}_labels.tif", labels, compression="zlib")
             written.append(out / f"{name}_labels.tif")
-        if fmt in ("seg", "both"):
+        if fmt in ("seg", "both") and not item.is_class_map:
             write_seg_npy(out / f"{name}_seg.npy", image, labels, f"{name}.tif")
             written.append(out / f"{name}_seg.npy")
         valid = item.valid()
