@@ -57,8 +57,7 @@ def main() -> int:
         window.resize(1400, 860)
         window.show()
         window.opacity.setValue(45)
-        window.sync.setChecked(True)  # masks on their own frame's image
-        window.start()
+        window.start()  # default display: each segmented frame under its own masks
         deadline = time.monotonic() + 600
         grabbed = None
         while time.monotonic() < deadline:

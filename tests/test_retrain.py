@@ -231,7 +231,8 @@ def test_domain_shift_retrain_end_to_end(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["default@2"]["ap@0.5"] == pytest.approx(after_ap)
+    # Each row is keyed by the spec the user typed and the version it meant.
+    assert json.loads(res.stdout)["default@prod (default@2)"]["ap@0.5"] == pytest.approx(after_ap)
 
 
 def test_decision_rules():

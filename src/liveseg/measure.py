@@ -91,7 +91,9 @@ def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
     ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / np.where(l1 > 0, l1, 1), 0, 1)), 0.0)
     integrated = np.bincount(flat, image.ravel(), minlength=n + 1)[1:]
-    maxi = ndi.maximum(image, lab, index=np.arange(1, n + 1))
+    maxi = np.full(n + 1, -np.inf)
+    np.maximum.at(maxi, flat, image.ravel())  # ~10x cheaper than ndi.maximum's sort
+    maxi = maxi[1:]
     slices = ndi.find_objects(lab)
     bbox = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in slices], dtype=int)
     h, w = labels.shape

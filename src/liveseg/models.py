@@ -423,6 +423,9 @@ class ModelRegistry:
                 }
             )
             base.setdefault("metrics", [])
+            _write_json_atomic(staging / "model.json", base)
+            if _prepare_for_backend(staging, backend):  # e.g. an ONNX export beside the weights
+                base = json.loads((staging / "model.json").read_text(encoding="utf-8"))
             with _locked(mdir / ".lock"):
                 version = max(self.versions(name), default=0) + 1
                 base["version"] = version
@@ -557,9 +560,31 @@ class ModelRegistry:
         return dest
 
 
+def _prepare_for_backend(staging: Path, backend: str) -> bool:
+    """Let the backend add its derived files (an ONNX export) to a version being written.
+
+    The backend's factory may offer ``prepare_model_dir(dir)``; the core names no plugin,
+    so it is found through the plugin host. A failure is logged, never fatal: backends
+    also derive these files at first use. True when the backend wrote something.
+    """
+    from liveseg.assembly import build_host
+    from liveseg.config import LivesegConfig
+
+    factory = build_host(LivesegConfig()).backends().get(backend)
+    prepare = getattr(factory, "prepare_model_dir", None)
+    if prepare is None:
+        return False
+    try:
+        return prepare(staging) is not None
+    except Exception as exc:
+        log.warning("backend %r could not prepare %s: %r", backend, staging, exc)
+        return False
+
+
 _MANAGED = frozenset(
     {
         "name",
+        "onnx",
         "version",
         "backend",
         "weights",

@@ -162,6 +162,7 @@ class Session:
         self.triggers: TriggerController | None = None
         self.writer: ImageWriter | None = None
         self._stop_requested = 0
+        self._stop_status = "interrupted"
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -295,6 +296,7 @@ class Session:
         self.triggers = triggers
         self.writer = writer
         self._stop_requested = 0
+        self._stop_status = "interrupted"
         processor = self.parts.processor(self._consumers(store, triggers), record=self.record)
         self.processor = processor
         controller = Controller(self.core, queue, writer)
@@ -350,7 +352,7 @@ class Session:
             if writer.failed:
                 status = WRITE_FAILED
             if self._stop_requested:
-                status = "interrupted"
+                status = self._stop_status  # "stopped" (operator) or "interrupted" (signal)
             if processor.critical_errors and status == "finished":
                 status = "incomplete"  # a table could not be written: the run says so
             wall = time.perf_counter() - t0
@@ -403,14 +405,16 @@ class Session:
         )
         check_free_space(store, needed)
 
-    def request_stop(self, drain: bool = True) -> int:
+    def request_stop(self, drain: bool = True, status: str = "interrupted") -> int:
         """Stop acquiring now (thread- and signal-safe); returns the frames still queued.
 
         With ``drain`` the workers finish the frames already acquired; without it they
         stop after the frame in hand (the rest stay unsegmented: ``liveseg resegment``
         fills them in). Either way :meth:`run` closes the store and writes run.json
-        with status ``interrupted``.
+        with ``status``: ``interrupted`` for a signal, ``stopped`` for an operator's Stop.
         """
+        if not self._stop_requested:
+            self._stop_status = status
         self._stop_requested += 1
         try:
             self.core.mda.cancel()

@@ -63,20 +63,23 @@ def test_painted_overlay_pixels_match_labels(qtbot, mode) -> None:
 def test_lag_marker_and_hover(qtbot) -> None:
     canvas = ImageCanvas()
     qtbot.addWidget(canvas)
-    canvas.set_image(9, np.zeros((64, 80), np.uint16))
-    assert "no segmentation yet" in canvas.banner_text()
+    canvas.set_image(9, np.zeros((64, 80), np.uint16), position=2)
+    assert canvas.banner_text() == "frame 9 · position 2 · no masks for it yet"
     cols = {
         "label": np.array([1, 3, 7]),
         "area_px": np.array([150.0, 200.0, 400.0]),
         "mean_intensity": np.array([10.0, 20.0, 30.0]),
     }
-    canvas.set_overlay(6, _labels(), cols)
+    canvas.set_overlay(6, _labels(), cols, position=2)
     assert canvas.lag == 3
-    assert "3 frames behind" in canvas.banner_text()
+    assert canvas.banner_text() == "frame 9 · position 2 · ⚠ masks from frame 6, 3 frames older"
     assert canvas.describe_pixel(40, 45) == "object 7  area_px=400  mean_intensity=30"
     assert canvas.describe_pixel(0, 0) == ""
-    canvas.set_image(6, np.zeros((64, 80), np.uint16))
-    assert canvas.lag == 0 and "current" in canvas.banner_text()
+    canvas.set_image(6, np.zeros((64, 80), np.uint16), position=2)
+    assert canvas.lag == 0 and canvas.banner_text() == "frame 6 · position 2 · masks of this frame"
+    canvas.clear_overlay()
+    assert canvas.labels is None and canvas.describe_pixel(40, 45) == ""
+    assert "no masks" in canvas.banner_text()
 
 
 def test_manual_contrast(qtbot) -> None:

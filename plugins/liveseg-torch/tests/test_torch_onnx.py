@@ -227,3 +227,34 @@ def test_auto_runtime_on_cuda_is_torch_and_agrees_with_onnx_on_the_cpu(tmp_path)
     frame = Frame(index=0, image=img)
     ap = average_precision(cpu.segment(frame, None).labels, gpu.segment(frame, None).labels)
     assert ap.ap[0.5] >= 0.99
+
+
+def test_registered_and_cloned_versions_carry_their_own_checked_export(tmp_path):
+    """The registry asks the backend for its export when a version is written: the
+    README's `models import-default` then `models clone` each get a hash-checked
+    `model.onnx`, and a clone never inherits its parent's export record."""
+    from click.testing import CliRunner
+
+    from liveseg.cli import main
+    from liveseg.models import ModelRegistry
+
+    home = tmp_path / "home"
+    runner = CliRunner()
+    res = runner.invoke(main, ["models", "import-default", "--home", str(home)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["models", "clone", "default@1", "--home", str(home)])
+    assert res.exit_code == 0, res.output
+    reg = ModelRegistry(home)
+    for spec in ("default@1", "default@2"):
+        mv = reg.resolve(spec)
+        card = json.loads((mv.path / "model.json").read_text())
+        onnx = mv.path / "model.onnx"
+        assert onnx.is_file(), spec
+        assert card["onnx"]["sha256"] == _sha(onnx)
+        assert card["onnx"]["weights_sha256"] == card["weights_sha256"]
+    backend = _backend(home, model="default@2")
+    try:
+        assert backend.predictor.runtime == "onnx"
+        assert backend.onnx_path == reg.resolve("default@2").path / "model.onnx"
+    finally:
+        backend.close()

@@ -129,8 +129,12 @@ class ImageCanvas(QWidget):
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.image: np.ndarray | None = None
         self.image_index: int | None = None
+        self.image_position: int | None = None
         self.labels: np.ndarray | None = None
         self.overlay_index: int | None = None
+        self.overlay_position: int | None = None
+        self.banner_rect = QRectF()
+        """Where the frame read-out was last painted (widget coordinates)."""
         self.columns: Mapping[str, np.ndarray] = {}
         self.auto_contrast = True
         self.limits: tuple[float, float] = (0.0, 1.0)
@@ -145,13 +149,14 @@ class ImageCanvas(QWidget):
         self._drag: QPointF | None = None
 
     # -- data -------------------------------------------------------------------------
-    def set_image(self, index: int, image: np.ndarray) -> None:
-        """Show a new raw frame (contrast applied now, once)."""
+    def set_image(self, index: int, image: np.ndarray, position: int | None = None) -> None:
+        """Show raw frame ``index`` of stage ``position`` (contrast applied now, once)."""
         if image.ndim > 2:  # RGB cameras: show the first channel
             image = image[..., 0]
         new_shape = self.image is None or self.image.shape != image.shape
         self.image = image
         self.image_index = index
+        self.image_position = position
         if self.auto_contrast:
             self.limits = auto_limits(image)
         self._gray = _qimage(to_gray8(image, self.limits))
@@ -160,13 +165,27 @@ class ImageCanvas(QWidget):
         self.update()
 
     def set_overlay(
-        self, index: int, labels: np.ndarray, columns: Mapping[str, np.ndarray] | None = None
+        self,
+        index: int,
+        labels: np.ndarray,
+        columns: Mapping[str, np.ndarray] | None = None,
+        position: int | None = None,
     ) -> None:
         """Show the labels of segmented frame ``index`` (may be older than the image)."""
         self.labels = labels
         self.overlay_index = index
+        self.overlay_position = position
         self.columns = columns or {}
         self._overlay = _qimage(overlay_rgba(labels, self.mode))
+        self.update()
+
+    def clear_overlay(self) -> None:
+        """Draw no masks (none fit the image on screen)."""
+        self.labels = None
+        self.overlay_index = None
+        self.overlay_position = None
+        self.columns = {}
+        self._overlay = None
         self.update()
 
     def set_limits(self, lo: float, hi: float) -> None:
@@ -186,7 +205,7 @@ class ImageCanvas(QWidget):
         """``filled`` or ``outline`` masks."""
         self.mode = mode
         if self.labels is not None and self.overlay_index is not None:
-            self.set_overlay(self.overlay_index, self.labels, self.columns)
+            self.set_overlay(self.overlay_index, self.labels, self.columns, self.overlay_position)
 
     def set_opacity(self, opacity: float) -> None:
         """Overlay opacity, 0..1."""
@@ -291,18 +310,21 @@ class ImageCanvas(QWidget):
             painter.end()
 
     def banner_text(self) -> str:
-        """The frame read-out drawn on top of the image; names the lag, if any."""
+        """The read-out drawn on the image: which frame and position, whose masks."""
         if self.image_index is None:
             return "waiting for frames…"
+        where = f"frame {self.image_index}"
+        if self.image_position is not None:
+            where += f" · position {self.image_position}"
         if self.overlay_index is None:
-            return f"image: frame {self.image_index} · no segmentation yet"
+            return f"{where} · no masks for it yet"
         lag = self.lag or 0
         if lag > 0:
             return (
-                f"⚠ overlay from frame {self.overlay_index}, {lag} frame"
-                f"{'s' if lag != 1 else ''} behind the image (frame {self.image_index})"
+                f"{where} · ⚠ masks from frame {self.overlay_index},"
+                f" {lag} frame{'s' if lag != 1 else ''} older"
             )
-        return f"frame {self.image_index} · overlay current"
+        return f"{where} · masks of this frame"
 
     def _paint_banner(self, painter: QPainter) -> None:
         text = self.banner_text()
@@ -312,6 +334,7 @@ class ImageCanvas(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         rect = QRectF(6, 6, metrics.horizontalAdvance(text) + 12, metrics.height() + 6)
+        self.banner_rect = rect
         painter.fillRect(rect, QColor(200, 90, 0, 220) if lagging else QColor(0, 0, 0, 160))
         painter.setPen(QColor("white"))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)

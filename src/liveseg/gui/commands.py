@@ -7,6 +7,9 @@ is imported inside the command, after checking that a Qt binding is installed.
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -14,11 +17,13 @@ import click
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["commands", "gui", "missing_qt"]
+__all__ = ["commands", "gui", "missing_display", "missing_qt"]
 
 INSTALL_HINT = (
-    "The live window needs the GUI extra (Qt, pymmcore-widgets). Install it with:\n"
-    "    pip install 'liveseg[gui]'"
+    "The live window needs the GUI extra (Qt, pymmcore-widgets). liveseg is not on a"
+    " package index: install the extra from your liveseg checkout with\n"
+    "    pip install -e '.[gui]'\n"
+    "(or run `make demo`, which installs everything into .venv)."
 )
 
 
@@ -36,6 +41,33 @@ def missing_qt() -> str | None:
     except Exception as exc:
         return f"Qt could not be loaded: {exc}"
     return None
+
+
+_PROBE = "from qtpy.QtWidgets import QApplication\nQApplication([])\n"
+
+
+def missing_display() -> str | None:
+    """Why Qt cannot open a window here (no display, broken platform plugin), or None.
+
+    Qt aborts the whole process (status 134) when its platform plugin cannot start, so
+    on Linux the check runs Qt once in a child process first. Windows and macOS always
+    have their platform, and an explicit ``QT_QPA_PLATFORM`` is the user's choice.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"Qt could not be started to check the display: {exc}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    hint = next((ln for ln in lines if "qt.qpa" in ln), lines[0] if lines else "")
+    return f"Qt cannot open a window on this display ({hint})"
 
 
 @click.command("gui")
@@ -58,6 +90,14 @@ def gui(
     problem = missing_qt()
     if problem is not None:
         click.echo(f"error: {problem}.\n{INSTALL_HINT}", err=True)
+        raise SystemExit(2)
+    problem = missing_display()
+    if problem is not None:
+        click.echo(
+            f"error: {problem}. Run `liveseg gui` in a desktop session (or over X11/Wayland"
+            " forwarding).",
+            err=True,
+        )
         raise SystemExit(2)
 
     from liveseg.config import load_config, parse_config

@@ -1,9 +1,11 @@
 """napari dock widget: a liveseg Session's live masks and counts in napari's viewer.
 
-The widget shows the newest segmented frame as a ``Labels`` layer (and, optionally, the
-newest raw frame as an ``Image`` layer) and plots objects per frame. napari-micromanager
-users tick *use napari-micromanager's core* so that liveseg acquires with the core they
-already configured; otherwise the widget loads the config's hardware itself.
+The widget shows each segmented frame as a ``Labels`` layer over that same frame's raw
+image (an ``Image`` layer), so masks are never drawn over another position's image, and
+plots objects per frame. Start / Pause (Resume) / Stop / Flag (and the F key) drive the
+run through :class:`~liveseg.control.RunControl`, like the main window.
+napari-micromanager users tick *use napari-micromanager's core* so that liveseg acquires
+with the core they already configured; otherwise the widget loads the config's hardware.
 
 Like the main window, it polls a :class:`~liveseg.gui.feed.LiveFeed` from a ``QTimer``
 (≤ 30 Hz, newest only), so napari's drawing never slows the acquisition.
@@ -12,10 +14,10 @@ Like the main window, it polls a :class:`~liveseg.gui.feed.LiveFeed` from a ``QT
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import (  # type: ignore[attr-defined]
+    Qt,
     QTimer,
     Signal,
 )
@@ -30,8 +32,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from liveseg.control import ControlError, FlagOutcome, RunControl, RunState
 from liveseg.gui.feed import LiveFeed
 from liveseg.gui.plot import CountPlot
+from liveseg.gui.run_buttons import RunButtons
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,15 +63,19 @@ class LivesegWidget(QWidget):
     """
 
     run_done = Signal(object)
+    state_seen = Signal(object)
 
     def __init__(self, napari_viewer: Any, session: Session | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session: Session | None = None
+        self.control: RunControl | None = None
         self.feed: LiveFeed | None = None
         self._owns = False
-        self._thread: threading.Thread | None = None
         self.last_summary: dict[str, Any] | None = None
+        self.last_flag: FlagOutcome | None = None
+        self.shown: tuple[int, int] | None = None
+        """``(frame index, position)`` of the frame in the layers."""
 
         self.config_path = QLineEdit(placeholderText="config YAML (empty: demo hardware)")
         browse = QPushButton("…")
@@ -78,10 +86,17 @@ class LivesegWidget(QWidget):
         )
         self.show_image = QCheckBox("raw image layer")
         self.show_image.setChecked(True)
-        self.start_btn = QPushButton("Start")
-        self.stop_btn = QPushButton("Stop")
-        self.start_btn.clicked.connect(self.start)
-        self.stop_btn.clicked.connect(self.stop)
+        self.buttons = RunButtons(
+            self,
+            start=self.start,
+            toggle_pause=self.toggle_pause,
+            stop=self.stop,
+            flag=self.flag_shown,
+            shortcut_context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+        )
+        self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn = self.buttons.widgets()
+        self.flag_shortcut = self.buttons.flag_shortcut
+        self.reason = QLineEdit(placeholderText="flag reason (optional)")
         self.plot = CountPlot()
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
@@ -94,13 +109,15 @@ class LivesegWidget(QWidget):
         layout.addWidget(self.use_mm_core)
         layout.addWidget(self.show_image)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.start_btn)
-        buttons.addWidget(self.stop_btn)
+        for w in (self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn):
+            buttons.addWidget(w)
         layout.addLayout(buttons)
+        layout.addWidget(self.reason)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.status)
 
         self.run_done.connect(self._on_run_done)
+        self.state_seen.connect(lambda *_: self._update())
         self._timer = QTimer(self)
         self._timer.setInterval(33)
         self._timer.timeout.connect(self.refresh)
@@ -108,6 +125,7 @@ class LivesegWidget(QWidget):
         self.destroyed.connect(self._timer.stop)
         if session is not None:
             self.attach(session, owns=False)
+        self._update()
 
     # -- session ----------------------------------------------------------------------
     def attach(self, session: Session, *, owns: bool = False) -> None:
@@ -115,18 +133,32 @@ class LivesegWidget(QWidget):
         self.detach()
         self.session = session
         self._owns = owns
-        self.feed = LiveFeed(session)
+        self.control = RunControl(session)
+        self.control.signals.finished.connect(self._finished_from_control)
+        self.control.signals.state_changed.connect(self._state_from_control)
+        self.feed = LiveFeed(self.control)
         self.feed.attach()
-        self.status.setText(f"attached: {', '.join(session.pipeline.step_names)}")
+        self.status.setText("attached · chain: " + "; ".join(self.control.chain_description()))
 
-    def detach(self) -> None:
-        """Stop following the session (and close it when the widget built it)."""
+    def detach(self, timeout: float = 60.0) -> None:
+        """Stop any run, stop following the session (closing it when the widget built it)."""
+        if self.control is not None:
+            self.control.close(timeout)
+            self.control.signals.finished.disconnect(self._finished_from_control)
+            self.control.signals.state_changed.disconnect(self._state_from_control)
+            self.control = None
         if self.feed is not None:
             self.feed.detach()
             self.feed = None
         if self.session is not None and self._owns:
             self.session.close()
         self.session = None
+
+    def _finished_from_control(self, summary: dict[str, Any]) -> None:
+        self.run_done.emit(summary)  # any thread → the Qt thread
+
+    def _state_from_control(self, state: RunState) -> None:
+        self.state_seen.emit(state)
 
     def _build_session(self) -> Session:
         from liveseg.config import load_config, parse_config
@@ -150,83 +182,124 @@ class LivesegWidget(QWidget):
     @property
     def running(self) -> bool:
         """Whether a run started here is in progress."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.control is not None and self.control.running
 
     def start(self, events: Any = None, output: str | Path | None = None) -> None:
-        """Acquire (``events`` or the config's sequence) in a worker thread."""
+        """Acquire (``events`` or the config's sequence) without blocking."""
         if self.running:
             return
-        if self.session is None:
+        if self.control is None:
             try:
                 self.attach(self._build_session(), owns=True)
             except Exception as exc:
                 self.status.setText(f"error: {exc}")
                 return
-        assert self.session is not None
-        session = self.session
+        assert self.control is not None
         self.plot.clear()
+        self.last_summary = None
+        try:
+            self.control.start(events, output=output)
+        except ControlError as exc:
+            self.status.setText(str(exc))
 
-        def work() -> None:
-            try:
-                summary = session.run(events, output=output)
-            except Exception as exc:
-                log.exception("run failed")
-                summary = {"error": repr(exc)}
-            self.run_done.emit(summary)
-
-        self._thread = threading.Thread(target=work, name="liveseg-napari-run", daemon=True)
-        self._thread.start()
+    def toggle_pause(self) -> None:
+        """Pause a running acquisition, or resume a paused one."""
+        if self.control is not None:
+            self.control.toggle_pause()
+        self._update()
 
     def stop(self) -> None:
-        """Cancel the acquisition; acquired frames are still segmented and saved."""
-        if self.running and self.session is not None:
-            self.session.core.mda.cancel()
+        """Stop acquiring; acquired frames are still segmented and saved."""
+        if self.control is not None:
+            self.control.stop()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run thread ends; True if it has."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self.control is not None:
+            self.control.wait(timeout)
         return not self.running
+
+    def flag_shown(self) -> FlagOutcome | None:
+        """Put the frame in the layers into the retraining queue (once)."""
+        if self.control is None or self.shown is None:
+            self.status.setText("nothing to flag yet (no segmented frame shown)")
+            return None
+        try:
+            outcome = self.control.flag(self.shown[0], self.reason.text().strip())
+        except Exception as exc:
+            self.status.setText(f"flag failed: {exc}")
+            return None
+        self.last_flag = outcome
+        if outcome.added:
+            self.reason.clear()
+        self._update(outcome.message)
+        return outcome
 
     def _on_run_done(self, summary: dict[str, Any]) -> None:
         self.refresh()
         self.last_summary = summary
-        self.status.setText(
+        self._update(
             summary.get("error")
             or f"finished: {summary.get('frames_segmented')} segmented → {summary.get('run_dir')}"
         )
 
     # -- display ----------------------------------------------------------------------
     def refresh(self) -> None:
-        """Take the newest image/result from the feed and update the layers and plot."""
+        """Show the newest segmented frame: its image and its labels, together."""
         if self.feed is None:
             return
         snap = self.feed.take()
         if snap.run_started is not None:
             self.plot.clear()
-        if snap.image is not None and self.show_image.isChecked():
-            self._set_layer(IMAGE_LAYER, snap.image[1], "image")
+            self.shown = None
+        if snap.points:  # before the layers: a failing layer update must not lose points
+            self.plot.add_points(snap.points)
         if snap.result is not None:
             frame, result, _ = snap.result
-            layer = self._set_layer(LABELS_LAYER, result.labels, "labels")
-            layer.metadata["liveseg_frame"] = frame.index
-        if snap.points:
-            self.plot.add_points(snap.points)
-            last = snap.points[-1]
-            self.status.setText(
-                f"frame {last.frame_index}: {last.count} objects · "
-                f"dropped for display {self.feed.dropped_results}"
-            )
+            meta = {"liveseg_frame": frame.index, "liveseg_position": frame.position}
+            if self.show_image.isChecked():
+                self._set_layer(IMAGE_LAYER, frame.image, "image").metadata.update(meta)
+            self._set_layer(LABELS_LAYER, result.labels, "labels").metadata.update(meta)
+            self.shown = (frame.index, frame.position)
+        if snap.result is not None or snap.points:
+            self._update()
+
+    def _update(self, message: str | None = None) -> None:
+        """Buttons and status text from the control's state."""
+        control = self.control
+        state = control.state if control is not None else RunState.IDLE
+        self.buttons.sync(state, can_flag=self.shown is not None)
+        if control is None:
+            return
+        st = control.stats()
+        shown = (
+            f"frame {self.shown[0]}, position {self.shown[1]} in the layers"
+            if self.shown is not None
+            else "no frame shown yet"
+        )
+        text = (
+            f"{st.state.value} · {shown}\n"
+            f"acquired {st.acquired} · segmented {st.segmented} · skipped {st.skipped}"
+            f" · failed {st.failed} · backlog {st.backlog} · flagged {st.flagged}"
+        )
+        if message:
+            text += f"\n{message}"
+        self.status.setText(text)
 
     def _set_layer(self, name: str, data: Any, kind: str) -> Any:
         layers = self.viewer.layers
         if name in layers:
             layer = layers[name]
             layer.data = data
+            if kind == "image":
+                layer.reset_contrast_limits()
             return layer
         if kind == "labels":
             return self.viewer.add_labels(data, name=name, opacity=0.5)
-        return self.viewer.add_image(data, name=name, colormap="gray")
+        layer = self.viewer.add_image(data, name=name, colormap="gray")
+        if LABELS_LAYER in layers:  # keep the masks on top of the image
+            layers.move(layers.index(layer), layers.index(layers[LABELS_LAYER]))
+        return layer
 
     def closeEvent(self, event: Any) -> None:  # noqa: D102
         self.shutdown()
@@ -235,7 +308,4 @@ class LivesegWidget(QWidget):
     def shutdown(self) -> None:
         """Stop any run, wait for it, and detach (closing an owned session)."""
         self._timer.stop()
-        if self.running and self.session is not None:
-            self.session.core.mda.cancel()
-            self.wait(60)
         self.detach()

@@ -1,31 +1,30 @@
 """The liveseg main window: live image + masks, counts, objects, flagging, control.
 
-Threads: :meth:`LiveWindow.start` runs ``Session.run`` in a plain worker thread; the
-session's callbacks land in a :class:`~liveseg.gui.feed.LiveFeed` (O(1) each), and a
-``QTimer`` on the Qt thread takes the newest image and result from it at most
-:data:`DISPLAY_HZ` times a second. A slow display therefore only drops frames from
-the *display* (counted in the status line) and never slows acquisition or
-segmentation.
+The window drives its Session only through :class:`~liveseg.control.RunControl`
+(start / pause / resume / stop / flag / stats and one signal group). Threads: the
+control runs ``Session.run`` in a worker thread; its signals land in a
+:class:`~liveseg.gui.feed.LiveFeed` (O(1) each), and a ``QTimer`` on the Qt thread takes
+the newest image and result from it at most :data:`DISPLAY_HZ` times a second. A slow
+display therefore only drops frames from the *display* (counted in the status line) and
+never slows acquisition or segmentation.
+
+The canvas never draws one frame's masks over another position's image: by default it
+shows each segmented frame's own image under its masks; with *newest image* it shows
+the newest acquired image and the masks of that position's latest segmented frame.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import (  # type: ignore[attr-defined]
     QAbstractTableModel,
     Qt,
     QTimer,
     Signal,
-)
-from qtpy.QtGui import (  # type: ignore[attr-defined]
-    QKeySequence,
-    QShortcut,
 )
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -48,19 +47,24 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from liveseg.control import ControlError, FlagOutcome, RunControl, RunState
 from liveseg.gui.canvas import ImageCanvas
 from liveseg.gui.feed import LiveFeed, LogEntry
 from liveseg.gui.plot import CountPlot
+from liveseg.gui.run_buttons import RunButtons
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    import numpy as np
     from qtpy.QtGui import QCloseEvent
 
     from liveseg.session import Session
-    from liveseg.types import Flag
+    from liveseg.types import Flag, Frame, FrameResult
 
-__all__ = ["DISPLAY_HZ", "LiveWindow", "ObjectsModel", "chain_description"]
+    Segmented = tuple[Frame, FrameResult, Mapping[str, np.ndarray]]
+
+__all__ = ["DISPLAY_HZ", "LiveWindow", "ObjectsModel"]
 
 log = logging.getLogger("liveseg.gui")
 
@@ -81,27 +85,6 @@ TABLE_COLUMNS = (
 )
 
 
-def chain_description(session: Session) -> list[str]:
-    """One line per chain step: step name, backend, plugin and version, model."""
-    host = session.host
-    versions = host.versions()
-    lines = []
-    pipeline = session.pipeline
-    for step, backend_name, backend in zip(
-        pipeline.step_names, pipeline.backend_names, pipeline.backends, strict=False
-    ):
-        plugin = host.backend_plugin(backend_name)
-        version = versions.get(plugin, "")
-        text = f"{step} — {backend_name} ({plugin}{' ' + version if version else ''})"
-        for attr in ("model_version", "model_id", "model_name", "model"):
-            value = getattr(backend, attr, None)
-            if isinstance(value, str | int) and value != "":
-                text += f", model {value}"
-                break
-        lines.append(text)
-    return lines
-
-
 class ObjectsModel(QAbstractTableModel):
     """The current frame's objects: a table model over measurement columns (no copy)."""
 
@@ -112,7 +95,7 @@ class ObjectsModel(QAbstractTableModel):
         self._rows = 0
         self.frame_index: int | None = None
 
-    def set_columns(self, frame_index: int, columns: Mapping[str, np.ndarray]) -> None:
+    def set_columns(self, frame_index: int | None, columns: Mapping[str, np.ndarray]) -> None:
         """Show the objects of ``frame_index`` (O(1): the view reads lazily)."""
         self.beginResetModel()
         self.frame_index = frame_index
@@ -162,6 +145,7 @@ class LiveWindow(QMainWindow):
     """
 
     run_done = Signal(object)  # summary dict, on the Qt thread
+    state_seen = Signal(object)  # RunState, on the Qt thread
 
     def __init__(
         self,
@@ -176,14 +160,16 @@ class LiveWindow(QMainWindow):
         self.owns_session = owns_session
         self.output = output
         self.setWindowTitle(f"liveseg — {session.config.name}")
-        self.feed = LiveFeed(session)
+        self.control = RunControl(session)
+        self.feed = LiveFeed(self.control)
         self.feed.attach()
-        self._thread: threading.Thread | None = None
         self._sequence: Any = None  # loaded from YAML; else the MDA widget / config
         self.last_summary: dict[str, Any] | None = None
         self.last_run_dir: Path | None = None
         self.flags: list[Flag] = []
-        self._seg_times: list[float] = []
+        self.last_flag: FlagOutcome | None = None
+        self._newest: Segmented | None = None  # newest segmented frame
+        self._by_position: dict[int, Segmented] = {}  # newest segmented frame per position
         self._closed = False
 
         self.canvas = ImageCanvas()
@@ -196,11 +182,15 @@ class LiveWindow(QMainWindow):
         self.mda: Any = None
         self._build(mda_widget)
         self.run_done.connect(self._on_run_done)
+        self.state_seen.connect(self._on_state)
+        # psygnal → Qt signal: queued to the Qt thread when emitted from the run thread.
+        self.control.signals.finished.connect(self._finished_from_control)
+        self.control.signals.state_changed.connect(self._state_from_control)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(int(1000 / DISPLAY_HZ))
-        self._timer.timeout.connect(self._tick)
-        self._timer.start()
+        self.display_timer = QTimer(self)
+        self.display_timer.setInterval(int(1000 / DISPLAY_HZ))
+        self.display_timer.timeout.connect(self._tick)
+        self.display_timer.start()
         self._slow_timer = QTimer(self)
         self._slow_timer.setInterval(500)
         self._slow_timer.timeout.connect(self._slow_tick)
@@ -211,20 +201,18 @@ class LiveWindow(QMainWindow):
     # -- layout -----------------------------------------------------------------------
     def _build(self, mda_widget: bool) -> None:
         # toolbar row: run control, flag, display options
-        self.start_btn = QPushButton("Start")
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setCheckable(True)
-        self.stop_btn = QPushButton("Stop")
-        self.flag_btn = QPushButton("Flag (F)")
-        self.flag_btn.setToolTip("Put the shown frame and its masks into the retraining queue")
+        self.buttons = RunButtons(
+            self,
+            start=self.start,
+            toggle_pause=self.toggle_pause,
+            stop=self.stop,
+            flag=self.flag_shown,
+        )
+        b = self.buttons
+        self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn = b.widgets()
+        self.flag_shortcut = b.flag_shortcut
         self.reason = QLineEdit(placeholderText="flag reason (optional)")
         self.reason.setMaximumWidth(220)
-        self.start_btn.clicked.connect(self.start)
-        self.pause_btn.clicked.connect(self.toggle_pause)
-        self.stop_btn.clicked.connect(self.stop)
-        self.flag_btn.clicked.connect(self.flag_shown)
-        self.flag_shortcut = QShortcut(QKeySequence("F"), self)
-        self.flag_shortcut.activated.connect(self.flag_shown)
 
         self.auto_contrast = QCheckBox("auto")
         self.auto_contrast.setChecked(True)
@@ -247,11 +235,13 @@ class LiveWindow(QMainWindow):
         self.show_masks.toggled.connect(self.canvas.set_overlay_visible)
         fit = QPushButton("Fit")
         fit.clicked.connect(self.canvas.fit)
-        self.sync = QCheckBox("image follows masks")
-        self.sync.setToolTip(
-            "Show the segmented frame's own image under its masks instead of the newest"
-            " acquired image (no lag between image and masks)"
+        self.newest_image = QCheckBox("newest image")
+        self.newest_image.setToolTip(
+            "Show the newest acquired image instead of the segmented frame's own image;"
+            " the masks are then those of the same position's latest segmented frame"
+            " (possibly older, said on the image)"
         )
+        self.newest_image.toggled.connect(lambda *_: self._redisplay())
 
         bar = QHBoxLayout()
         for w in (self.start_btn, self.pause_btn, self.stop_btn, self.flag_btn, self.reason):
@@ -263,7 +253,7 @@ class LiveWindow(QMainWindow):
             view_bar.addWidget(opt)
         view_bar.addWidget(QLabel("opacity"))
         view_bar.addWidget(self.opacity)
-        view_bar.addWidget(self.sync)
+        view_bar.addWidget(self.newest_image)
         view_bar.addStretch(1)
         view_bar.addWidget(fit)
 
@@ -285,7 +275,7 @@ class LiveWindow(QMainWindow):
         # right side: chain + status, tabs (acquisition, objects, log)
         chain = QGroupBox("Chain")
         cl = QVBoxLayout(chain)
-        self.chain_label = QLabel("\n".join(chain_description(self.session)))
+        self.chain_label = QLabel("\n".join(self.control.chain_description()))
         self.chain_label.setWordWrap(True)
         cl.addWidget(self.chain_label)
         status_box = QGroupBox("Status")
@@ -391,86 +381,84 @@ class LiveWindow(QMainWindow):
     # -- run control ------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """Whether an acquisition is in progress."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether an acquisition is in progress (running, paused or stopping)."""
+        return self.control.running
 
     def start(self, events: Any = None) -> None:
-        """Start acquiring (``events`` or :meth:`sequence`) in a worker thread."""
-        if self.running:
+        """Start acquiring ``events`` (default: :meth:`sequence`) without blocking."""
+        if self.control.running:
+            self._log(LogEntry("run", f"already {self.control.state.value}: not started"))
             return
         try:
             seq = events if events is not None else self.sequence()
         except Exception as exc:
             self._log(LogEntry("error", f"invalid sequence: {exc}", logging.ERROR))
             return
-        self.plot.clear()
-        self._seg_times.clear()
         self.last_summary = None
         output, self.output = self.output, None
-        self._thread = threading.Thread(
-            target=self._run, args=(seq, output), name="liveseg-gui-run", daemon=True
-        )
-        self._thread.start()
-        self._update_buttons(running=True)
-
-    def _run(self, seq: Any, output: str | Path | None) -> None:
         try:
-            summary = self.session.run(seq, output=output)
-        except Exception as exc:
-            log.exception("run failed")
-            summary = {"error": repr(exc)}
-        self.run_done.emit(summary)  # Qt queues this to the window's thread
+            self.control.start(seq, output=output)
+        except ControlError as exc:
+            self._log(LogEntry("run", str(exc), logging.WARNING))
 
     def toggle_pause(self) -> None:
-        """Pause or resume the acquisition (segmentation catches up meanwhile)."""
-        if self.running:
-            self.session.core.mda.toggle_pause()
-        self.pause_btn.setChecked(self.running and self.session.core.mda.is_paused())
+        """Pause a running acquisition, or resume a paused one."""
+        self.control.toggle_pause()
+        self._update_buttons()
 
     def stop(self) -> None:
-        """Cancel the acquisition; frames already acquired are still segmented and saved."""
-        if self.running:
-            self.session.core.mda.cancel()
-            self._log(LogEntry("run", "stop requested"))
+        """Stop acquiring; frames already acquired are still segmented and saved."""
+        if self.control.state in (RunState.RUNNING, RunState.PAUSED):
+            self.control.stop()
+            self._log(LogEntry("run", "stop requested: draining the frames acquired so far"))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run thread ends (tests, shutdown); True if it has."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        self.control.wait(timeout)
+        return not self.control.running
 
-    def _update_buttons(self, running: bool | None = None) -> None:
-        running = self.running if running is None else running
-        self.start_btn.setEnabled(not running)
-        self.pause_btn.setEnabled(running)
-        self.stop_btn.setEnabled(running)
+    def _state_from_control(self, state: RunState) -> None:
+        self.state_seen.emit(state)  # any thread → the Qt thread
+
+    def _finished_from_control(self, summary: dict[str, Any]) -> None:
+        self.run_done.emit(summary)  # any thread → the Qt thread
+
+    def _on_state(self, state: RunState) -> None:
+        self._update_buttons()
+        self.status.setText(self.status_text())
+
+    def _update_buttons(self) -> None:
+        state = self.control.state
+        self.buttons.sync(state, can_flag=self.canvas.overlay_index is not None)
         if self.mda is not None:
-            self.mda.setEnabled(not running)
-        if not running:
-            self.pause_btn.setChecked(False)
+            self.mda.setEnabled(not state.active)
 
     # -- flagging ---------------------------------------------------------------------
     def shown_frame(self) -> int | None:
         """The frame a flag refers to: the segmented frame whose masks are shown."""
         return self.canvas.overlay_index
 
-    def flag_shown(self, reason: str | None = None) -> Flag | None:
-        """Put the shown frame (image + masks) into the retraining queue."""
+    def flag_shown(self, reason: str | None = None) -> FlagOutcome | None:
+        """Put the shown frame (image + masks) into the retraining queue, once."""
         index = self.shown_frame()
         if index is None:
             self._log(LogEntry("flag", "nothing to flag yet (no segmented frame shown)"))
             return None
-        text = reason if isinstance(reason, str) else self.reason.text().strip()
+        text = reason if reason is not None else self.reason.text().strip()
         try:
-            flag = self.session.flag(index, text, source="operator")
+            outcome = self.control.flag(index, text, source="operator")
         except Exception as exc:
             self._log(LogEntry("error", f"flag of frame {index} failed: {exc}", logging.ERROR))
             return None
-        self.flags.append(flag)
-        self.reason.clear()
-        self.statusBar().showMessage(f"frame {index} flagged for retraining", 4000)
-        return flag
+        self.last_flag = outcome
+        if outcome.flag is not None:
+            self.flags.append(outcome.flag)
+            self.reason.clear()
+        else:
+            self._log(LogEntry("flag", outcome.message))
+        self.statusBar().showMessage(outcome.message, 4000)
+        self.status.setText(self.status_text())
+        return outcome
 
     # -- display ----------------------------------------------------------------------
     def _tick(self) -> None:
@@ -478,57 +466,111 @@ class LiveWindow(QMainWindow):
         snap = self.feed.take()
         if snap.run_started is not None:
             self.plot.clear()
-        sync = self.sync.isChecked()
-        if snap.image is not None and not sync:
-            self.canvas.set_image(*snap.image)
+            self._newest = None
+            self._by_position.clear()
+            self.canvas.clear_overlay()  # masks of the last run are not this run's
+            self.objects.set_columns(None, {})
         if snap.result is not None:
-            frame, result, columns = snap.result
-            if sync or self.canvas.image_index is None:
-                self.canvas.set_image(frame.index, frame.image)
-            self.canvas.set_overlay(frame.index, result.labels, columns)
-            self.objects.set_columns(frame.index, columns)
-        if (snap.image is not None or snap.result is not None) and self.auto_contrast.isChecked():
-            lo, hi = self.canvas.limits
-            self.lo.setValue(lo)
-            self.hi.setValue(hi)
+            self._newest = snap.result
+            self._by_position[snap.result[0].position] = snap.result
+        changed = False
+        if not self.newest_image.isChecked():
+            if snap.result is not None:
+                self._show_segmented(snap.result)
+                changed = True
+            elif snap.image is not None and self.canvas.overlay_index is None:
+                # nothing segmented yet: the newest image, no masks
+                self._show_acquired(snap.image)
+                changed = True
+        elif snap.image is not None:
+            self._show_acquired(snap.image)
+            changed = True
+        elif snap.result is not None and snap.result[0].position == self.canvas.image_position:
+            self._show_overlay_for_image()
+            changed = True
+        if changed:
+            self._update_buttons()
+            self.status.setText(self.status_text())  # names what is on screen now
+            if self.auto_contrast.isChecked():
+                lo, hi = self.canvas.limits
+                self.lo.setValue(lo)
+                self.hi.setValue(hi)
         if snap.points:
-            now = time.monotonic()
-            self._seg_times.extend([now] * len(snap.points))
             self.plot.add_points(snap.points)
         for entry in snap.log:
             self._log(entry)
 
+    def _show_segmented(self, item: Segmented) -> None:
+        """A segmented frame's own image under its own masks."""
+        frame, result, columns = item
+        self.canvas.set_image(frame.index, frame.image, frame.position)
+        self.canvas.set_overlay(frame.index, result.labels, columns, frame.position)
+        self.objects.set_columns(frame.index, columns)
+
+    def _show_acquired(self, frame: Frame) -> None:
+        """The newest acquired image, with the masks of its own position if any."""
+        self.canvas.set_image(frame.index, frame.image, frame.position)
+        self._show_overlay_for_image()
+
+    def _show_overlay_for_image(self) -> None:
+        canvas = self.canvas
+        item = self._by_position.get(canvas.image_position or 0)
+        if (
+            item is None
+            or canvas.image is None
+            or item[1].labels.shape != canvas.image.shape[:2]
+            or (canvas.image_index is not None and item[0].index > canvas.image_index)
+        ):
+            canvas.clear_overlay()
+            self.objects.set_columns(None, {})
+            return
+        frame, result, columns = item
+        canvas.set_overlay(frame.index, result.labels, columns, frame.position)
+        self.objects.set_columns(frame.index, columns)
+
+    def _redisplay(self) -> None:
+        """Re-show after the display mode changed."""
+        if not self.newest_image.isChecked():
+            if self._newest is not None:
+                self._show_segmented(self._newest)
+        elif self.canvas.image is not None:
+            self._show_overlay_for_image()
+        self._update_buttons()
+
     def _slow_tick(self) -> None:
-        """Twice a second: status line and the run's events.jsonl."""
-        for entry in self.feed.read_events():
-            self._log(entry)
+        """Twice a second: the status text."""
         self.status.setText(self.status_text())
 
     def status_text(self) -> str:
-        """Frames, segmentation rate, latency, backlog and display drops."""
-        feed = self.feed
-        proc = self.session.processor
-        queue = self.session.queue
-        seg_ms = list(proc.segment_ms[-20:]) if proc is not None else []
-        lat_ms = list(proc.latencies_ms[-20:]) if proc is not None else []
-        fps = 1e3 / float(np.mean(seg_ms)) if seg_ms else 0.0
-        now = time.monotonic()
-        recent = [t for t in self._seg_times if now - t < 5.0]
-        self._seg_times = recent
-        rate = len(recent) / 5.0
-        lat = f"{np.median(lat_ms):.0f} ms" if lat_ms else "–"
-        backlog = queue.backlog() if queue is not None else 0
-        state = "running" if self.running else "idle"
-        if self.running and self.session.core.mda.is_paused():
-            state = "paused"
-        return (
-            f"{state} · acquired {feed.frames_acquired} · segmented {feed.frames_segmented}"
-            f" (failed {feed.frames_failed})\n"
-            f"segmentation {fps:.1f} frames/s (chain), {rate:.1f} frames/s (last 5 s)"
-            f" · latency p50 {lat} · backlog {backlog}\n"
-            f"dropped for display: {feed.dropped_images} images,"
-            f" {feed.dropped_results} results · flags {len(self.flags)}"
-        )
+        """State, what is on screen, counts, backlog, rates and display drops."""
+        st = self.control.stats()
+        canvas = self.canvas
+        if canvas.image_index is None:
+            screen = "nothing on screen yet"
+        else:
+            screen = f"on screen: frame {canvas.image_index}"
+            if canvas.image_position is not None:
+                screen += f", position {canvas.image_position}"
+            if canvas.overlay_index is None:
+                screen += ", no masks"
+            elif canvas.overlay_index == canvas.image_index:
+                screen += ", its own masks"
+            else:
+                screen += f", masks of frame {canvas.overlay_index}"
+        fps = f"{1e3 / st.segment_ms_mean:.1f}" if st.segment_ms_mean else "–"
+        lat = f"{st.latency_ms_p50:.0f} ms" if st.latency_ms_p50 is not None else "–"
+        lines = [
+            f"{st.state.value} · {screen}",
+            f"acquired {st.acquired} · segmented {st.segmented} · skipped {st.skipped}"
+            f" · failed {st.failed} · backlog {st.backlog} · flagged {st.flagged}",
+            f"segmentation {fps} frames/s (chain), {st.rate_fps:.1f} frames/s (last 5 s)"
+            f" · latency p50 {lat}",
+            f"dropped for display: {self.feed.dropped_images} images,"
+            f" {self.feed.dropped_results} results",
+        ]
+        if st.error:
+            lines.append(f"error: {st.error}")
+        return "\n".join(lines)
 
     def _log(self, entry: LogEntry) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -550,7 +592,7 @@ class LiveWindow(QMainWindow):
                     f" {summary.get('frames_segmented')} segmented → {run_dir}",
                 )
             )
-        self._update_buttons(running=False)
+        self._update_buttons()
         self._slow_tick()
 
     def _contrast_changed(self, auto: bool) -> None:
@@ -571,12 +613,11 @@ class LiveWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
-        self._timer.stop()
+        self.display_timer.stop()
         self._slow_timer.stop()
-        if self.running:
-            self.session.core.mda.cancel()
-            if not self.wait(timeout):
-                log.error("the run did not stop within %.0f s", timeout)
+        self.control.close(timeout)  # stops any run and waits for it
+        self.control.signals.finished.disconnect(self._finished_from_control)
+        self.control.signals.state_changed.disconnect(self._state_from_control)
         self.feed.detach()
         if self.owns_session:
             self.session.close()
