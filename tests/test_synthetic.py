@@ -98,3 +98,123 @@ def test_does_not_import_torch():
     code = "import liveseg.synthetic, liveseg.metrics, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- the other sample types ------------------------------------------------------------
+
+KINDS = ["cells", "bacteria", "transmitted"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_sample_types_are_seeded_and_well_formed(kind, split):
+    from scipy import ndimage as ndi
+
+    from liveseg.synthetic import generate_sample
+
+    a_img, a_lab = generate_sample(kind, 7, (96, 128), split)
+    b_img, b_lab = generate_sample(kind, 7, (96, 128), split)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    assert a_img.shape == a_lab.shape == (96, 128)
+    assert a_img.dtype in (np.uint8, np.uint16, np.float32)
+    assert a_lab.dtype == np.uint32
+    ids = np.unique(a_lab)
+    np.testing.assert_array_equal(ids, np.arange(ids.size))
+    for idx, sl in enumerate(ndi.find_objects(a_lab), start=1):
+        assert sl is not None
+        assert ndi.label(a_lab[sl] == idx)[1] == 1
+    others = [generate_sample(kind, s, (96, 128), split)[1] for s in (8, 9)]
+    assert not all(np.array_equal(a_lab, o) for o in others)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_sample_type_has_objects_in_most_frames(kind):
+    from liveseg.synthetic import generate_sample
+
+    counts = [int(generate_sample(kind, s, (128, 128), "test")[1].max()) for s in range(6)]
+    assert sum(c > 0 for c in counts) >= 5
+
+
+def test_fluorescent_cells_are_brighter_than_background_and_nuclei_brightest():
+    from liveseg.synthetic import CELL_STYLES, generate_cells
+
+    style = CELL_STYLES["train"].replace(bit_depths=(32,), photons=(3000.0, 3000.0))
+    img, lab = generate_cells(3, (128, 128), style)
+    inside = img[lab > 0]
+    assert np.median(inside) > np.median(img[lab == 0])
+    # The nucleus is a small bright part of each cell: the top decile of a cell is far
+    # brighter than its median (dim cytoplasm around a bright nucleus).
+    assert np.percentile(inside, 95) > 1.8 * np.median(inside)
+
+
+def test_cells_in_the_test_style_touch_their_neighbours():
+    from liveseg.synthetic import generate_cells
+    from liveseg.synthetic._common import boundaries
+
+    _, lab = generate_cells(2, (192, 192), "test")
+    seam = boundaries(lab) & (lab > 0)
+    shifted = [np.roll(lab, s, axis=a) for s in (1, -1) for a in (0, 1)]
+    touching = {
+        int(v)
+        for v in np.unique(lab[seam & np.any([(x > 0) & (x != lab) for x in shifted], axis=0)])
+    }
+    assert len(touching) >= 0.6 * lab.max()
+
+
+def test_phase_contrast_bacteria_are_dark_with_bright_halo():
+    from scipy import ndimage as ndi
+
+    from liveseg.synthetic import BACTERIA_STYLES, generate_bacteria
+
+    style = BACTERIA_STYLES["train"].replace(
+        phase_fraction=1.0, colony_fraction=0.0, bit_depths=(32,), photons=(2000.0, 2000.0)
+    )
+    img, lab = generate_bacteria(4, (192, 192), style)
+    cells = lab > 0
+    ring = ndi.binary_dilation(cells, iterations=3) & ~ndi.binary_dilation(cells)
+    far = ~ndi.binary_dilation(cells, iterations=15)
+    assert np.median(img[cells]) < np.median(img[far]) < np.median(img[ring])
+
+
+def test_bacteria_are_rods():
+    from skimage.measure import regionprops
+
+    from liveseg.synthetic import generate_bacteria
+
+    _, lab = generate_bacteria(5, (256, 256), "test")
+    ratios = [p.axis_major_length / max(p.axis_minor_length, 1) for p in regionprops(lab)]
+    assert np.median(ratios) > 1.5
+
+
+def test_transmitted_objects_show_edges():
+    from scipy import ndimage as ndi
+
+    from liveseg.synthetic import TRANSMITTED_STYLES, generate_transmitted
+
+    for mode in ("dic", "brightfield"):
+        style = TRANSMITTED_STYLES["train"].replace(
+            modes=(mode,), droplet_fraction=1.0, bit_depths=(32,), photons=(3000.0, 3000.0)
+        )
+        img, lab = generate_transmitted(6, (192, 192), style)
+        grad = ndi.gaussian_gradient_magnitude(img.astype(np.float64), 1.5)
+        edges = ndi.binary_dilation(lab > 0, iterations=2) & ~ndi.binary_erosion(
+            lab > 0, iterations=2
+        )
+        far = ~ndi.binary_dilation(lab > 0, iterations=10)
+        assert far.any() and edges.any()
+        assert np.median(grad[edges]) > 2 * np.median(grad[far])
+
+
+def test_generate_sample_rejects_unknown_kind():
+    from liveseg.synthetic import generate_sample
+
+    with pytest.raises(ValueError, match="unknown sample type"):
+        generate_sample("plankton", 0)
+
+
+def test_gallery_writes_a_png(tmp_path):
+    from liveseg.synthetic.gallery import write_gallery
+
+    out = write_gallery("bacteria", tmp_path / "g.png", shape=(64, 64))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,6 +19,7 @@ __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
     "liveseg.commands.core",
+    "liveseg.commands.try_models",
     "liveseg.retrain.commands",
     "liveseg.gui.commands",
 )

@@ -26,9 +26,17 @@ if TYPE_CHECKING:
 
     from liveseg.pipeline import StepContext
 
-__all__ = ["UnetBackend", "UnetParams", "finetune", "resolve_weights"]
+__all__ = ["SHIPPED_MODELS", "UnetBackend", "UnetParams", "finetune", "resolve_weights"]
 
 log = logging.getLogger("liveseg.torch")
+
+SHIPPED_MODELS: tuple[tuple[str, str, str], ...] = (
+    ("nuclei", "", "nuclei in fluorescence (DNA stain, H2B-FP); the default model"),
+    ("cells", "cells", "whole cells in fluorescence: cytoplasm stain around a bright nucleus"),
+    ("bacteria", "bacteria", "rod-shaped bacteria in phase contrast or brightfield"),
+    ("transmitted", "transmitted", "unstained cells and droplets in brightfield / DIC light"),
+)
+"""Shipped models: (name, folder under ``weights/``, one-line purpose); all synthetic-trained."""
 
 
 class UnetParams(BaseModel):
@@ -69,15 +77,20 @@ class UnetParams(BaseModel):
 def resolve_weights(spec: str, home: Path | None = None) -> Path:
     """Turn a ``model`` parameter into a weights file path.
 
-    ``"default"`` is the shipped file; a spec with ``@`` goes to the model registry
-    (:func:`liveseg.models.resolve_model`); anything else is a path (absolute, relative
-    to the working directory, or relative to ``home``). A directory resolves to the
-    ``weights.pt`` (or ``default.pt``) inside it.
+    ``"default"`` is the shipped file, a shipped model's name (``nuclei``, ``cells``,
+    ``bacteria``, ``transmitted``; :data:`SHIPPED_MODELS`) its weights; a spec with
+    ``@`` goes to the model registry (:func:`liveseg.models.resolve_model`); anything
+    else is a path (absolute, relative to the working directory, or relative to
+    ``home``). A directory resolves to the ``weights.pt`` (or ``default.pt``) inside it.
     """
     from liveseg_torch.weights import default_weights_path
 
     if spec in ("", "default"):
         return default_weights_path()
+    shipped = {name: folder for name, folder, _ in SHIPPED_MODELS}
+    if spec in shipped:
+        folder = default_weights_path().parent / shipped[spec]
+        return folder / "default.pt"
     if "@" in spec:
         try:
             from liveseg.models import resolve_model  # type: ignore[import-not-found,unused-ignore]
@@ -265,12 +278,19 @@ def register_trainers(register: Register) -> None:
 
 @hookimpl
 def register_models(register: Register) -> None:
-    """Register the shipped weights as model ``default`` (nuclei; the default chain)."""
+    """Register the shipped weights: ``default`` (nuclei; the default chain) and by name.
+
+    ``nuclei`` (the same weights), ``cells``, ``bacteria`` and ``transmitted``
+    (:data:`SHIPPED_MODELS`).
+    """
     from importlib import resources
 
     # not liveseg_torch.weights: that imports torch, and every host calls this hook
+    root = resources.files("liveseg_torch") / "weights"
     register(
         "default",
-        str(resources.files("liveseg_torch") / "weights"),
+        str(root),
         "nuclei in fluorescence images (small U-Net, runs live on a CPU)",
     )
+    for name, folder, purpose in SHIPPED_MODELS:
+        register(name, str(root / folder) if folder else str(root), purpose)

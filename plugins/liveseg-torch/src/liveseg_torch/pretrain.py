@@ -29,7 +29,52 @@ from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
 from liveseg_torch.train import DISTANCE_WEIGHT, make_sample, train_steps
 from liveseg_torch.weights import REPRESENTATION, Checkpoint, save_checkpoint
 
-__all__ = ["main", "pretrain", "tune_decoding"]
+__all__ = ["USES", "kind_sets", "main", "measure_speed", "pretrain", "tune_decoding"]
+
+
+USES: dict[str, dict[str, str]] = {
+    "nuclei": {
+        "for": "fluorescent nuclei (DNA stains, H2B-FP), widefield or confocal, 10-40 px wide",
+        "not_for": "whole cells, cytoplasm stains, transmitted light, bacteria",
+    },
+    "cells": {
+        "for": "whole cells in fluorescence (cytoplasm stain or cytoplasmic FP with a "
+        "brighter nucleus), sparse to confluent, cells 20-60 px wide",
+        "not_for": "nuclei-only stains (use nuclei), transmitted light, bacteria",
+    },
+    "bacteria": {
+        "for": "rod-shaped bacteria in phase contrast (dark cells, bright halo) or "
+        "brightfield, sparse fields and micro-colonies, rods 3-25 px wide",
+        "not_for": "cocci chains, filamentous cells, eukaryotic cells, fluorescence",
+    },
+    "transmitted": {
+        "for": "unstained eukaryotic cells and emulsion droplets in brightfield, oblique or "
+        "DIC-like light, objects 8-80 px wide",
+        "not_for": "fluorescence, bacteria, phase contrast with strong halos",
+    },
+}
+"""What each shipped model is for and not for (copied into its ``model.json``)."""
+
+
+def measure_speed(predictor: Predictor, kind: str, repeats: int = 10) -> dict[str, Any]:
+    """End-to-end ``predict`` time on one 512x512 frame of ``kind``, median of ``repeats``."""
+    from liveseg.synthetic import generate_sample
+
+    img, _ = generate_sample(kind, 99, (512, 512), "train")
+    predictor.predict(img)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict(img)
+        times.append(time.perf_counter() - t0)
+    ms = float(np.median(times)) * 1e3
+    return {
+        "frame": "512x512",
+        "threads": torch.get_num_threads(),
+        "ms_per_frame": round(ms, 1),
+        "frames_per_s": round(1e3 / ms, 1),
+        "note": "median of 10, end to end (normalise, network, decode) on a shared 2-core VM",
+    }
 
 
 def tune_decoding(
@@ -67,22 +112,41 @@ def pretrain(
     seed: int = 0,
     threads: int = 1,
     progress: bool = True,
+    kind: str = "nuclei",
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the default model from scratch and write ``default.pt`` + ``model.json``."""
+    """Train a model and write ``default.pt`` + ``model.json``.
+
+    ``kind`` picks the sample type (:data:`liveseg.synthetic.SAMPLE_TYPES`): ``nuclei``
+    uses the sets of :data:`~liveseg_torch.evaluation.DATASETS`; the other types train
+    on their ``train`` style (seed 0), pick thresholds on 16 more ``train`` frames (seed
+    1) and report their held-out ``test`` style (seed 2, 24 frames). ``init`` starts from
+    an existing checkpoint's weights (and architecture) instead of a random network.
+    """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
     spec = DATASETS["train"]
-    from liveseg.synthetic import generate
+    from liveseg.synthetic import SAMPLE_TYPES, generate_sample
 
+    if kind not in SAMPLE_TYPES:
+        raise ValueError(f"unknown sample type {kind!r}; known: {', '.join(SAMPLE_TYPES)}")
+    val_set, test_set = kind_sets(kind)
+    split = spec["style"] if kind == "nuclei" else "train"
     samples = []
     for i in tqdm(range(n_train), desc="synthetic frames", disable=not progress):
-        img, lab = generate(spec["seed"] * 1_000_003 + i, spec["shape"], spec["style"])
+        img, lab = generate_sample(kind, spec["seed"] * 1_000_003 + i, spec["shape"], split)
         samples.append(make_sample(img, lab))
     t_data = time.perf_counter() - t_start
 
     torch.manual_seed(seed)
-    model = UNetLite(NetConfig(channels=channels, levels=levels, batch_norm=batch_norm))
+    if init is not None:
+        from liveseg_torch.weights import load_checkpoint
+
+        model = load_checkpoint(init).model
+        channels, levels, batch_norm = model.config.channels, model.config.levels, False
+    else:
+        model = UNetLite(NetConfig(channels=channels, levels=levels, batch_norm=batch_norm))
     bar = tqdm(total=steps, desc="pretraining", disable=not progress)
     ema: list[float] = []
 
@@ -108,13 +172,13 @@ def pretrain(
 
     ckpt = Checkpoint(model=model)
     predictor = Predictor(ckpt, device="cpu")
-    ckpt.decode = tune_decoding(predictor, dataset("val"))
-    test = score(lambda im: predictor.predict(im)[0], dataset("test_hard"))
-    val = score(lambda im: predictor.predict(im)[0], dataset("val"))
+    ckpt.decode = tune_decoding(predictor, val_set)
+    test = score(lambda im: predictor.predict(im)[0], test_set)
+    val = score(lambda im: predictor.predict(im)[0], val_set)
     seconds = time.perf_counter() - t_start
     card: dict[str, Any] = {
-        "name": "default",
-        "description": "liveseg-torch default nuclei model",
+        "name": "default" if kind == "nuclei" else kind,
+        "description": f"liveseg-torch {kind} model: {SAMPLE_TYPES[kind]}",
         "backend": "unet",
         "weights": "default.pt",
         "format": "liveseg-torch/unet",
@@ -132,8 +196,9 @@ def pretrain(
         },
         "input": {"normalize": "percentile 1 / 99.8 per frame, clamped to [-1, 8]"},
         "training_data": {
-            "generator": "liveseg.synthetic.generate",
-            "style": spec["style"],
+            "generator": "liveseg.synthetic.generate_sample",
+            "kind": kind,
+            "style": split,
             "frames": n_train,
             "shape": list(spec["shape"]),
             "seeds": f"{spec['seed']} * 1000003 + i, i < {n_train}",
@@ -142,7 +207,9 @@ def pretrain(
                 "brightness and density (sparse to touching), mitotic and apoptotic "
                 "objects, unlabelled out-of-focus nuclei, uneven illumination, haze, "
                 "blur, Poisson + read noise, 8/12/16-bit and float encodings"
-            ),
+            )
+            if kind == "nuclei"
+            else f"see the liveseg.synthetic.{kind} module docstring",
         },
         "training": {
             "seed": seed,
@@ -168,12 +235,15 @@ def pretrain(
             "machine": f"{platform.machine()} {platform.processor()}".strip(),
             "torch": torch.__version__,
         },
-        "metrics": {"test_hard": test, "val": val},
+        "intended_use": USES[kind],
+        "metrics": {"test_hard" if kind == "nuclei" else "test": test, "val": val},
+        "speed": measure_speed(predictor, kind),
         "command": (
-            f"python -m liveseg_torch.pretrain --out DIR --steps {steps} "
+            f"python -m liveseg_torch.pretrain --out DIR --kind {kind} --steps {steps} "
             f"--n-train {n_train} --batch-size {batch_size} --crop {crop} --lr {learning_rate} "
             f"--channels {channels} --levels {levels} --seed {seed} --threads {threads}"
             + (" --batch-norm" if batch_norm else "")
+            + (f" --init {init}" if init is not None else "")
         ),
     }
     ckpt.meta = {"card": "model.json", "trained_steps": steps, "seed": seed}
@@ -182,23 +252,54 @@ def pretrain(
     return card
 
 
-def rescore(out: Path, threads: int = 2) -> dict[str, Any]:
+def kind_sets(
+    kind: str,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    """The validation and held-out test sets of a sample type (frames, labels)."""
+    if kind == "nuclei":
+        return dataset("val"), dataset("test_hard")
+    from liveseg.synthetic import iter_samples
+
+    return (
+        list(iter_samples(kind, 16, 1, (256, 256), "train")),
+        list(iter_samples(kind, 24, 2, (256, 256), "test")),
+    )
+
+
+def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dict[str, Any]:
     """Re-pick decoding thresholds and re-score ``out/default.pt``; update both files.
 
-    For a changed decoder or evaluation set, without retraining.
+    For a changed decoder or evaluation set, without retraining. The sample type comes
+    from the card (``training_data.kind``, default nuclei). ``decode_scale`` 1 makes the
+    model's step decode at full resolution (recorded as ``step_params`` in the card,
+    which :func:`liveseg.commands.try_models.resolve_model_spec` passes to the step);
+    thin touching objects (rods 3-8 px wide) need it, at the cost of speed.
     """
     from liveseg_torch.weights import load_checkpoint
 
     torch.set_num_threads(threads)
-    ckpt = load_checkpoint(out / "default.pt")
-    predictor = Predictor(ckpt, device="cpu")
-    ckpt.decode = tune_decoding(predictor, dataset("val"))
     card: dict[str, Any] = json.loads((out / "model.json").read_text())
+    kind = str(card.get("training_data", {}).get("kind", "nuclei"))
+    if decode_scale is None:
+        decode_scale = int(card.get("step_params", {}).get("decode_scale", 2))
+    ckpt = load_checkpoint(out / "default.pt")
+    predictor = Predictor(ckpt, device="cpu", decode_scale=decode_scale)
+    val_set, test_set = kind_sets(kind)
+    ckpt.decode = tune_decoding(predictor, val_set)
     card["representation"]["defaults"] = ckpt.decode
     card["metrics"] = {
-        "test_hard": score(lambda im: predictor.predict(im)[0], dataset("test_hard")),
-        "val": score(lambda im: predictor.predict(im)[0], dataset("val")),
+        "test_hard" if kind == "nuclei" else "test": score(
+            lambda im: predictor.predict(im)[0], test_set
+        ),
+        "val": score(lambda im: predictor.predict(im)[0], val_set),
     }
+    if decode_scale != 2:
+        card["step_params"] = {"decode_scale": decode_scale}
+    else:
+        card.pop("step_params", None)
+    if kind in USES:
+        card["intended_use"] = USES[kind]
+        card["speed"] = measure_speed(predictor, kind)
     save_checkpoint(ckpt, out / "default.pt")
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
@@ -226,6 +327,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--kind",
+        default="nuclei",
+        help="sample type to train for: nuclei, cells, bacteria, transmitted",
+    )
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument(
+        "--decode-scale",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="with --rescore: 1 = full-resolution watershed (thin rods), 2 = live default",
+    )
+    p.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 = bit-reproducible, ~1.6x slower)"
     )
     p.add_argument("--no-progress", action="store_true")
@@ -234,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     if a.rescore:
-        card = rescore(a.out, a.threads)
+        card = rescore(a.out, a.threads, a.decode_scale)
         print(json.dumps({"metrics": card["metrics"]}))
         return 0
     card = pretrain(
@@ -250,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         threads=a.threads,
         progress=not a.no_progress,
+        kind=a.kind,
+        init=a.init,
     )
     print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
     return 0

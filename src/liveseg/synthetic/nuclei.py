@@ -1,4 +1,4 @@
-"""Seeded synthetic fluorescence-nuclei frames with exact instance labels.
+"""Fluorescent nuclei: the first sample type, and the default model's training data.
 
 The generator trains the default deep model, feeds tests with realistic frames, and lets
 anyone look at domain shift by switching styles. Everything is numpy/scipy: importing this
@@ -39,6 +39,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from liveseg.synthetic._common import (
+    Range,
+    draw_range,
+    illumination,
+    place,
+    quantise,
+    relabel,
+    smooth_noise,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -50,8 +60,6 @@ __all__ = [
     "get_style",
     "iter_dataset",
 ]
-
-Range = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -178,15 +186,6 @@ def get_style(style: str | SyntheticStyle) -> SyntheticStyle:
         raise ValueError(f"unknown synthetic style {style!r}; presets: {names}") from None
 
 
-def _draw(rng: np.random.Generator, r: Range, log: bool = False) -> float:
-    lo, hi = float(r[0]), float(r[1])
-    if hi <= lo:
-        return lo
-    if log:
-        return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    return float(rng.uniform(lo, hi))
-
-
 @dataclass
 class _Blob:
     cy: float
@@ -200,33 +199,6 @@ class _Blob:
     edge: float
     labelled: bool
     blur: float = 0.0
-
-
-def _place(
-    rng: np.random.Generator,
-    shape: tuple[int, int],
-    n: int,
-    radii: np.ndarray,
-    packing: float,
-) -> list[tuple[float, float, float]]:
-    """Rejection-sample centres so that centre distance >= packing * (r_i + r_j)."""
-    h, w = shape
-    placed: list[tuple[float, float, float]] = []
-    pts = np.zeros((0, 3))
-    for r in radii:
-        for _ in range(30):
-            cy = rng.uniform(-0.5 * r, h + 0.5 * r)
-            cx = rng.uniform(-0.5 * r, w + 0.5 * r)
-            if pts.shape[0]:
-                d = np.hypot(pts[:, 0] - cy, pts[:, 1] - cx)
-                if np.any(d < packing * (pts[:, 2] + r)):
-                    continue
-            placed.append((cy, cx, float(r)))
-            pts = np.vstack([pts, [cy, cx, r]])
-            break
-        if len(placed) >= n:
-            break
-    return placed
 
 
 def _shape_field(blob: _Blob, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -278,28 +250,6 @@ def _random_blob(
     )
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-std smooth random field."""
-    field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    std = float(field.std())
-    out: np.ndarray = field / std if std > 0 else field
-    return out
-
-
-def _illumination(rng: np.random.Generator, shape: tuple[int, int], depth: float) -> np.ndarray:
-    """Smooth multiplicative field in [1 - depth, 1]: vignetting plus a tilt."""
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-    scale = rng.uniform(0.6, 1.5) * max(h, w)
-    vignette = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * scale**2))
-    tilt = rng.uniform(-1, 1) * (yy / h - 0.5) + rng.uniform(-1, 1) * (xx / w - 0.5)
-    field = vignette + 0.3 * tilt
-    field = (field - field.min()) / max(float(field.max() - field.min()), 1e-6)
-    out: np.ndarray = (1.0 - depth + depth * field).astype(np.float32)
-    return out
-
-
 def _render(
     blobs: list[_Blob],
     shape: tuple[int, int],
@@ -331,28 +281,6 @@ def _render(
             win = (s < 1.0) & (s < bst)
             lab[win] = i
             bst[win] = s[win]
-
-
-def _relabel(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Consecutive ids 1..N; drop objects below ``min_area`` and split fragments."""
-    areas = np.bincount(labels.ravel())
-    keep = areas >= min_area
-    keep[0] = False
-    lut = np.zeros(areas.size, dtype=np.uint32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    out: np.ndarray = lut[labels]
-    # A nucleus cut in two by its neighbours keeps only its largest piece.
-    objects = ndi.find_objects(out)
-    for idx, sl in enumerate(objects, start=1):
-        if sl is None:
-            continue
-        mask = out[sl] == idx
-        comp, n = ndi.label(mask)
-        if n > 1:
-            sizes = np.bincount(comp.ravel())
-            sizes[0] = 0
-            out[sl][mask & (comp != int(np.argmax(sizes)))] = 0
-    return out
 
 
 def generate(
@@ -388,26 +316,26 @@ def generate(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), h, w]))
 
     # Frame-level draws.
-    density = _draw(rng, st.density)
-    r_mean = _draw(rng, st.radius)
-    packing = _draw(rng, st.packing)
-    bcv = _draw(rng, st.brightness_cv)
-    texture = _draw(rng, st.texture)
-    edge = _draw(rng, st.edge_width)
-    elong_max = _draw(rng, st.elongation)
-    wobble = _draw(rng, st.wobble)
-    background = _draw(rng, st.background)
-    illum = _draw(rng, st.illumination)
-    blur = _draw(rng, st.blur)
-    photons = _draw(rng, st.photons, log=True)
-    read_noise = _draw(rng, st.read_noise)
+    density = draw_range(rng, st.density)
+    r_mean = draw_range(rng, st.radius)
+    packing = draw_range(rng, st.packing)
+    bcv = draw_range(rng, st.brightness_cv)
+    texture = draw_range(rng, st.texture)
+    edge = draw_range(rng, st.edge_width)
+    elong_max = draw_range(rng, st.elongation)
+    wobble = draw_range(rng, st.wobble)
+    background = draw_range(rng, st.background)
+    illum = draw_range(rng, st.illumination)
+    blur = draw_range(rng, st.blur)
+    photons = draw_range(rng, st.photons, log=True)
+    read_noise = draw_range(rng, st.read_noise)
     bits = int(rng.choice(np.asarray(st.bit_depths)))
 
     # Nuclei.
     n = int(rng.poisson(density * h * w / 1e4))
     radii = np.clip(r_mean * (1 + st.radius_cv * rng.standard_normal(n)), 2.5, None)
     radii = np.sort(radii)[::-1]  # big first: packs better
-    centres = _place(rng, (h, w), n, radii, packing)
+    centres = place(rng, (h, w), n, radii, packing)
     blobs = [
         _random_blob(
             rng,
@@ -424,7 +352,7 @@ def generate(
     n_nuc = len(blobs)
 
     # Mitotic figures: small, bright, compact or bar-shaped (metaphase plates).
-    n_mit = int(rng.binomial(n_nuc, _draw(rng, st.mitotic_fraction))) if n_nuc else 0
+    n_mit = int(rng.binomial(n_nuc, draw_range(rng, st.mitotic_fraction))) if n_nuc else 0
     for _ in range(n_mit):
         r = max(2.5, r_mean * rng.uniform(0.35, 0.6))
         blobs.append(
@@ -440,7 +368,7 @@ def generate(
             )
         )
     # Apoptotic bodies: clusters of 2-4 tiny bright fragments.
-    n_apo = int(rng.binomial(n_nuc, _draw(rng, st.apoptotic_fraction))) if n_nuc else 0
+    n_apo = int(rng.binomial(n_nuc, draw_range(rng, st.apoptotic_fraction))) if n_nuc else 0
     for _ in range(n_apo):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         for _ in range(int(rng.integers(2, 5))):
@@ -465,7 +393,7 @@ def generate(
     best = np.full((h, w), np.inf, dtype=np.float32)
 
     # Out-of-focus nuclei: dim and blurred, behind the in-focus ones, unlabelled.
-    n_oof = int(rng.binomial(max(n_nuc, 1), _draw(rng, st.out_of_focus_fraction)))
+    n_oof = int(rng.binomial(max(n_nuc, 1), draw_range(rng, st.out_of_focus_fraction)))
     oof = []
     for _ in range(n_oof):
         blob = _random_blob(
@@ -486,12 +414,12 @@ def generate(
 
     # Chromatin texture (multiplicative, inside objects mostly matters).
     if texture > 0:
-        tex = 0.6 * _smooth_noise(rng, (h, w), 1.0) + 0.4 * _smooth_noise(rng, (h, w), 2.5)
+        tex = 0.6 * smooth_noise(rng, (h, w), 1.0) + 0.4 * smooth_noise(rng, (h, w), 2.5)
         signal *= np.clip(1.0 + texture * tex, 0.2, None)
 
     # Background haze, uneven illumination, optical blur.
-    haze = background * (1.0 + 0.3 * _smooth_noise(rng, (h, w), max(h, w) / 16))
-    image = (signal + np.clip(haze, 0, None)) * _illumination(rng, (h, w), illum)
+    haze = background * (1.0 + 0.3 * smooth_noise(rng, (h, w), max(h, w) / 16))
+    image = (signal + np.clip(haze, 0, None)) * illumination(rng, (h, w), illum)
     if blur > 0:
         image = ndi.gaussian_filter(image, blur)
     if st.invert:
@@ -501,21 +429,8 @@ def generate(
     counts = rng.poisson(np.clip(image, 0, None) * photons).astype(np.float32)
     counts += rng.normal(0.0, read_noise, size=(h, w)).astype(np.float32)
 
-    out = _quantise(rng, counts, bits)
-    return out, _relabel(labels, st.min_area)
-
-
-def _quantise(rng: np.random.Generator, counts: np.ndarray, bits: int) -> np.ndarray:
-    """Map photon counts to a camera encoding with a random gain and offset."""
-    if bits == 32:
-        return (counts * rng.uniform(0.001, 10.0) + rng.uniform(-1, 1)).astype(np.float32)
-    full = float(2**bits - 1)
-    peak = float(np.percentile(counts, 99.9)) + 1e-6
-    # Use between 5 % and 90 % of the range (dim cameras and well-exposed ones).
-    gain = rng.uniform(0.05, 0.9) * full / peak
-    offset = rng.uniform(0, 0.05) * full
-    values = np.clip(np.round(counts * gain + offset), 0, full)
-    return values.astype(np.uint8 if bits == 8 else np.uint16)
+    out = quantise(rng, counts, bits)
+    return out, relabel(labels, st.min_area)
 
 
 def generate_batch(

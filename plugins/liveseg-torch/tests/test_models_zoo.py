@@ -1,0 +1,117 @@
+"""The shipped models: registered by name, carded, usable end to end, fine-tunable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+from click.testing import CliRunner
+
+from liveseg.synthetic import generate_sample
+from liveseg.types import TrainItem
+from liveseg_torch.plugin import SHIPPED_MODELS
+
+NAMES = [name for name, _, _ in SHIPPED_MODELS]
+
+
+def _directory(name: str) -> Path:
+    from liveseg.plugins import shipped_models
+
+    return shipped_models()[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_is_registered_with_a_card(name):
+    from liveseg_torch.weights import load_checkpoint
+
+    directory = _directory(name)
+    card = json.loads((directory / "model.json").read_text())
+    weights = directory / card["weights"]
+    assert card["backend"] == "unet"
+    assert weights.stat().st_size < 4 * 2**20
+    assert load_checkpoint(weights).model.config.levels in (3, 4)
+    if name != "nuclei":
+        assert card["name"] == name
+        assert card["intended_use"]["for"] and card["intended_use"]["not_for"]
+        assert card["training_data"]["kind"] == name
+        assert card["metrics"]["test"]["frames"] == 24
+        assert card["speed"]["frames_per_s"] > 0
+        assert f"--kind {name}" in card["command"]
+        assert card["training"]["seconds"]["total"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_segment_with_each_model_on_a_fresh_home(tmp_path, name):
+    from liveseg.cli import main
+    from liveseg.commands.try_models import resolve_model_spec
+
+    kind = "nuclei" if name == "nuclei" else name
+    img, _ = generate_sample(kind, 321, (192, 192), "test")
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    steps = [s.model_dump() for s in resolve_model_spec(name)]
+    cfg = tmp_path / "chain.yaml"
+    cfg.write_text(yaml.safe_dump({"pipeline": {"steps": steps}}))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        main,
+        [
+            "segment",
+            str(tmp_path / "img.tif"),
+            "-o",
+            str(out),
+            "--config",
+            str(cfg),
+            "--home",
+            str(tmp_path / "fresh-home"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    labels = tifffile.imread(out / "img_labels.tif")
+    assert labels.shape == img.shape and labels.max() > 0
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_each_model_fine_tunes(tmp_path, name):
+    from liveseg_torch.finetune import finetune
+    from liveseg_torch.inference import Predictor
+    from liveseg_torch.weights import load_checkpoint
+
+    torch.set_num_threads(1)
+    directory = _directory(name)
+    parent = directory / json.loads((directory / "model.json").read_text())["weights"]
+    before = {p.name: _digest(p) for p in directory.iterdir() if p.is_file()}
+    # Frames of its own type in the harder held-out style, at other seeds.
+    items = [
+        TrainItem(*generate_sample(name, 700 + i, (128, 128), "test"), name=f"i{i}")
+        for i in range(4)
+    ]
+    result = finetune(
+        parent,
+        items,
+        tmp_path / "ft",
+        epochs=5,
+        learning_rate=3e-3,
+        seed=1,
+        val_items=items,
+        progress=False,
+    )
+    assert result.val_losses[-1] < result.hyperparameters["val_loss_before"]
+    base, tuned = load_checkpoint(parent), load_checkpoint(result.weights_path)
+    p0, _ = Predictor(base, device="cpu").maps(items[0].image)
+    p1, _ = Predictor(tuned, device="cpu").maps(items[0].image)
+    assert np.mean(np.abs(p0 - p1)) > 1e-3
+    assert {p.name: _digest(p) for p in directory.iterdir() if p.is_file()} == before
+    card = json.loads((tmp_path / "ft" / "model.json").read_text())
+    assert card["parent"] == str(parent)
