@@ -512,6 +512,7 @@ def test_every_builtin_extension_satisfies_its_protocol(
     required = {  # the built-ins whose params have no defaults
         "adaptive_interval": {"condition": "count >= 10", "fast_interval_s": 1.0},
         "stop_when": {"condition": "objects_total >= 500"},
+        "when": {"condition": "class_fraction.pore > 0.3"},
         "pixel_classifier": {"model": "pores"},
     }
     factories = getattr(liveseg_host, kind)()

@@ -38,7 +38,8 @@ def test_condition_is_vectorised_and_safe():
     assert bool(compile_condition("1 < t <= 3")({"t": 3}))
     for bad in (
         "__import__('os')",
-        "x.y > 1",
+        "x.__class__ > 1",
+        "max(x).y > 1",
         "'a' == 'a'",
         "[1][0]",
         "lambda: 1",
@@ -48,6 +49,13 @@ def test_condition_is_vectorised_and_safe():
             compile_condition(bad)
     with pytest.raises(NameError, match="unknown name"):
         compile_condition("aera > 1")({"area": 1})
+    # Dotted names are keys of the namespace (class_fraction.<class>), not attributes.
+    dotted = compile_condition("class_fraction.pore > 0.1 and count > 0")
+    assert dotted.names == {"class_fraction.pore", "count"}
+    assert bool(dotted({"class_fraction.pore": 0.2, "count": 1}))
+    assert not bool(dotted({"class_fraction.pore": 0.05, "count": 1}))
+    with pytest.raises(NameError, match=r"class_fraction\.pore"):
+        dotted({"count": 1})
 
 
 def _prop(x, y, frame=0, label=1, priority=0):

@@ -4,6 +4,8 @@ Outputs in ``OUT`` (the reference-set convention, so a batch output can be corre
 and used as a reference set):
 
 * ``<name>_labels.tif``: uint32 labels of every input image/plane;
+* ``<name>_classes.tif``: uint8 class map (class names in its description) when the
+  chain returns one;
 * ``<name>_objects.csv``: its per-object table (:func:`liveseg.measure.measure_objects`);
 * ``objects.csv``: all per-object rows with an ``image`` column, rebuilt from the
   per-image tables at the end of every run (so each image appears exactly once);
@@ -39,6 +41,7 @@ import numpy as np
 
 from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
+from liveseg.imageio import write_classes_tif
 from liveseg.processing import BaseConsumer, ConsumerSpec, PluginNotifier
 from liveseg.types import Frame, FrameStatus
 
@@ -210,6 +213,9 @@ def _cell(v: Any) -> Any:
 class BatchFiles(BaseConsumer):
     """The batch's per-image outputs: ``<name>_objects.csv`` then ``<name>_labels.tif``.
 
+    A chain that returns a class map also writes ``<name>_classes.tif`` (before the
+    labels, which stay the done marker).
+
     Both are written under temporary names and renamed, labels last: the labels file is
     the "done" marker that resume looks for. Critical: a write that fails fails the image.
     """
@@ -228,6 +234,10 @@ class BatchFiles(BaseConsumer):
         _atomic_csv(self.out / f"{frame.name}_objects.csv", rows, ["image", *objects])
         known = frame.metadata.get("pixel_size_source") is not None
         px = frame.pixel_size_um if known else None
+        if result.classes is not None:
+            write_classes_tif(
+                self.out / f"{frame.name}_classes.tif", result.classes, result.class_names, px
+            )
         _atomic_labels(self.out / f"{frame.name}_labels.tif", result.labels, px)  # done marker
 
 

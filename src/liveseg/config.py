@@ -96,8 +96,14 @@ class SimulationConfig(_Model):
     Objects sit at known stage coordinates; the demo camera then images them wherever
     the stage is. ``objects`` lists them explicitly; otherwise ``n_objects`` are placed
     with ``seed`` inside ``extent_um`` (a square centred on the stage origin).
+    ``kind: grains`` shows a generated polished-and-etched metal section instead
+    (:func:`liveseg.materials.sample.grain_sample`, ``extent_um`` wide, from ``seed``).
     """
 
+    kind: Literal["points", "grains"] = Field(
+        default="points",
+        description="points: round objects (below); grains: a generated metal section",
+    )
     objects: list[SampleObject] = Field(default_factory=list)
     n_objects: int = Field(default=0, ge=0)
     extent_um: float = Field(default=1000.0, gt=0)

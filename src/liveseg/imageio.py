@@ -20,12 +20,15 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from liveseg.errors import ConfigError, LivesegError
-from liveseg.types import LABEL_DTYPE
+from liveseg.types import CLASS_DTYPE, LABEL_DTYPE
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -34,10 +37,12 @@ __all__ = [
     "PixelSize",
     "check_image",
     "list_images",
+    "read_classes_tif",
     "read_image",
     "read_image_data",
     "read_pixel_size",
     "resolve_pixel_size",
+    "write_classes_tif",
     "write_labels_tif",
 ]
 
@@ -122,7 +127,7 @@ def list_images(folder: str | Path) -> list[Path]:
         p
         for p in f.iterdir()
         if p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.stem.endswith(("_labels", "_valid", "_masks"))
+        and not p.stem.endswith(("_labels", "_valid", "_masks", "_classes"))
     )
 
 
@@ -144,6 +149,59 @@ def write_labels_tif(
         extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
     tifffile.imwrite(tmp, np.asarray(labels, dtype=LABEL_DTYPE), compression="zlib", **extra)
     tmp.replace(p)
+
+
+def write_classes_tif(
+    path: str | Path,
+    classes: np.ndarray,
+    class_names: Sequence[str],
+    pixel_size_um: float | None = None,
+) -> None:
+    """Write a ``uint8`` class map atomically, its class names in the TIFF description.
+
+    The description is JSON (``{"class_names": [...]}``, tifffile's shaped metadata),
+    so :func:`read_classes_tif` gives back the names with the map; Fiji and napari open
+    the pixels as an ordinary 8-bit label image.
+    """
+    import tifffile
+
+    p = Path(path)
+    tmp = p.with_name(p.name + ".part")
+    extra: dict[str, Any] = {}
+    if pixel_size_um is not None and pixel_size_um > 0:
+        per_cm = 1e4 / float(pixel_size_um)
+        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(
+        tmp,
+        np.asarray(classes, dtype=CLASS_DTYPE),
+        compression="zlib",
+        metadata={"class_names": list(class_names)},
+        **extra,
+    )
+    tmp.replace(p)
+
+
+def read_classes_tif(path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A class map written by :func:`write_classes_tif` and its class names.
+
+    Raises
+    ------
+    ImageError
+        When the file cannot be read or is not a 2-D class map.
+    """
+    import tifffile
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tif:
+            data = tif.asarray()
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise ImageError(f"{p}: not a readable class map ({exc})") from None
+    if data.ndim != 2 or data.dtype.kind not in "ui":
+        raise ImageError(f"{p}: a class map is a 2-D integer image, got {data.dtype} {data.shape}")
+    names = tuple(str(n) for n in meta.get("class_names", ()))
+    return np.asarray(data, dtype=CLASS_DTYPE), names
 
 
 # -- pixel sizes ---------------------------------------------------------------------------

@@ -8,6 +8,10 @@ its IoU is at least ``t``. Average precision follows the cellpose / DSB-2018 def
 
 Labels are integer arrays of the same shape, 0 = background. Ids need not be
 consecutive.
+
+Semantic class maps are scored per class (:func:`class_iou`): the IoU of the pixels
+of class ``c`` in the truth and in the prediction, pooled over images by summing
+intersections and unions (:func:`class_overlaps`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ __all__ = [
     "APResult",
     "aggregate",
     "average_precision",
+    "class_iou",
+    "class_overlaps",
     "iou_matrix",
     "match",
 ]
@@ -178,3 +184,37 @@ def aggregate(results: Iterable[APResult]) -> APResult:
     ths = items[0].thresholds
     ious = np.concatenate([r.matched_ious for r in items])
     return _result(ths, ious, sum(r.n_true for r in items), sum(r.n_pred for r in items))
+
+
+def class_overlaps(
+    true: np.ndarray, pred: np.ndarray, n_classes: int, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class pixel intersections and unions of two class maps (inside ``valid``).
+
+    Returns two ``int64`` arrays of length ``n_classes``; sum them over images to pool.
+    Values at or above ``n_classes`` are counted as no class.
+    """
+    t = np.asarray(true).ravel().astype(np.int64)
+    p = np.asarray(pred).ravel().astype(np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"class maps differ in shape: {np.shape(true)} vs {np.shape(pred)}")
+    if valid is not None:
+        keep = np.asarray(valid, bool).ravel()
+        t, p = t[keep], p[keep]
+    t = np.where(t < n_classes, t, n_classes)
+    p = np.where(p < n_classes, p, n_classes)
+    both = np.bincount(t * (n_classes + 1) + p, minlength=(n_classes + 1) ** 2)
+    table = both.reshape(n_classes + 1, n_classes + 1)[:n_classes, :n_classes]
+    inter = np.diag(table).astype(np.int64)
+    n_true = np.bincount(t, minlength=n_classes + 1)[:n_classes]
+    n_pred = np.bincount(p, minlength=n_classes + 1)[:n_classes]
+    return inter, (n_true + n_pred - inter).astype(np.int64)
+
+
+def class_iou(
+    true: np.ndarray, pred: np.ndarray, n_classes: int, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """IoU of every class (``nan`` for a class absent from both maps)."""
+    inter, union = class_overlaps(true, pred, n_classes, valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)

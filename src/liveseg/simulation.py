@@ -39,7 +39,14 @@ def sample_objects(sim: SimulationConfig) -> list[tuple[float, float, float, flo
 
 
 def make_sample(sim: SimulationConfig) -> tuple[Any, list[tuple[float, float, float, float]]]:
-    """A pymmcore-plus ``Sample`` for ``sim`` plus its object list."""
+    """A pymmcore-plus ``Sample`` for ``sim`` plus its object list.
+
+    A ``grains`` sample is a section bitmap: it has no point objects.
+    """
+    if sim.kind == "grains":
+        from liveseg.materials.sample import grain_sample
+
+        return grain_sample(sim.seed, sim.extent_um)[0], []
     from pymmcore_plus.experimental.simulate import Point, RenderConfig, Sample
 
     objs = sample_objects(sim)

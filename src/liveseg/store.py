@@ -32,13 +32,14 @@ import numpy as np
 
 from liveseg.errors import LivesegError
 from liveseg.measure import OBJECT_COLUMNS
-from liveseg.types import LABEL_DTYPE
+from liveseg.types import CLASS_DTYPE, LABEL_DTYPE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "ACQUIRED",
+    "CLASSES",
     "FRAME_COLUMNS",
     "IMAGES",
     "TRIGGERED",
@@ -55,6 +56,8 @@ log = logging.getLogger("liveseg.store")
 
 IMAGES = "images.ome.zarr"
 TRIGGERED = "triggered.ome.zarr"
+CLASSES = "classes"
+"""Name of the OME-NGFF label image holding a run's semantic class maps."""
 LOCK = ".lock"
 """Held (``filelock``) by the process writing a run, from start to close."""
 ACQUIRED = "acquired"
@@ -81,6 +84,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "trigger",
     "trigger_frame",
     "trigger_label",
+    "class_summary",
 )
 _NAN = float("nan")
 
@@ -172,7 +176,7 @@ class RunStore:
         self._events_fh = (self.path / "events.jsonl").open("a", encoding="utf-8")
         self._events_lock = threading.Lock()
         self._labels_lock = threading.Lock()
-        self._label_arrays: dict[int, tuple[Any, list[str]]] = {}
+        self._label_arrays: dict[tuple[int, str], tuple[Any, list[str]]] = {}
         self._run_info: dict[str, Any] = {}
         self._lock: Any = None
 
@@ -243,22 +247,55 @@ class RunStore:
     # -- labels -----------------------------------------------------------------------
     def write_labels(self, position: int, index: Mapping[str, int], labels: np.ndarray) -> None:
         """Store ``labels`` for the image plane at ``index`` of position ``position``."""
-        arr, dims = self._label_array(position, labels.shape)
+        self._write_plane(position, index, labels, self.label_name, LABEL_DTYPE, None)
+
+    def write_classes(
+        self,
+        position: int,
+        index: Mapping[str, int],
+        classes: np.ndarray,
+        image_label: Mapping[str, Any],
+    ) -> None:
+        """Store a class map as the label image ``labels/classes`` beside the instances.
+
+        ``image_label`` is the OME-NGFF ``image-label`` block (colours and class names,
+        :meth:`liveseg.builtins.classes.ClassTable.ngff_image_label`), so ome-zarr tools
+        and napari show every class with its name and colour.
+        """
+        self._write_plane(position, index, classes, CLASSES, CLASS_DTYPE, image_label)
+
+    def _write_plane(
+        self,
+        position: int,
+        index: Mapping[str, int],
+        plane: np.ndarray,
+        name: str,
+        dtype: np.dtype[Any],
+        image_label: Mapping[str, Any] | None,
+    ) -> None:
+        arr, dims = self._label_array(position, plane.shape, name, dtype, image_label)
         key = tuple(int(index.get(d, 0)) for d in dims[:-2])
         if any(k >= s for k, s in zip(key, arr.shape[:-2], strict=False)):
             new_shape = tuple(max(k + 1, s) for k, s in zip(key, arr.shape[:-2], strict=False))
             with self._labels_lock:
                 arr.resize((*new_shape, *arr.shape[-2:]))
-        arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+        arr[key] = np.asarray(plane, dtype=dtype)
 
-    def _label_array(self, position: int, plane: tuple[int, ...]) -> tuple[Any, list[str]]:
+    def _label_array(
+        self,
+        position: int,
+        plane: tuple[int, ...],
+        name: str,
+        dtype: np.dtype[Any],
+        image_label: Mapping[str, Any] | None,
+    ) -> tuple[Any, list[str]]:
         with self._labels_lock:
-            if position in self._label_arrays:
-                return self._label_arrays[position]
-            self._label_arrays[position] = create_label_array(
-                self.images_path, position, self.label_name, plane
-            )
-            return self._label_arrays[position]
+            key = (position, name)
+            if key not in self._label_arrays:
+                self._label_arrays[key] = create_label_array(
+                    self.images_path, position, name, plane, dtype=dtype, image_label=image_label
+                )
+            return self._label_arrays[key]
 
     def close(self) -> None:
         """Close the table files and write objects.parquet next to objects.csv."""
@@ -299,6 +336,7 @@ class TriggeredStore:
         self._scaled: set[str] = set()
         self._z_steps: dict[str, float] = {}
         self._pixel_size: dict[str, float] = {}
+        self._image_label: dict[str, dict[str, Any]] = {}
 
     def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
         """Record a series' shape and what triggered it (before any frame arrives)."""
@@ -340,13 +378,21 @@ class TriggeredStore:
         if kind == "image":
             grp.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
         else:
+            name = self._label_group(kind)
             labels = grp.require_group("labels")
-            labels.attrs["ome"] = {"version": "0.5", "labels": [self.label_name]}
-            labels.require_group(self.label_name).attrs["ome"] = {
+            existing = list((labels.attrs.get("ome") or {}).get("labels", []))
+            if name not in existing:
+                labels.attrs["ome"] = {"version": "0.5", "labels": [*existing, name]}
+            extra = self._image_label.get(kind, {}) if kind == CLASSES else {}
+            labels.require_group(name).attrs["ome"] = {
                 "version": "0.5",
                 "multiscales": multiscales,
-                "image-label": {"version": "0.5", "source": {"image": "../../"}},
+                "image-label": {**extra, "version": "0.5", "source": {"image": "../../"}},
             }
+
+    def _label_group(self, kind: str) -> str:
+        """The label image a kind is stored in (``labels``: the instance label name)."""
+        return self.label_name if kind == "labels" else kind
 
     def _z_step(self, series: str, z: int, z_um: float | None) -> float | None:
         """The series' z-step from two planes' stage z (None until two are known)."""
@@ -381,7 +427,7 @@ class TriggeredStore:
             self._set_scale(series, kind, pixel_size_um, self._z_steps.get(series, 1.0))
             grp = self._root.require_group(series)
             dims = ["c", "z", "y", "x"]
-            target = grp if kind == "image" else grp["labels"][self.label_name]
+            target = grp if kind == "image" else grp["labels"][self._label_group(kind)]
             arr = target.create_array(
                 "0",
                 shape=(sizes["c"], sizes["z"], *plane),
@@ -403,11 +449,14 @@ class TriggeredStore:
         labels: np.ndarray | None = None,
         z_um: float | None = None,
         pixel_size_um: float = 1.0,
+        classes: np.ndarray | None = None,
+        image_label: Mapping[str, Any] | None = None,
     ) -> None:
-        """Store the image and/or labels of one plane (``index`` gives c and z).
+        """Store the image, labels and/or class map of one plane (``index``: c and z).
 
         ``z_um`` (the plane's stage z) gives the stack its z-step in the OME-NGFF scale
-        as soon as two planes are known; ``pixel_size_um`` its y/x scale.
+        as soon as two planes are known; ``pixel_size_um`` its y/x scale. A class map
+        goes to ``<series>/labels/classes`` with ``image_label`` (colours, class names).
         """
         key = (int(index.get("c", 0)), int(index.get("z", 0)))
         if image is not None:
@@ -419,13 +468,21 @@ class TriggeredStore:
                     self._scaled.add(series)
                     self._z_steps[series] = step
                     self._set_scale(series, "image", self._pixel_size.get(series, 1.0), step)
-                    if (series, "labels") in self._arrays:
-                        self._set_scale(series, "labels", self._pixel_size.get(series, 1.0), step)
+                    for kind in ("labels", CLASSES):
+                        if (series, kind) in self._arrays:
+                            self._set_scale(series, kind, self._pixel_size.get(series, 1.0), step)
         if labels is not None:
             arr = self._array(
                 series, "labels", labels.shape[-2:], LABEL_DTYPE, self._pixel_size.get(series, 1.0)
             )
             arr[key] = np.asarray(labels, dtype=LABEL_DTYPE)
+        if classes is not None:
+            if image_label is not None:
+                self._image_label.setdefault(CLASSES, dict(image_label))
+            arr = self._array(
+                series, CLASSES, classes.shape[-2:], CLASS_DTYPE, self._pixel_size.get(series, 1.0)
+            )
+            arr[key] = np.asarray(classes, dtype=CLASS_DTYPE)
 
 
 def check_output_dir(
@@ -508,12 +565,21 @@ def _image_array_meta(images: Path, position: int) -> tuple[list[int], list[str]
 
 
 def create_label_array(
-    images: Path, position: int, name: str, plane: tuple[int, ...]
+    images: Path,
+    position: int,
+    name: str,
+    plane: tuple[int, ...],
+    *,
+    dtype: Any = LABEL_DTYPE,
+    image_label: Mapping[str, Any] | None = None,
 ) -> tuple[Any, list[str]]:
     """Create (or open) the OME-NGFF label image for one position of an OME-Zarr store.
 
     The label array mirrors the image array's shape and axes so that ome-zarr tools and
     napari overlay the two; without an image array it is ``(t, y, x)`` and grows.
+    ``image_label`` adds to the label image's ``image-label`` block (a class map's
+    ``colors`` and ``properties``); ``dtype`` is ``uint32`` for instances, ``uint8`` for
+    class maps.
     """
     import zarr
 
@@ -545,7 +611,11 @@ def create_label_array(
     grp.attrs["ome"] = {
         "version": "0.5",
         "multiscales": multiscales,
-        "image-label": {"version": "0.5", "source": {"image": "../../"}},
+        "image-label": {
+            **dict(image_label or {}),
+            "version": "0.5",
+            "source": {"image": "../../"},
+        },
     }
     if "0" in grp:
         arr = grp["0"]
@@ -555,7 +625,7 @@ def create_label_array(
             "0",
             shape=tuple(shape),
             chunks=chunks,
-            dtype="uint32",
+            dtype=np.dtype(dtype).name,
             fill_value=0,
             dimension_names=dims,
         )
@@ -600,6 +670,17 @@ def _convert(row: Mapping[str, str]) -> dict[str, Any]:
             except ValueError:
                 out[k] = v
     return out
+
+
+def _class_summary(cell: Any) -> dict[str, float]:
+    """The named numbers of a ``class_summary`` cell (JSON), nulls as NaN."""
+    if not isinstance(cell, str) or not cell.startswith("{"):
+        return {}
+    try:
+        values = json.loads(cell)
+    except ValueError:
+        return {}
+    return {str(k): _NAN if v is None else float(v) for k, v in values.items()}
 
 
 def latest_frame_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -672,12 +753,20 @@ class RunReader:
     def frames(self) -> list[dict[str, Any]]:
         """One row per frame, ordered by frame index.
 
+        A chain's class-map numbers (the ``class_summary`` JSON cell) are also keys of
+        the row (``class_fraction.pore``, ``grain.g_planimetric``, …).
+
         A frame's latest segmentation row (ok / skipped / failed) wins over its
         ``acquired`` row (written when the image was stored, possibly after the worker
         was done), and a ``write_failed`` row wins over everything: its image is not
         on disk, so nothing about it may read as ok.
         """
-        return [_convert(r) for r in latest_frame_rows(_read_csv_rows(self.path / "frames.csv"))]
+        out = []
+        for row in latest_frame_rows(_read_csv_rows(self.path / "frames.csv")):
+            r = _convert(row)
+            r.update(_class_summary(r.get("class_summary")))
+            out.append(r)
+        return out
 
     def frame(self, index: int) -> dict[str, Any]:
         """The latest row of one frame."""

@@ -12,6 +12,8 @@ segmented frame, on the worker thread. Policies may keep state (the rolling wind
 * ``disagreement``: a second backend (``threshold`` by default) segments the same frame;
   when the two agree poorly (matched IoU summed over pairs / the larger object count,
   so missed and extra objects count as zero) the frame is flagged.
+* ``when``: a frame-level condition holds (``class_fraction.pore > 0.3``; the trigger
+  condition language).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CountOutlier",
     "Disagreement",
+    "FlagWhen",
     "LowConfidence",
     "agreement",
 ]
@@ -194,9 +197,43 @@ class Disagreement:
             self._other = None
 
 
+class FlagWhen:
+    """Flag frames on which a frame-level condition holds.
+
+    The condition language of the triggers (:mod:`liveseg.triggers.conditions`) over
+    the frame's numbers: ``count``, the frame statistics and, for a chain that returns
+    a class map, ``class_fraction.<class>``, ``class_objects.<class>``, ``grain.*`` and
+    ``pore.*`` — e.g. ``class_fraction.pore > 0.3`` flags frames whose porosity looks
+    wrong for the material, so an operator can correct them.
+    """
+
+    class Params(_Params):
+        """Parameters of ``when``: ``condition`` (required) and an optional ``reason``."""
+
+        condition: str = Field(description="e.g. 'class_fraction.pore > 0.3'")
+        reason: str | None = Field(default=None, description="default: the condition")
+
+    def __init__(self, params: FlagWhen.Params, context: StepContext) -> None:
+        from liveseg.triggers.conditions import compile_condition
+
+        self.params = params
+        self.condition = compile_condition(params.condition)
+
+    def check(self, frame: Frame, result: FrameResult) -> str | None:
+        """The reason when the condition holds on this frame."""
+        from liveseg.triggers.conditions import frame_namespace
+
+        ns = frame_namespace(frame, {}, None, result)
+        ns["count"] = result.count
+        if bool(np.any(self.condition(ns))):
+            return self.params.reason or f"{self.params.condition} holds"
+        return None
+
+
 @hookimpl
 def register_flag_policies(register: Register) -> None:
-    """Register ``low_confidence``, ``count_outlier`` and ``disagreement``."""
+    """Register ``low_confidence``, ``count_outlier``, ``disagreement`` and ``when``."""
     register("low_confidence", LowConfidence)
     register("count_outlier", CountOutlier)
     register("disagreement", Disagreement)
+    register("when", FlagWhen)

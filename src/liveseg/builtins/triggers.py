@@ -100,9 +100,8 @@ class VisitObjects:
         if result.status is not FrameStatus.OK or labels is None or len(labels) == 0:
             return None
         n = len(labels)
-        mask = np.broadcast_to(
-            np.asarray(self.condition(frame_namespace(frame, objects, state)), dtype=bool), (n,)
-        ).copy()
+        ns = frame_namespace(frame, objects, state, result)
+        mask = np.broadcast_to(np.asarray(self.condition(ns), dtype=bool), (n,)).copy()
         if self.params.exclude_edge and "touches_edge" in objects:
             mask &= ~np.asarray(objects["touches_edge"], dtype=bool)
         idx = np.flatnonzero(mask)
@@ -197,7 +196,7 @@ class SkipIfEmpty:
             return None
         count = len(objects.get("label", ()))
         if self.condition is not None and count:
-            ns = frame_namespace(frame, objects, state)
+            ns = frame_namespace(frame, objects, state, result)
             count = int(np.count_nonzero(np.broadcast_to(self.condition(ns), (count,))))
         if count >= self.params.min_count:
             return None
@@ -247,7 +246,7 @@ class AdaptiveInterval:
             return None
         if p.position is not None and frame.position != p.position:
             return None
-        if _holds(self.condition(frame_namespace(frame, objects, state))):
+        if _holds(self.condition(frame_namespace(frame, objects, state, result))):
             self.misses = 0
             if not self.fast:
                 self.fast = True
@@ -286,7 +285,7 @@ class StopWhen:
         state: TriggerState,
     ) -> Sequence[Proposal | Action] | None:
         """A :class:`StopRun` once the condition holds."""
-        if _holds(self.condition(frame_namespace(frame, objects, state))):
+        if _holds(self.condition(frame_namespace(frame, objects, state, result))):
             return [StopRun(f"{self.params.condition} held at frame {frame.index}")]
         return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
             ", ".join(f"{k} {v:.1f}" for k, v in summary.get("step_ms_mean", {}).items()),
         ),
         ("chain", " -> ".join(summary.get("chain", []))),
+        *(
+            [("class maps (mean)", _class_line(summary["class_summary_mean"]))]
+            if summary.get("class_summary_mean")
+            else []
+        ),
         *_simulation_lines(summary.get("simulation_check") or {}),
         ("output", summary.get("run_dir")),
     ]
@@ -63,6 +69,40 @@ def _print_summary(summary: dict[str, Any]) -> None:
     click.echo("liveseg run summary")
     for key, value in lines:
         click.echo(f"  {key:<{width}}  {value}")
+
+
+def _class_line(values: dict[str, float]) -> str:
+    """One line of a class map's numbers: G for grains, porosity for pores, else fractions."""
+    parts: list[str] = []
+    if "grain.g_planimetric" in values:
+        parts.append(
+            f"G {values['grain.g_planimetric']:.2f} (planimetric), "
+            f"{values.get('grain.g_intercept', float('nan')):.2f} (intercept), "
+            f"{values.get('grain.count', 0):.0f} grains"
+        )
+    if "pore.area_fraction" in values:
+        parts.append(
+            f"porosity {100 * values['pore.area_fraction']:.1f}%, "
+            f"{values.get('pore.count', 0):.0f} pores"
+        )
+    if not parts:
+        fractions = {
+            k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("class_fraction.")
+        }
+        parts.append(", ".join(f"{n} {100 * v:.1f}%" for n, v in fractions.items()))
+    return "; ".join(parts)
+
+
+def _print_class_lines(session: Any) -> None:
+    """Print each segmented frame's class-map line (G per frame) to stderr, live."""
+    from tqdm import tqdm
+
+    def on_frame(frame: Any, result: Any, objects: Any) -> None:
+        values = result.extra.get("class_summary")
+        if values:
+            tqdm.write(f"frame {frame.index}: {_class_line(values)}", file=sys.stderr)
+
+    session.events.frame_segmented.connect(on_frame)
 
 
 def _simulation_lines(check: dict[str, float]) -> list[tuple[str, Any]]:
@@ -109,6 +149,7 @@ def run_cmd(
     preflight(cfg.hardware)  # a bad .cfg or property: one line, before the store opens
     with Session(cfg, home=home, plugins_dir=plugins_dir) as session:
         click.echo(f"chain: {' -> '.join(session.pipeline.step_names)}", err=True)
+        _print_class_lines(session)
         with _stop_on_signals(session) as received:
             summary = session.run(output=output, progress=True)
     if as_json:

@@ -21,11 +21,18 @@ from qtpy.QtGui import QColor, QFont, QImage, QPainter, QTransform
 from qtpy.QtWidgets import QToolTip, QWidget
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from qtpy.QtGui import QMouseEvent, QPaintEvent, QResizeEvent, QWheelEvent
 
-__all__ = ["ImageCanvas", "label_colors", "outline_mask", "overlay_rgba", "to_gray8"]
+__all__ = [
+    "ImageCanvas",
+    "class_overlay_rgba",
+    "label_colors",
+    "outline_mask",
+    "overlay_rgba",
+    "to_gray8",
+]
 
 OverlayMode = Literal["filled", "outline"]
 
@@ -101,6 +108,23 @@ def overlay_rgba(labels: np.ndarray, mode: OverlayMode = "filled") -> np.ndarray
     return out
 
 
+def class_overlay_rgba(
+    classes: np.ndarray, colors: Sequence[tuple[int, int, int, int]], mode: OverlayMode = "filled"
+) -> np.ndarray:
+    """RGBA (uint8) overlay of a class map in its class colours (``ClassTable.colors``).
+
+    Every pixel gets its class's colour and alpha (class 0 is transparent by default);
+    ``outline`` draws only the borders between classes.
+    """
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    lut[: min(len(colors), 256)] = np.asarray(colors[:256], dtype=np.uint8)
+    cls = np.asarray(classes, dtype=np.uint8)
+    out = lut[cls]
+    if mode == "outline":
+        out[~outline_mask(cls.astype(np.int64) + 1)] = 0
+    return out
+
+
 def _qimage(array: np.ndarray) -> QImage:
     """Wrap a C-contiguous uint8 array (H, W) or (H, W, 4) without copying."""
     array = np.ascontiguousarray(array)
@@ -131,6 +155,9 @@ class ImageCanvas(QWidget):
         self.image_index: int | None = None
         self.image_position: int | None = None
         self.labels: np.ndarray | None = None
+        self.classes: np.ndarray | None = None
+        self.class_names: tuple[str, ...] = ()
+        self.class_colors: tuple[tuple[int, int, int, int], ...] = ()
         self.overlay_index: int | None = None
         self.overlay_position: int | None = None
         self.banner_rect = QRectF()
@@ -170,18 +197,36 @@ class ImageCanvas(QWidget):
         labels: np.ndarray,
         columns: Mapping[str, np.ndarray] | None = None,
         position: int | None = None,
+        classes: np.ndarray | None = None,
+        class_names: Sequence[str] = (),
     ) -> None:
-        """Show the labels of segmented frame ``index`` (may be older than the image)."""
+        """Show the labels of segmented frame ``index`` (may be older than the image).
+
+        With a class map (a semantic chain's ``result.classes``) the overlay shows the
+        classes in their :class:`~liveseg.builtins.classes.ClassTable` colours — the
+        same the OME-NGFF labels carry — and a legend names them.
+        """
         self.labels = labels
         self.overlay_index = index
         self.overlay_position = position
         self.columns = columns or {}
-        self._overlay = _qimage(overlay_rgba(labels, self.mode))
+        self.classes = classes
+        if classes is not None:
+            from liveseg.builtins.classes import ClassTable
+
+            table = ClassTable.default(tuple(class_names))
+            self.class_names, self.class_colors = table.names, table.colors
+            self._overlay = _qimage(class_overlay_rgba(classes, table.colors, self.mode))
+        else:
+            self.class_names, self.class_colors = (), ()
+            self._overlay = _qimage(overlay_rgba(labels, self.mode))
         self.update()
 
     def clear_overlay(self) -> None:
         """Draw no masks (none fit the image on screen)."""
         self.labels = None
+        self.classes = None
+        self.class_names, self.class_colors = (), ()
         self.overlay_index = None
         self.overlay_position = None
         self.columns = {}
@@ -205,7 +250,14 @@ class ImageCanvas(QWidget):
         """``filled`` or ``outline`` masks."""
         self.mode = mode
         if self.labels is not None and self.overlay_index is not None:
-            self.set_overlay(self.overlay_index, self.labels, self.columns, self.overlay_position)
+            self.set_overlay(
+                self.overlay_index,
+                self.labels,
+                self.columns,
+                self.overlay_position,
+                self.classes,
+                self.class_names,
+            )
 
     def set_opacity(self, opacity: float) -> None:
         """Overlay opacity, 0..1."""
@@ -306,6 +358,7 @@ class ImageCanvas(QWidget):
             painter.fillRect(self.rect(), QColor(20, 20, 20))
             self.paint_scene(painter, self.view_transform())
             self._paint_banner(painter)
+            self._paint_legend(painter)
         finally:
             painter.end()
 
@@ -325,6 +378,45 @@ class ImageCanvas(QWidget):
                 f" {lag} frame{'s' if lag != 1 else ''} older"
             )
         return f"{where} · masks of this frame"
+
+    def legend(self) -> list[tuple[str, tuple[int, int, int, int], float]]:
+        """The class legend: (name, RGBA, area fraction) of every class shown.
+
+        Empty without a class map; transparent classes (the background) are left out.
+        """
+        if self.classes is None or not self.class_names:
+            return []
+        counts = np.bincount(self.classes.ravel(), minlength=len(self.class_names))
+        total = max(int(self.classes.size), 1)
+        return [
+            (name, rgba, float(counts[i]) / total)
+            for i, (name, rgba) in enumerate(zip(self.class_names, self.class_colors, strict=True))
+            if rgba[3] > 0
+        ]
+
+    def _paint_legend(self, painter: QPainter) -> None:
+        entries = self.legend() if self.show_overlay else []
+        if not entries:
+            return
+        metrics = painter.fontMetrics()
+        lines = [f"{name}  {100 * frac:.1f}%" for name, _, frac in entries]
+        line_h = metrics.height() + 2
+        width = max(metrics.horizontalAdvance(t) for t in lines) + line_h + 16
+        rect = QRectF(
+            6, self.height() - 6 - line_h * len(lines) - 6, width, line_h * len(lines) + 6
+        )
+        painter.fillRect(rect, QColor(0, 0, 0, 160))
+        for k, ((_, rgba, _), text) in enumerate(zip(entries, lines, strict=True)):
+            top = rect.top() + 3 + k * line_h
+            painter.fillRect(
+                QRectF(rect.left() + 4, top + 2, line_h - 4, line_h - 4), QColor(*rgba)
+            )
+            painter.setPen(QColor("white"))
+            painter.drawText(
+                QRectF(rect.left() + line_h + 6, top, width, line_h),
+                int(Qt.AlignmentFlag.AlignVCenter),
+                text,
+            )
 
     def _paint_banner(self, painter: QPainter) -> None:
         text = self.banner_text()

@@ -42,12 +42,13 @@ if TYPE_CHECKING:
 
     from liveseg.session import Session
 
-__all__ = ["IMAGE_LAYER", "LABELS_LAYER", "LivesegWidget"]
+__all__ = ["CLASSES_LAYER", "IMAGE_LAYER", "LABELS_LAYER", "LivesegWidget"]
 
 log = logging.getLogger("liveseg.gui.napari")
 
 LABELS_LAYER = "liveseg labels"
 IMAGE_LAYER = "liveseg image"
+CLASSES_LAYER = "liveseg classes"
 
 
 class LivesegWidget(QWidget):
@@ -76,6 +77,8 @@ class LivesegWidget(QWidget):
         self.last_flag: FlagOutcome | None = None
         self.shown: tuple[int, int] | None = None
         """``(frame index, position)`` of the frame in the layers."""
+        self.legend: list[str] = []
+        """The classes layer's legend: ``"<class> <area %>"`` per visible class."""
 
         self.config_path = QLineEdit(placeholderText="config YAML (empty: demo hardware)")
         browse = QPushButton("…")
@@ -260,6 +263,8 @@ class LivesegWidget(QWidget):
             if self.show_image.isChecked():
                 self._set_layer(IMAGE_LAYER, frame.image, "image").metadata.update(meta)
             self._set_layer(LABELS_LAYER, result.labels, "labels").metadata.update(meta)
+            if result.classes is not None:
+                self._set_classes(result.classes, result.class_names).metadata.update(meta)
             self.shown = (frame.index, frame.position)
         if snap.result is not None or snap.points:
             self._update()
@@ -282,9 +287,44 @@ class LivesegWidget(QWidget):
             f"acquired {st.acquired} · segmented {st.segmented} · skipped {st.skipped}"
             f" · failed {st.failed} · backlog {st.backlog} · flagged {st.flagged}"
         )
+        if self.legend:
+            text += "\nclasses: " + " · ".join(self.legend)
         if message:
             text += f"\n{message}"
         self.status.setText(text)
+
+    def _set_classes(self, classes: Any, names: tuple[str, ...]) -> Any:
+        """The class map as a Labels layer in its ClassTable colours, names as features.
+
+        napari shows a hovered pixel's class name from the features; the dock's status
+        line is the legend (class, colour swatch name, area fraction).
+        """
+        import numpy as np
+        from napari.utils.colormaps import DirectLabelColormap
+
+        from liveseg.builtins.classes import ClassTable
+
+        table = ClassTable.default(names)
+        colors: dict[int | None, Any] = {
+            i: np.asarray(rgba, float) / 255 for i, rgba in enumerate(table.colors)
+        }
+        colors[None] = np.zeros(4)
+        layers = self.viewer.layers
+        if CLASSES_LAYER in layers:
+            layer = layers[CLASSES_LAYER]
+            layer.data = classes
+        else:
+            layer = self.viewer.add_labels(classes, name=CLASSES_LAYER, opacity=0.5)
+        layer.colormap = DirectLabelColormap(color_dict=colors)
+        layer.features = {"class": list(names), "index": list(range(len(names)))}
+        counts = np.bincount(np.asarray(classes).ravel(), minlength=len(names))
+        total = max(int(np.asarray(classes).size), 1)
+        self.legend = [
+            f"{n} {100 * counts[i] / total:.1f}%"
+            for i, n in enumerate(names)
+            if table.colors[i][3] > 0
+        ]
+        return layer
 
     def _set_layer(self, name: str, data: Any, kind: str) -> Any:
         layers = self.viewer.layers

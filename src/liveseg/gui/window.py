@@ -504,7 +504,9 @@ class LiveWindow(QMainWindow):
         """A segmented frame's own image under its own masks."""
         frame, result, columns = item
         self.canvas.set_image(frame.index, frame.image, frame.position)
-        self.canvas.set_overlay(frame.index, result.labels, columns, frame.position)
+        self.canvas.set_overlay(
+            frame.index, result.labels, columns, frame.position, result.classes, result.class_names
+        )
         self.objects.set_columns(frame.index, columns)
 
     def _show_acquired(self, frame: Frame) -> None:
@@ -525,7 +527,9 @@ class LiveWindow(QMainWindow):
             self.objects.set_columns(None, {})
             return
         frame, result, columns = item
-        canvas.set_overlay(frame.index, result.labels, columns, frame.position)
+        canvas.set_overlay(
+            frame.index, result.labels, columns, frame.position, result.classes, result.class_names
+        )
         self.objects.set_columns(frame.index, columns)
 
     def _redisplay(self) -> None:

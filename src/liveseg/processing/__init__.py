@@ -25,6 +25,7 @@ from liveseg.processing.processor import (
     ConsumerReport,
     ConsumerSpec,
     FrameProcessor,
+    class_summary,
     empty_objects,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "TablesConsumer",
     "TiffLabelsConsumer",
     "TriggerConsumer",
+    "class_summary",
     "empty_objects",
     "event_index",
     "frame_row",

@@ -24,6 +24,7 @@ LabelsCollector                                          ✓
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from liveseg.image_writer import index_row
+from liveseg.processing.processor import CLASS_SUMMARY
 from liveseg.types import FrameStatus
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ __all__ = [
     "TablesConsumer",
     "TiffLabelsConsumer",
     "TriggerConsumer",
+    "class_image_label",
     "event_index",
     "frame_row",
 ]
@@ -87,7 +90,8 @@ def frame_row(
     """The frames.csv row of one processed frame (see :data:`liveseg.store.FRAME_COLUMNS`).
 
     The frame-index columns are the image writer's (:func:`liveseg.image_writer.index_row`);
-    processing adds the count, the mean area and the timings.
+    processing adds the count, the mean area, the timings and, for a chain that returns
+    a class map, ``class_summary`` (JSON: per-class fractions and counts, G, porosity).
     """
     ok = result.status is FrameStatus.OK
     areas = objects.get("area_px") if ok else None
@@ -98,7 +102,16 @@ def frame_row(
         "mean_area_px": float(np.mean(areas)) if areas is not None and count else "",
         "latency_ms": result.extra.get("latency_ms", float("nan")),
         "segment_ms": result.extra.get("segment_ms", float("nan")),
+        CLASS_SUMMARY: _json_numbers(result.extra.get(CLASS_SUMMARY)) if ok else "",
     }
+
+
+def _json_numbers(values: Mapping[str, float] | None) -> str:
+    """One CSV cell of named numbers (JSON; non-finite numbers as null)."""
+    if not values:
+        return ""
+    clean = {k: (round(float(v), 6) if np.isfinite(v) else None) for k, v in values.items()}
+    return json.dumps(clean, separators=(",", ":"))
 
 
 class TablesConsumer(BaseConsumer):
@@ -114,11 +127,25 @@ class TablesConsumer(BaseConsumer):
         self.store.frame_row(frame_row(frame, result, objects))
 
 
+def class_image_label(result: FrameResult) -> dict[str, Any]:
+    """The OME-NGFF ``image-label`` colours and class names of a result's class map.
+
+    Empty without a class map. The colours are :meth:`ClassTable.default`'s, the same
+    the live overlay and its legend use.
+    """
+    if result.classes is None:
+        return {}
+    from liveseg.builtins.classes import ClassTable
+
+    return ClassTable.default(result.class_names).ngff_image_label()
+
+
 class LabelsConsumer(BaseConsumer):
     """OME-NGFF labels beside the images (ok frames only).
 
     Base frames go into the run's images, triggered ones into their series of
-    ``triggered.ome.zarr``.
+    ``triggered.ome.zarr``. A class map (``result.classes``) is stored too, as the
+    label image ``labels/classes`` with its class names and colours.
     """
 
     def __init__(self, store: RunStore, triggered: TriggeredStore | None = None) -> None:
@@ -131,14 +158,22 @@ class LabelsConsumer(BaseConsumer):
             return
         series = str(frame.metadata.get("series", BASE))
         idx = event_index(frame)
+        meta = class_image_label(result)
         if series == BASE or self.triggered is None:
             self.store.write_labels(frame.position, idx, result.labels)
+            if result.classes is not None:
+                self.store.write_classes(frame.position, idx, result.classes, meta)
         else:
-            self.triggered.write(series, idx, labels=result.labels)
+            self.triggered.write(
+                series, idx, labels=result.labels, classes=result.classes, image_label=meta
+            )
 
 
 class TiffLabelsConsumer(BaseConsumer):
     """``<out>/<frame.name>_labels.tif`` for every ok frame (``liveseg segment``).
+
+    With a class map also ``<frame.name>_classes.tif`` (``uint8``, class names in its
+    description: :func:`liveseg.imageio.read_classes_tif`).
 
     ``frame.name`` is the input's path relative to the inputs' common folder (without
     its suffix), so same-name inputs in different folders never overwrite each other.
@@ -153,10 +188,15 @@ class TiffLabelsConsumer(BaseConsumer):
             return
         from liveseg.imageio import write_labels_tif
 
-        target = self.out_dir / f"{frame.name or frame.index}_labels.tif"
-        target.parent.mkdir(parents=True, exist_ok=True)  # names may keep input subfolders
+        stem = self.out_dir / str(frame.name or frame.index)
+        stem.parent.mkdir(parents=True, exist_ok=True)  # names may keep input subfolders
         known = frame.metadata.get("pixel_size_source") is not None
-        write_labels_tif(target, result.labels, frame.pixel_size_um if known else None)
+        px = frame.pixel_size_um if known else None
+        if result.classes is not None:
+            from liveseg.imageio import write_classes_tif
+
+            write_classes_tif(f"{stem}_classes.tif", result.classes, result.class_names, px)
+        write_labels_tif(f"{stem}_labels.tif", result.labels, px)
 
 
 class TriggerConsumer(BaseConsumer):

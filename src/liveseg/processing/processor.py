@@ -34,11 +34,13 @@ if TYPE_CHECKING:
     from liveseg.types import Frame
 
 __all__ = [
+    "CLASS_SUMMARY",
     "Consumer",
     "ConsumerReport",
     "ConsumerSpec",
     "FrameProcessor",
     "Objects",
+    "class_summary",
     "empty_objects",
 ]
 
@@ -103,6 +105,24 @@ def empty_objects() -> Objects:
     return {c: np.zeros(0) for c in OBJECT_COLUMNS}
 
 
+CLASS_SUMMARY = "class_summary"
+"""``FrameResult.extra`` key (and frames.csv column) of a frame's class-map numbers."""
+
+
+def class_summary(frame: Frame, result: FrameResult) -> dict[str, float]:
+    """A result's class-map numbers (:func:`liveseg.materials.frame_summary`).
+
+    Per-class area fractions and object counts, and G or porosity where the classes
+    say what the sample is; measured once per frame, here, so the tables, the triggers
+    and the run summary read the same numbers. Empty without a class map.
+    """
+    if result.classes is None:
+        return {}
+    from liveseg.materials.summary import frame_summary
+
+    return frame_summary(result.classes, result.class_names, result.labels, frame.pixel_size_um)
+
+
 def _no_record(kind: str, **fields: Any) -> None:
     log.info("%s: %s", kind, fields)
 
@@ -151,6 +171,7 @@ class FrameProcessor:
         self.frame_checks: list[tuple[tuple[float, float], float, tuple[int, int], int]] = []
         self.by_status: collections.Counter[str] = collections.Counter()
         self.critical_errors: list[str] = []
+        self.class_values: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -201,6 +222,10 @@ class FrameProcessor:
         elif self.measure:
             objects = measure_objects(frame, result)
             objects.update(self.host.measure_frame(frame, result))
+            if result.classes is not None:
+                result = result.replace(
+                    extra={**result.extra, CLASS_SUMMARY: class_summary(frame, result)}
+                )
         latency = (time.perf_counter() - enqueued) * 1e3 if enqueued is not None else seg_ms
         result = result.replace(
             extra={
@@ -287,6 +312,9 @@ class FrameProcessor:
             self.segment_ms.append(float(result.extra["segment_ms"]))
             for step, ms in result.timings_ms.items():
                 self.step_ms.setdefault(step, []).append(ms)
+            if frame.metadata.get("series", "base") == "base":  # triggered ones are extra views
+                for key, value in result.extra.get(CLASS_SUMMARY, {}).items():
+                    self.class_values.setdefault(key, []).append(float(value))
             if "label" not in objects:
                 return
             if frame.stage_xy is not None and frame.metadata.get("series", "base") == "base":
@@ -316,6 +344,12 @@ class FrameProcessor:
             "step_ms_mean": {k: float(np.mean(v)) for k, v in self.step_ms.items()},
             "wall_s": wall_s,
         }
+        if self.class_values:
+            # Means over the segmented base frames (G, porosity, class fractions, …).
+            out["class_summary_mean"] = {
+                k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                for k, v in self.class_values.items()
+            }
         failing = {n: vars(r) for n, r in self.reports.items() if r.errors}
         if failing:
             out["consumer_errors"] = failing

@@ -396,6 +396,8 @@ def export_items(
     only what the annotator changed. File names are the items' safe names; two items
     that share a name (or a name a previous export gave another item) get ``-<id>``,
     so no item is dropped or overwritten and nothing is written outside ``out_dir``.
+    A class-map correction is written as ``<name>_classes.tif`` (re-add a corrected one
+    with ``liveseg queue add IMAGE --classes``; ``queue import`` reads label files only).
     """
     import tifffile
 
@@ -419,10 +421,15 @@ def export_items(
         if labels is None:
             labels = np.zeros(item.shape, dtype=LABEL_DTYPE)
         tifffile.imwrite(out / f"{name}.tif", image)
-        if fmt in ("tif", "both"):
+        if item.is_class_map:  # a class-map correction stays a class map, never "labels"
+            from liveseg.imageio import write_classes_tif
+
+            write_classes_tif(out / f"{name}_classes.tif", labels, ())
+            written.append(out / f"{name}_classes.tif")
+        elif fmt in ("tif", "both"):
             tifffile.imwrite(out / f"{name}_labels.tif", labels, compression="zlib")
             written.append(out / f"{name}_labels.tif")
-        if fmt in ("seg", "both"):
+        if fmt in ("seg", "both") and not item.is_class_map:
             write_seg_npy(out / f"{name}_seg.npy", image, labels, f"{name}.tif")
             written.append(out / f"{name}_seg.npy")
         valid = item.valid()
@@ -561,8 +568,13 @@ def add_pairs(
     *,
     reason: str = "annotated elsewhere",
     who: str | None = None,
+    class_maps: bool = False,
 ) -> list[int]:
     """Add image/label pairs annotated elsewhere as corrected items, all or nothing.
+
+    ``class_maps``: the label files are class maps (class values, e.g. written by
+    ``liveseg segment`` as ``<name>_classes.tif`` and corrected), with optional valid
+    masks marking the painted pixels of sparse scribbles.
 
     Every pair is read and validated before the first is added; if adding one fails
     anyway (disk full…), the items this call added are dropped again. Item names come
@@ -586,31 +598,48 @@ def add_pairs(
     for k, image_path in enumerate(images):
         img = read_image(image_path)
         shape = (int(img.shape[0]), int(img.shape[1]))
-        checked.append(
-            (image_path, img, read_correction(labels[k], shape, valid[k] if valid else None))
-        )
+        if class_maps:
+            checked.append((image_path, img, _read_class_map(labels[k], shape, valid, k)))
+        else:
+            checked.append(
+                (image_path, img, read_correction(labels[k], shape, valid[k] if valid else None))
+            )
     added: list[int] = []
     try:
         for image_path, img, c in checked:
-            added.append(
-                queue.add(
-                    img,
-                    labels=c.labels,
-                    valid=c.valid,
-                    reason=reason,
-                    source="import",
-                    name=Path(image_path).name.split(".")[0],
-                    who=who,
-                    renumbered=c.renumbered,
-                    labels_source=str(c.source),
-                )
-            )
+            common: dict[str, Any] = {
+                "valid": c.valid,
+                "reason": reason,
+                "source": "import",
+                "name": Path(image_path).name.split(".")[0],
+                "who": who,
+                "labels_source": str(c.source),
+            }
+            if class_maps:
+                added.append(queue.add(img, classes=c.labels, **common))
+            else:
+                added.append(queue.add(img, labels=c.labels, renumbered=c.renumbered, **common))
     except BaseException:
         for item_id in added:
             with contextlib.suppress(Exception):
                 queue.drop(item_id)
         raise
     return added
+
+
+def _read_class_map(
+    path: str | Path, shape: tuple[int, int], valid: Sequence[str | Path], k: int
+) -> CheckedLabels:
+    """A class-map correction file (and its valid mask), checked against the image."""
+    from liveseg.imageio import read_classes_tif
+    from liveseg.retrain.queue import QueueError, check_class_map
+
+    try:
+        classes = check_class_map(read_classes_tif(path)[0], shape, str(path))
+    except (LivesegError, QueueError) as exc:
+        raise AnnotationError(str(exc)) from None
+    mask = check_valid(read_labels_file(valid[k]), shape, str(valid[k])) if valid else None
+    return CheckedLabels(classes, {}, mask, Path(path))
 
 
 def open_in_napari(queue: RetrainQueue, item_id: int) -> QueueItem | None:

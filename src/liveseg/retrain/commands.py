@@ -54,7 +54,7 @@ class _ListOptionsCommand(click.Command):
     value each time, as click does.
     """
 
-    list_options: tuple[str, ...] = ("--labels", "--valid")
+    list_options: tuple[str, ...] = ("--labels", "--valid", "--classes")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Expand ``--labels A B`` into ``--labels A --labels B`` before click parses."""
@@ -208,6 +208,14 @@ def queue_show(item: int, home: str | None) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Optional valid-region mask for each IMAGE, in order.",
 )
+@click.option(
+    "--classes",
+    "classes",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Class map for each IMAGE instead of --labels (class values; with --valid: "
+    "sparse scribbles, only the painted pixels count).",
+)
 @click.option("--reason", default="annotated elsewhere")
 @click.option("--relabel", is_flag=True, hidden=True, help="No effect: gaps are renumbered.")
 @_home_option
@@ -215,6 +223,7 @@ def queue_add(
     images: tuple[str, ...],
     labels: tuple[str, ...],
     valid: tuple[str, ...],
+    classes: tuple[str, ...],
     reason: str,
     relabel: bool,
     home: str | None,
@@ -222,12 +231,15 @@ def queue_add(
     """Add image/label pairs annotated elsewhere as corrected items (all or nothing).
 
     Label ids with gaps are renumbered (recorded on the item); a binary mask is refused.
+    ``--classes`` adds class-map corrections (for the pixel classifier) instead.
     """
     from liveseg.retrain.annotate import add_pairs
 
     del relabel
+    if labels and classes:
+        raise click.UsageError("give --labels or --classes, not both")
     q = _queue(home)
-    added = add_pairs(q, images, labels, valid, reason=reason)
+    added = add_pairs(q, images, classes or labels, valid, reason=reason, class_maps=bool(classes))
     for image_path, item_id in zip(images, added, strict=True):
         item = q.get(item_id)
         note = ""

@@ -45,12 +45,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from liveseg.errors import LivesegError
-from liveseg.types import LABEL_DTYPE, TrainItem
+from liveseg.types import CLASS_DTYPE, LABEL_DTYPE, TrainItem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-__all__ = ["ItemState", "QueueError", "QueueItem", "RetrainQueue", "safe_item_name"]
+__all__ = [
+    "CLASSES_PREFIX",
+    "ItemState",
+    "QueueError",
+    "QueueItem",
+    "RetrainQueue",
+    "check_class_map",
+    "safe_item_name",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -103,6 +111,28 @@ def safe_item_name(name: str, fallback: str = "item") -> str:
     s = _UNSAFE.sub("_", str(name))
     s = re.sub(r"\.{2,}", ".", s).strip("._-")[:_MAX_NAME].strip("._-")
     return s or fallback
+
+
+CLASSES_PREFIX = "classes-"
+"""File-name prefix of an item's class-map corrections (``classes-<revision>.tif``)."""
+
+
+def check_class_map(classes: Any, shape: tuple[int, int], source: str) -> np.ndarray:
+    """Validate a class-map correction and return it as ``uint8``.
+
+    Raises
+    ------
+    QueueError
+        For a shape mismatch, a non-integer image, or values outside 0..255.
+    """
+    arr = np.asarray(classes)
+    if arr.ndim > 2:
+        arr = np.squeeze(arr)
+    if arr.shape != tuple(shape):
+        raise QueueError(f"{source}: shape {tuple(arr.shape)} does not match the image's {shape}")
+    if arr.dtype.kind not in "ui" or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+        raise QueueError(f"{source}: a class map holds class values 0..255 ({arr.dtype} given)")
+    return arr.astype(CLASS_DTYPE)
 
 
 class QueueError(LivesegError):
@@ -257,13 +287,23 @@ class QueueItem:
             return None
         return np.asarray(tifffile.imread(self.predicted_path), dtype=LABEL_DTYPE)
 
+    @property
+    def is_class_map(self) -> bool:
+        """Whether the correction is a class map (``uint8`` class values), not instances."""
+        return self.labels_path is not None and self.labels_path.name.startswith(CLASSES_PREFIX)
+
     def labels(self) -> np.ndarray | None:
-        """The corrected labels (``None`` until corrected)."""
+        """The corrected labels (``None`` until corrected).
+
+        ``uint32`` instance labels, or for a class-map correction (:attr:`is_class_map`)
+        the ``uint8`` class map, which the pixel classifier's trainer reads as classes.
+        """
         import tifffile
 
         if self.labels_path is None:
             return None
-        return np.asarray(tifffile.imread(self.labels_path), dtype=LABEL_DTYPE)
+        dtype = CLASS_DTYPE if self.is_class_map else LABEL_DTYPE
+        return np.asarray(tifffile.imread(self.labels_path), dtype=dtype)
 
     def valid(self) -> np.ndarray | None:
         """Where the corrected labels are valid (bool), or ``None`` for everywhere."""
@@ -368,8 +408,13 @@ class RetrainQueue:
         who: str | None = None,
         renumbered: Mapping[int, int] | None = None,
         labels_source: str = "",
+        classes: np.ndarray | None = None,
     ) -> int:
         """Copy a frame into the queue and return the new item's id.
+
+        ``classes`` is a class-map correction instead of ``labels`` (``uint8`` class
+        values, e.g. from a semantic backend's ``class_names``); with ``valid`` it is a
+        sparse scribble: only the painted pixels count (see :func:`check_class_map`).
 
         ``labels`` (corrected/annotated labels, validated like an import) make the item
         ``corrected`` at once; otherwise it is ``new``. A frame of a run that is already
@@ -404,9 +449,17 @@ class RetrainQueue:
         if labels is not None:
             lab, again = check_labels_renumbered(labels, shape, labels_source or "labels")
             mapping = _compose(mapping, again)
+        cls = None
+        if classes is not None:
+            if lab is not None:
+                raise QueueError("give labels or a class map, not both")
+            cls = check_class_map(classes, shape, labels_source or "class map")
         val = check_valid(valid, shape, "valid mask", lab) if valid is not None else None
-        if val is not None and lab is None:
+        if val is not None and lab is None and cls is None:
             raise QueueError("a valid-region mask needs labels")
+        labels_file = "labels-1.tif" if cls is None else f"{CLASSES_PREFIX}1.tif"
+        if cls is not None:
+            lab = cls
         uid = uuid.uuid4().hex
         final = self.items_dir / uid
         staging = self.items_dir / f".tmp-{uid}"
@@ -418,7 +471,7 @@ class RetrainQueue:
             if pred is not None:
                 _write_tif(staging / "predicted.tif", pred)
             if lab is not None:
-                _write_tif(staging / "labels-1.tif", lab)
+                _write_tif(staging / labels_file, lab)
             if val is not None:
                 _write_tif(staging / "valid-1.tif", val.astype(np.uint8))
             if mapping:
@@ -470,7 +523,7 @@ class RetrainQueue:
                         shape[1],
                         _sha256_array(img),
                         "predicted.tif" if pred is not None else None,
-                        "labels-1.tif" if lab is not None else None,
+                        labels_file if lab is not None else None,
                         _sha256_array(lab) if lab is not None else None,
                         "valid-1.tif" if val is not None else None,
                         _sha256_array(val) if val is not None else None,

@@ -64,10 +64,14 @@ class RefImage:
     image: np.ndarray
     labels: np.ndarray
     valid: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    """The class map (``<name>_classes.tif``), when the set scores semantic models."""
 
 
 def load_reference_set(folder: str | Path) -> list[RefImage]:
     """Read a reference folder; every image must have its ``_labels`` file.
+
+    An optional ``<name>_classes.tif`` (class values) adds per-class IoU to the scores.
 
     Raises
     ------
@@ -106,7 +110,14 @@ def load_reference_set(folder: str | Path) -> list[RefImage]:
         valid_path = root / f"{name}_valid.tif"
         if valid_path.is_file():
             valid = check_valid(tifffile.imread(valid_path), image.shape, str(valid_path), labels)
-        refs.append(RefImage(name, image, labels, valid))
+        classes = None
+        classes_path = root / f"{name}_classes.tif"
+        if classes_path.is_file():
+            from liveseg.imageio import read_classes_tif
+            from liveseg.retrain.queue import check_class_map
+
+            classes = check_class_map(read_classes_tif(classes_path)[0], image.shape, name)
+        refs.append(RefImage(name, image, labels, valid, classes))
     if not refs:
         raise ConfigError(f"reference set {root} holds no <name>.tif images")
     return refs
@@ -135,10 +146,20 @@ class ValidationResult:
     per_image: list[dict[str, Any]]
     predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     seconds: float = 0.0
+    class_iou: dict[str, float] = field(default_factory=dict)
+    """Pooled per-class IoU (``{class name: IoU}``) when the references have class maps."""
 
     def summary(self) -> dict[str, float]:
-        """Headline numbers: pooled AP/precision/recall at 0.5/0.75/0.9, matched IoU."""
+        """Headline numbers: pooled AP/precision/recall at 0.5/0.75/0.9, matched IoU.
+
+        With class maps also ``class_iou.<class>`` and ``mean_class_iou`` (a metric
+        ``liveseg retrain --metric`` can decide on).
+        """
         out: dict[str, float] = {}
+        for name, iou in self.class_iou.items():
+            out[f"class_iou.{name}"] = float(iou)
+        if self.class_iou:
+            out["mean_class_iou"] = float(np.nanmean(list(self.class_iou.values())))
         for t in REPORT_THRESHOLDS:
             out[f"ap@{t:g}"] = float(self.pooled.ap[t])
         out["precision@0.5"] = float(self.pooled.precision[0.5])
@@ -151,6 +172,29 @@ class ValidationResult:
     def curve(self) -> list[float]:
         """Pooled AP at each of :data:`CURVE_THRESHOLDS`."""
         return [float(self.pooled.ap[t]) for t in CURVE_THRESHOLDS]
+
+
+def evaluate_classes(
+    refs: Sequence[RefImage],
+    predictions: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """Pooled per-class IoU of predicted class maps (references with a class map only)."""
+    from liveseg.metrics import class_overlaps
+
+    n = len(class_names)
+    inter = np.zeros(n, np.int64)
+    union = np.zeros(n, np.int64)
+    for ref in refs:
+        if ref.classes is None or ref.name not in predictions:
+            continue
+        i, u = class_overlaps(ref.classes, predictions[ref.name], n, ref.valid)
+        inter += i
+        union += u
+    return {
+        name: float(inter[k] / union[k]) if union[k] else float("nan")
+        for k, name in enumerate(class_names)
+    }
 
 
 def evaluate(
@@ -246,6 +290,8 @@ class ModelSegmenter:
         self.parts = assemble(cfg, home=home, host=host, steps=chosen, flags=False)
         self.pipeline = self.parts.pipeline
         self.collector = LabelsCollector()
+        self.last_classes: np.ndarray | None = None
+        self.class_names: tuple[str, ...] = ()
         self.processor = self.parts.processor(
             [ConsumerSpec("metrics", self.collector)], measure=False, sinks=False
         )
@@ -261,6 +307,9 @@ class ModelSegmenter:
         result = self.processor.process(Frame(index=index, image=image, name=name))
         if result.status.value != "ok":
             raise LivesegError(f"{name or 'image'}: segmentation failed: {result.error}")
+        # A semantic chain's class map, for per-class IoU.
+        self.last_classes = result.classes
+        self.class_names = result.class_names or self.class_names
         return np.asarray(result.labels, dtype=LABEL_DTYPE)
 
     def close(self) -> None:
@@ -296,12 +345,18 @@ def validate_model(
 
     t0 = time.perf_counter()
     preds = {}
+    class_preds: dict[str, np.ndarray] = {}
     with ModelSegmenter(version, home, host=host, ref=ref) as seg:
         for i, item in enumerate(
             tqdm(refs, desc=f"validate {label or version.spec}", unit="img", disable=not progress)
         ):
             preds[item.name] = seg.segment(item.image, i, item.name)
+            if seg.last_classes is not None:
+                class_preds[item.name] = seg.last_classes
+        names = seg.class_names
     result = evaluate(label or version.spec, refs, preds)
+    if class_preds and any(r.classes is not None for r in refs):
+        result.class_iou = evaluate_classes(refs, class_preds, names)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -443,8 +498,10 @@ def write_report(
     md += ["## Metrics (pooled over the reference set)", ""]
     md.append("| metric | " + " | ".join(r.model for r in results) + " |")
     md.append("|---|" + "---|" * len(results))
+    # Per-class IoU rows where any model has them (semantic models on class-map refs).
+    keys += sorted({k for s in summaries for k in s if "class_iou" in k})
     for k in keys:
-        md.append(f"| {k} | " + " | ".join(_fmt(s[k]) for s in summaries) + " |")
+        md.append(f"| {k} | " + " | ".join(_fmt(s.get(k, float("nan"))) for s in summaries) + " |")
     md += ["", f"Reference images: {len(refs)}", ""]
     if guard:
         gsum = [g.summary() for g in guard]
@@ -452,7 +509,7 @@ def write_report(
         md.append("| metric | " + " | ".join(g.model for g in guard) + " |")
         md.append("|---|" + "---|" * len(guard))
         for k in keys[:4]:
-            md.append(f"| {k} | " + " | ".join(_fmt(s[k]) for s in gsum) + " |")
+            md.append(f"| {k} | " + " | ".join(_fmt(s.get(k, float("nan"))) for s in gsum) + " |")
         md.append("")
     md += ["## Curves", ""]
     md += [f"![{p}]({p})" for p in pngs if p != "worst.png"]

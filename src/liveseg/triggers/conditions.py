@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from liveseg.plugin_api import TriggerState
-    from liveseg.types import Frame
+    from liveseg.types import Frame, FrameResult
 
 __all__ = ["FRAME_NAMES", "Condition", "compile_condition", "frame_namespace"]
 
@@ -78,9 +78,10 @@ _FUNCS: dict[str, Callable[[Any], Any]] = {
 class Condition:
     """A parsed condition: call it with a namespace of arrays and numbers.
 
-    Supports numbers, names, ``+ - * / // % **``, comparisons (chained too), ``and``,
-    ``or``, ``not`` (element-wise on arrays) and the functions ``abs sqrt log min max
-    mean median sum any all``. Anything else is a :class:`ConfigError` at parse time.
+    Supports numbers, names (dotted ones too: ``class_fraction.pore``), ``+ - * / // %
+    **``, comparisons (chained too), ``and``, ``or``, ``not`` (element-wise on arrays)
+    and the functions ``abs sqrt log min max mean median sum any all``. Anything else
+    is a :class:`ConfigError` at parse time.
     """
 
     def __init__(self, expr: str) -> None:
@@ -98,6 +99,8 @@ class Condition:
     def _check(self, node: ast.AST, names: set[str]) -> None:
         if isinstance(node, ast.Name):
             names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(_dotted(node, self.expr))
         elif isinstance(node, ast.Constant):
             if not isinstance(node.value, int | float | bool):
                 raise ConfigError(f"condition {self.expr!r}: only numbers are allowed")
@@ -149,6 +152,8 @@ class Condition:
             return node.value
         if isinstance(node, ast.Name):
             return ns[node.id]
+        if isinstance(node, ast.Attribute):
+            return ns[_dotted(node, self.expr)]
         if isinstance(node, ast.BoolOp):
             values = [self._eval(v, ns) for v in node.values]
             fn = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
@@ -180,15 +185,42 @@ class Condition:
         return f"Condition({self.expr!r})"
 
 
+def _dotted(node: ast.Attribute, expr: str) -> str:
+    """The dotted name of ``a.b.c`` (``class_fraction.pore``): a key, never an attribute.
+
+    The namespace is looked up by the whole dotted string; no attribute is ever read.
+    """
+    parts = [node.attr]
+    inner: ast.AST = node.value
+    while isinstance(inner, ast.Attribute):
+        parts.append(inner.attr)
+        inner = inner.value
+    if not isinstance(inner, ast.Name):
+        raise ConfigError(f"condition {expr!r}: only dotted names such as class_fraction.pore")
+    parts.append(inner.id)
+    if any(p.startswith("_") for p in parts):
+        raise ConfigError(f"condition {expr!r}: names may not start with '_'")
+    return ".".join(reversed(parts))
+
+
 def compile_condition(expr: str) -> Condition:
     """Parse ``expr`` once (at config time) into a reusable :class:`Condition`."""
     return Condition(expr)
 
 
 def frame_namespace(
-    frame: Frame, objects: Mapping[str, np.ndarray], state: TriggerState | None = None
+    frame: Frame,
+    objects: Mapping[str, np.ndarray],
+    state: TriggerState | None = None,
+    result: FrameResult | None = None,
 ) -> dict[str, Any]:
-    """Names a condition sees for one frame: object columns, frame stats, cumulative state."""
+    """Names a condition sees for one frame: object columns, frame stats, cumulative state.
+
+    With ``result``, a chain's class-map numbers too (measured once by the frame
+    processor): ``class_fraction.<class>``, ``class_objects.<class>`` and, where they
+    apply, ``grain.g_planimetric`` … and ``pore.area_fraction`` … (see
+    :func:`liveseg.materials.frame_summary`).
+    """
     img = np.asarray(frame.image)
     idx = dict(frame.event.index) if frame.event is not None else {}
     labels = objects.get("label")
@@ -209,5 +241,7 @@ def frame_namespace(
         )
     if state is not None:
         ns.update(state.numbers())
+    if result is not None:
+        ns.update(result.extra.get("class_summary") or {})
     ns.update({k: np.asarray(v) for k, v in objects.items()})
     return ns
