@@ -188,10 +188,9 @@ def _atomic_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[st
 def _atomic_labels(path: Path, labels: np.ndarray, pixel_size_um: float | None = None) -> None:
     import tifffile
 
-    extra: dict[str, Any] = {}
-    if pixel_size_um is not None:  # resolution tags, as write_labels_tif (pixels per cm)
-        per_cm = 1e4 / float(pixel_size_um)
-        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+    from liveseg.imageio import resolution_tags
+
+    extra = resolution_tags(pixel_size_um)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     with open(tmp, "wb") as fh:
         tifffile.imwrite(fh, np.asarray(labels, dtype=np.uint32), compression="zlib", **extra)

@@ -41,6 +41,7 @@ __all__ = [
     "read_image",
     "read_image_data",
     "read_pixel_size",
+    "resolution_tags",
     "resolve_pixel_size",
     "write_classes_tif",
     "write_labels_tif",
@@ -131,6 +132,17 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
+def resolution_tags(pixel_size_um: float | None) -> dict[str, Any]:
+    """Tifffile keywords stating a pixel size as TIFF resolution (pixels per cm).
+
+    Centimetres are the metric unit Fiji, QuPath and napari read; none when unknown.
+    """
+    if pixel_size_um is None or pixel_size_um <= 0:
+        return {}
+    per_cm = 1e4 / float(pixel_size_um)
+    return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+
+
 def write_labels_tif(
     path: str | Path, labels: np.ndarray, pixel_size_um: float | None = None
 ) -> None:
@@ -143,10 +155,7 @@ def write_labels_tif(
 
     p = Path(path)
     tmp = p.with_name(p.name + ".part")
-    extra: dict[str, Any] = {}
-    if pixel_size_um is not None and pixel_size_um > 0:
-        per_cm = 1e4 / float(pixel_size_um)
-        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+    extra = resolution_tags(pixel_size_um)
     tifffile.imwrite(tmp, np.asarray(labels, dtype=LABEL_DTYPE), compression="zlib", **extra)
     tmp.replace(p)
 
@@ -167,10 +176,7 @@ def write_classes_tif(
 
     p = Path(path)
     tmp = p.with_name(p.name + ".part")
-    extra: dict[str, Any] = {}
-    if pixel_size_um is not None and pixel_size_um > 0:
-        per_cm = 1e4 / float(pixel_size_um)
-        extra = {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+    extra = resolution_tags(pixel_size_um)
     tifffile.imwrite(
         tmp,
         np.asarray(classes, dtype=CLASS_DTYPE),

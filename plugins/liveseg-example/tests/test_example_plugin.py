@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import useq
 
-from liveseg.config import LivesegConfig, StepConfig
+from liveseg.config import StepConfig
 from liveseg.errors import ConfigError
 from liveseg.metrics import average_precision
 from liveseg.pipeline import Pipeline, validate_params
@@ -166,34 +166,26 @@ def test_visit_brightest_proposes_the_brightest_object(host):
     assert trigger.propose(frame, skipped, objects, TriggerState()) is None
 
 
+def _liveseg_run(tmp_path, data):
+    """``liveseg run c.yaml --output r`` in a subprocess, as a user runs it (private home)."""
+    data["home"] = str(tmp_path / "home")
+    (tmp_path / "c.yaml").write_text(json.dumps(data))
+    cmd = [sys.executable, "-m", "liveseg", "run", str(tmp_path / "c.yaml")]
+    out = subprocess.run(
+        [*cmd, "--output", str(tmp_path / "r")], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.hardware
 @pytest.mark.slow
-@pytest.mark.skipif(
-    "sinks" not in LivesegConfig.model_fields, reason="this liveseg has no `sinks:` yet"
-)
 def test_live_run_on_demo_hardware_feeds_the_sink_once_per_frame(tmp_path):
     data = classical_config(
         pipeline={"steps": [{"backend": "spots"}]},
         sinks=[{"sink": "jsonl"}],
         plugins={"allow": ["example", "normalize", "threshold", "size_filter"]},
     ).model_dump(mode="json")
-    data["home"] = str(tmp_path / "home")
-    (tmp_path / "c.yaml").write_text(json.dumps(data))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liveseg",
-            "run",
-            str(tmp_path / "c.yaml"),
-            "--output",
-            str(tmp_path / "r"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
+    _liveseg_run(tmp_path, data)
     lines = [
         json.loads(x) for x in (tmp_path / "r" / "example_frames.jsonl").read_text().splitlines()
     ]
@@ -232,23 +224,7 @@ def test_visit_brightest_images_the_brightest_object_on_demo_hardware(tmp_path):
         triggers=[{"trigger": "visit_brightest"}],
         plugins={"allow": ["example"]},
     ).model_dump(mode="json")
-    data["home"] = str(tmp_path / "home")
-    (tmp_path / "c.yaml").write_text(json.dumps(data))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liveseg",
-            "run",
-            str(tmp_path / "c.yaml"),
-            "--output",
-            str(tmp_path / "r"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
+    _liveseg_run(tmp_path, data)
     run = liveseg.open_run(tmp_path / "r")
     base = [r for r in run.frames() if r["series"] == "base"]
     assert len(base) == 1 and base[0]["count"] == len(objects)

@@ -5,10 +5,22 @@ Private to :mod:`liveseg.synthetic`; numpy/scipy only.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Self
+
 import numpy as np
 from scipy import ndimage as ndi
 
 Range = tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleBase:
+    """What every sample type's style shares: a copy with some fields changed."""
+
+    def replace(self, **changes: Any) -> Self:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
 
 
 def draw_range(rng: np.random.Generator, r: Range, log: bool = False) -> float:

@@ -19,15 +19,14 @@ What a field of *E. coli* / *B. subtilis*-like rods looks like on an agarose pad
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from liveseg.synthetic._common import (
     Range,
+    StyleBase,
     assign,
     boundaries,
     camera,
@@ -42,7 +41,7 @@ __all__ = ["BACTERIA_STYLES", "BacteriaStyle", "generate_bacteria"]
 
 
 @dataclass(frozen=True)
-class BacteriaStyle:
+class BacteriaStyle(StyleBase):
     """Ranges of the rod generator (sizes in pixels, contrast relative to background).
 
     Attributes
@@ -105,10 +104,6 @@ class BacteriaStyle:
     read_noise: Range = (0.5, 4.0)
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     min_area: int = 8
-
-    def replace(self, **changes: Any) -> BacteriaStyle:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
 
 
 BACTERIA_STYLES: dict[str, BacteriaStyle] = {

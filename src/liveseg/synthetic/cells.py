@@ -20,15 +20,14 @@ segments.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from liveseg.synthetic._common import (
     Range,
+    StyleBase,
     assign,
     boundaries,
     camera,
@@ -46,7 +45,7 @@ __all__ = ["CELL_STYLES", "CellStyle", "generate_cells"]
 
 
 @dataclass(frozen=True)
-class CellStyle:
+class CellStyle(StyleBase):
     """Ranges of the whole-cell generator (sizes in pixels, brightness vs. the nucleus).
 
     Attributes
@@ -95,10 +94,6 @@ class CellStyle:
     read_noise: Range = (0.5, 4.0)
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     min_area: int = 30
-
-    def replace(self, **changes: Any) -> CellStyle:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
 
 
 CELL_STYLES: dict[str, CellStyle] = {

@@ -32,7 +32,6 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from scipy import ndimage as ndi
 
 from liveseg.synthetic._common import (
     Range,
+    StyleBase,
     draw_range,
     illumination,
     place,
@@ -63,7 +63,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class SyntheticStyle:
+class SyntheticStyle(StyleBase):
     """Ranges the generator draws from; one frame gets one value from each range.
 
     Sizes are in pixels, brightnesses relative to the median nucleus (1.0), densities in
@@ -130,10 +130,6 @@ class SyntheticStyle:
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     invert: bool = False
     min_area: int = 8
-
-    def replace(self, **changes: Any) -> SyntheticStyle:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
 
 
 STYLES: dict[str, SyntheticStyle] = {

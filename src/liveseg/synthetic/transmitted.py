@@ -22,15 +22,14 @@ whole cells or whole droplets.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from liveseg.synthetic._common import (
     Range,
+    StyleBase,
     assign,
     camera,
     draw_range,
@@ -49,7 +48,7 @@ _MODES = ("dic", "oblique", "brightfield")
 
 
 @dataclass(frozen=True)
-class TransmittedStyle:
+class TransmittedStyle(StyleBase):
     """Ranges of the transmitted-light generator (sizes in pixels).
 
     Attributes
@@ -101,10 +100,6 @@ class TransmittedStyle:
     read_noise: Range = (0.5, 4.0)
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     min_area: int = 20
-
-    def replace(self, **changes: Any) -> TransmittedStyle:
-        """Return a copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
 
 
 TRANSMITTED_STYLES: dict[str, TransmittedStyle] = {
