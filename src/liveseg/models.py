@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 from liveseg.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from liveseg.config import StepConfig
 
 __all__ = [
     "DEFAULT_ALIAS",
@@ -46,6 +48,7 @@ __all__ = [
     "builtin_models",
     "check_name",
     "file_sha256",
+    "model_chain",
     "parse_spec",
     "resolve_model",
     "verify_weights",
@@ -316,9 +319,17 @@ class ModelRegistry:
         return verify_weights(mv) if verify else mv
 
     def _resolve(self, spec: str) -> ModelVersion:
-        path = Path(spec)
+        path = Path(spec).expanduser()
         if "@" not in spec and (path / "model.json").is_file():
             return self._from_directory(path)
+        if "@" not in spec and path.is_file():
+            return self._from_weights_file(path)
+        if "@" not in spec and ("/" in spec or os.sep in spec):
+            names = ", ".join(builtin_models()) or "none"
+            raise ModelError(
+                f"model {spec!r}: no such model folder or weights file (shipped models: "
+                f"{names}; registered: {', '.join(self.names()) or 'none'})"
+            )
         name, ref = parse_spec(spec)
         if not self.versions(name):
             shipped = builtin_models()
@@ -334,8 +345,9 @@ class ModelRegistry:
                 if name == "default":
                     hint = " (no installed plugin ships a model named 'default')"
                 raise ModelError(
-                    f"no model named {name!r} in {self.root} (models: {known}){hint}; "
-                    f"see `liveseg models list`"
+                    f"no model named {name!r} (shipped: {', '.join(shipped) or 'none'}; "
+                    f"registered in {self.root}: {known}){hint}; a model folder or weights "
+                    f"file path works too; see `liveseg models list`"
                 )
         if ref is None:
             aliases = self.aliases(name)
@@ -356,12 +368,33 @@ class ModelRegistry:
         except ValueError as exc:
             raise ModelError(f"{path / 'model.json'} is not valid JSON: {exc}") from None
         _inside(path, str(card.get("weights", "weights.pt")), "weights file")
+        version = str(card.get("version", 0))  # a shipped card's is a release ("0.1.0")
         return ModelVersion(
             name=str(card.get("name", path.name)),
-            version=int(card.get("version", 0)),
+            version=int(version) if version.isdigit() else 0,
             path=path,
             card=card,
         )
+
+    def _from_weights_file(self, path: Path) -> ModelVersion:
+        """A weights file outside the registry, described by the model.json beside it.
+
+        The card says which backend loads the file; when it names another weights file
+        (``weights.pt`` beside an ``epoch5.pt``), this file is used and the card's hash,
+        which is of the other file, is dropped.
+        """
+        if not (path.parent / "model.json").is_file():
+            raise ModelError(
+                f"weights file {path} has no model.json beside it, so no backend is known "
+                f"for it; pass the file in a chain step's model parameter, or register "
+                f"its folder: liveseg models import FOLDER --backend NAME"
+            )
+        mv = self._from_directory(path.parent)
+        card = dict(mv.card)
+        if card.get("weights") != path.name:
+            card["weights"] = path.name
+            card.pop("weights_sha256", None)
+        return ModelVersion(name=mv.name, version=mv.version, path=mv.path, card=card)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Promotions and validations of ``name``, oldest first."""
@@ -632,3 +665,67 @@ def resolve_model(
     from liveseg.home import resolve_home
 
     return ModelRegistry(resolve_home(home)).resolve(spec, verify=verify)
+
+
+def model_chain(
+    spec: str,
+    steps: Sequence[StepConfig],
+    available: Mapping[str, Any] | Sequence[str],
+    home: str | os.PathLike[str] | None = None,
+) -> tuple[list[StepConfig], str]:
+    """The chain that runs the model ``spec``, and the exact reference it pinned.
+
+    What ``--model`` means on ``segment``, ``run`` and ``batch``: ``classical`` (the
+    classical chain); a shipped model's name (``nuclei``, ``cells``, ``bacteria``,
+    ``transmitted``: seeded into the registry on first use, so a fine-tune promoted to
+    its ``prod`` is what the name means afterwards); ``name@N`` / ``name@alias``; or the
+    path of a model folder (weights + ``model.json``) or of a weights file. The steps of
+    ``steps`` (a config's chain) whose backend is the model's get ``model: <ref>`` plus
+    the ``step_params`` its card records (settings it was scored with, e.g.
+    ``decode_scale``); without such a step the default chain is used with its model
+    step swapped (:func:`liveseg.retrain.validate.model_steps`).
+
+    Parameters
+    ----------
+    spec : str
+        The model to run.
+    steps : sequence of StepConfig
+        The config's chain (may be empty: the default chain).
+    available : mapping or sequence of str
+        Installed backends (``host.backends()``).
+    home : path, optional
+        The data directory of the registry.
+
+    Returns
+    -------
+    steps : list of StepConfig
+        The chain to run.
+    ref : str
+        ``name@N`` for a registry model, the resolved path for a folder or file,
+        ``classical`` for the classical chain: what a run records as its model.
+
+    Raises
+    ------
+    ModelError
+        For a spec that names nothing shipped, registered or on disk (one line listing
+        the shipped and registered names).
+    """
+    from liveseg.defaults import CLASSICAL_STEPS
+    from liveseg.home import resolve_home
+    from liveseg.retrain.validate import model_steps
+
+    spec = str(spec).strip()
+    if spec == "classical":
+        return [s.model_copy(deep=True) for s in CLASSICAL_STEPS], spec
+    registry = ModelRegistry(resolve_home(home))
+    mv = registry.resolve(spec, verify=False)  # the backend checks the weights as it loads
+    registered = mv.path.parent.parent == registry.root
+    ref = mv.spec if registered else str(Path(spec).expanduser().resolve())
+    extra = dict(mv.card.get("step_params") or {})
+    chain = [s.model_copy(deep=True) for s in steps]
+    if not any(s.backend == mv.backend for s in chain):
+        chain = model_steps(mv, available, ref=ref)
+    for step in chain:
+        if step.backend == mv.backend:
+            step.params = {**step.params, **extra, "model": ref}
+    return chain, ref

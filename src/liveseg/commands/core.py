@@ -30,6 +30,33 @@ def _load(config: str | None, overrides: tuple[str, ...]) -> Any:
     return load_config_file(config, overrides)  # a whole config or a pipeline-only file
 
 
+_model_option = click.option(
+    "--model",
+    "model",
+    metavar="SPEC",
+    help="Model to run instead of the config's: nuclei, cells, bacteria, transmitted, "
+    "classical, name@N, name@alias, or a model folder / weights file.",
+)
+
+
+def _with_model(cfg: Any, spec: str | None, home: str | None, plugins_dir: str | None) -> Any:
+    """``cfg`` with its model step pointed at ``spec`` (:func:`liveseg.models.model_chain`).
+
+    The config's own steps stay (thresholds, filters) when one of them runs the model's
+    backend; otherwise the default chain runs the model. Prints the pinned model.
+    """
+    if not spec:
+        return cfg
+    from liveseg.assembly import build_host
+    from liveseg.models import model_chain
+
+    factories = build_host(cfg, plugins_dir).backends()
+    steps, ref = model_chain(spec, cfg.pipeline.steps, factories, home)
+    click.echo(f"model: {ref}", err=True)
+    pipeline = cfg.pipeline.model_copy(update={"steps": steps})
+    return cfg.model_copy(update={"pipeline": pipeline})
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     lines = [
         ("frames acquired", summary.get("frames_acquired")),
@@ -128,6 +155,7 @@ def _simulation_lines(check: dict[str, float]) -> list[tuple[str, Any]]:
 @click.option("--home", type=click.Path(file_okay=False), help="liveseg data directory.")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Extra *.py plugins.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_model_option
 def run_cmd(
     config: str,
     output: str | None,
@@ -135,13 +163,14 @@ def run_cmd(
     home: str | None,
     plugins_dir: str | None,
     as_json: bool,
+    model: str | None,
 ) -> None:
-    """Acquire CONFIG's sequence and segment every frame live."""
+    """Acquire CONFIG's sequence and segment every frame live (--model: another model)."""
     from liveseg.hardware import preflight
     from liveseg.home import ensure_parent_writable, ensure_writable_dir
     from liveseg.session import Session
 
-    cfg = _load(config, overrides)
+    cfg = _with_model(_load(config, overrides), model, home, plugins_dir)
     if output:
         ensure_parent_writable(output, "run directory", hint="choose another with -o DIR")
     else:
@@ -205,14 +234,19 @@ def _stop_on_signals(session: Any) -> Iterator[list[int]]:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Use this chain.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--home", type=click.Path(file_okay=False))
+@_model_option
 def segment_cmd(
     images: tuple[str, ...],
     output: str,
     config: str | None,
     overrides: tuple[str, ...],
     home: str | None,
+    model: str | None,
 ) -> None:
     """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
+
+    ``--model cells`` (or ``bacteria``, ``transmitted``, ``nuclei``, ``classical``,
+    ``name@N``, a model folder or weights file) runs that model instead.
 
     Writes <name>_labels.tif per image (keeping the path below the inputs' common
     folder, so same-named inputs never collide) and objects.csv / frames.csv /
@@ -220,7 +254,7 @@ def segment_cmd(
     """
     from liveseg.offline import segment_files
 
-    cfg = _load(config, overrides)
+    cfg = _with_model(_load(config, overrides), model, home, None)
     result = segment_files([Path(p) for p in images], Path(output), cfg, home=home)
     click.echo(
         f"segmented {result['ok']} of {result['total']} images "

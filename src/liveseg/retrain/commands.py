@@ -336,9 +336,16 @@ def models_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @_home_option
 def models_list(as_json: bool, home: str | None) -> None:
-    """List models, versions and aliases."""
+    """List the shipped models (with their purpose) and the registered versions.
+
+    A shipped model is usable by name (``--model cells``) before it is registered: the
+    first use registers it as ``NAME@1`` (alias ``prod``).
+    """
+    from liveseg.commands.try_models import installed_models
+
     reg = _registry(home)
-    rows = []
+    shipped = {name: purpose for name, (_, purpose) in installed_models().items()}
+    rows: list[dict[str, Any]] = []
     for name in reg.names():
         aliases = reg.aliases(name)
         for v in reg.versions(name):
@@ -347,25 +354,37 @@ def models_list(as_json: bool, home: str | None) -> None:
             rows.append(
                 {
                     "spec": mv.spec,
+                    "version": v,
                     "backend": mv.backend,
                     "parent": mv.parent,
                     "created": mv.card.get("created"),
                     "aliases": tags,
+                    "shipped": False,
+                    "purpose": shipped.get(name, ""),
                 }
             )
     if as_json:
+        registered = set(reg.names())
+        rows += [
+            {"spec": n, "version": None, "shipped": True, "purpose": p, "aliases": []}
+            for n, p in shipped.items()
+            if n not in registered
+        ]
         _echo_json(rows)
         return
+    if shipped:
+        click.echo("shipped models (use by name: --model NAME; registered on first use):")
+        width = max(len(n) for n in shipped)
+        for n, p in shipped.items():
+            click.echo(f"  {n:<{width}}  {p}")
     if not rows:
-        click.echo(
-            "no models yet (the shipped default appears on first use: liveseg models "
-            "import-default)"
-        )
+        click.echo("no registered versions yet")
         return
+    click.echo("registered versions:")
     for r in rows:
         alias = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
         parent = f"  ← {r['parent']}" if r["parent"] else ""
-        click.echo(f"{r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
+        click.echo(f"  {r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
 
 
 @models_group.command("show")
@@ -587,7 +606,12 @@ def retrain_cmd(
 @click.command("batch")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
-@click.option("--model", "spec", help="Model for the chain's model step (e.g. nuclei@prod).")
+@click.option(
+    "--model",
+    "spec",
+    help="Model for the chain's model step: nuclei, cells, bacteria, transmitted, "
+    "classical, name@N, name@alias, or a model folder / weights file.",
+)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Chain config.")
 @click.option("--workers", type=int, help="Dask LocalCluster on 127.0.0.1 with N workers.")
 @click.option("--scheduler", help="Address of an existing Dask scheduler.")
@@ -613,7 +637,7 @@ def batch_cmd(
     from liveseg.config import LivesegConfig
     from liveseg.configfile import load_config_file
     from liveseg.defaults import default_steps
-    from liveseg.retrain.validate import model_steps
+    from liveseg.models import model_chain
 
     h = _home(home)
     cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
@@ -622,15 +646,8 @@ def batch_cmd(
     factories = host.backends()
     steps = list(cfg.pipeline.steps)
     resolved = None
-    if spec:
-        mv = _registry(home).resolve(spec, verify=False)  # the backend checks the weights
-        resolved = mv.spec  # pin the exact version for the whole batch
-        if steps and any(s.backend == mv.backend for s in steps):
-            for s in steps:
-                if s.backend == mv.backend:
-                    s.params = {**s.params, "model": mv.spec}
-        else:
-            steps = model_steps(mv, factories)
+    if spec:  # pin the exact version (name@N) for the whole batch
+        steps, resolved = model_chain(spec, steps, factories, h)
     if not steps:
         steps = default_steps(factories)
     summary = run_batch(

@@ -114,28 +114,34 @@ class RetrainOutcome:
 
 
 def base_items(
-    n: int, shapes: Sequence[tuple[int, int]], style: str, seed: int
+    n: int, shapes: Sequence[tuple[int, int]], style: str, seed: int, kind: str = "nuclei"
 ) -> list[TrainItem]:
-    """``n`` generated examples of the parent's training style, sized like the items."""
-    from liveseg.synthetic import generate
+    """``n`` generated examples of the parent's sample type and style, sized like the items.
+
+    ``kind`` is the parent's sample type (``training_data.kind`` in its card: ``cells``,
+    ``bacteria``, ...), so a bacteria model is not reminded of nuclei.
+    """
+    from liveseg.synthetic import generate_sample
 
     out = []
     for k in range(n):
         shape = shapes[k % len(shapes)] if shapes else (256, 256)
-        image, labels = generate(10_000 + seed * 1000 + k, shape=shape, style=style)
+        image, labels = generate_sample(kind, 10_000 + seed * 1000 + k, shape, style)
         out.append(TrainItem(image=image, labels=labels, name=f"base-{style}-{k}"))
     return out
 
 
-def guard_set(n: int, shapes: Sequence[tuple[int, ...]], style: str) -> list[RefImage]:
-    """``n`` generated reference images of the base style (seeds apart from training)."""
+def guard_set(
+    n: int, shapes: Sequence[tuple[int, ...]], style: str, kind: str = "nuclei"
+) -> list[RefImage]:
+    """``n`` generated reference images of the base type and style (seeds apart from training)."""
     from liveseg.retrain.validate import RefImage
-    from liveseg.synthetic import generate
+    from liveseg.synthetic import generate_sample
 
     out = []
     for k in range(n):
         shape = shapes[k % len(shapes)] if shapes else (256, 256)
-        image, labels = generate(50_000 + k, (int(shape[0]), int(shape[1])), style=style)
+        image, labels = generate_sample(kind, 50_000 + k, (int(shape[0]), int(shape[1])), style)
         out.append(RefImage(f"base-{style}-{k}", image, labels))
     return out
 
@@ -241,10 +247,11 @@ def retrain(
     refs = load_reference_set(opts.val_dir) if opts.val_dir is not None else None
     train_items = [it.train_item() for it in items]
     style = opts.base_style or str(parent.card.get("training_style") or "train")
+    kind = str(dict(parent.card.get("training_data") or {}).get("kind") or "nuclei")
     n_base = opts.base_items if opts.base_items is not None else max(4, 3 * len(train_items))
     shapes = [ti.image.shape for ti in train_items]
     mixed = train_items + base_items(
-        n_base, [(int(s[0]), int(s[1])) for s in shapes], style, opts.seed
+        n_base, [(int(s[0]), int(s[1])) for s in shapes], style, opts.seed, kind
     )
     val_items = (
         [TrainItem(image=r.image, labels=r.labels, valid=r.valid, name=r.name) for r in refs]
@@ -307,7 +314,7 @@ def retrain(
                 progress=opts.progress,
             )
             if opts.guard_images > 0:
-                guard_refs = guard_set(opts.guard_images, shapes, style)
+                guard_refs = guard_set(opts.guard_images, shapes, style, kind)
                 guard_res = (
                     validate_model(
                         parent, guard_refs, home, host=host, label=f"{parent.spec} (parent)"
@@ -344,7 +351,8 @@ def retrain(
                     for it in items
                 ],
                 "base_data": {
-                    "generator": "liveseg.synthetic",
+                    "generator": "liveseg.synthetic.generate_sample",
+                    "kind": kind,
                     "style": style,
                     "n": n_base,
                     "seeds_from": 10_000 + opts.seed * 1000,

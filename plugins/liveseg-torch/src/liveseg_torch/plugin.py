@@ -78,7 +78,9 @@ def resolve_weights(spec: str, home: Path | None = None) -> Path:
     """Turn a ``model`` parameter into a weights file path.
 
     ``"default"`` is the shipped file, a shipped model's name (``nuclei``, ``cells``,
-    ``bacteria``, ``transmitted``; :data:`SHIPPED_MODELS`) its weights; a spec with
+    ``bacteria``, ``transmitted``; :data:`SHIPPED_MODELS`) its weights, or, once that name
+    is in ``home``'s registry (used by ``--model`` or retrained), its ``prod`` version, so a
+    chain step's ``model: cells`` means what ``--model cells`` does; a spec with
     ``@`` goes to the model registry (:func:`liveseg.models.resolve_model`); anything
     else is a path (absolute, relative to the working directory, or relative to
     ``home``). A directory resolves to the ``weights.pt`` (or ``default.pt``) inside it.
@@ -88,10 +90,10 @@ def resolve_weights(spec: str, home: Path | None = None) -> Path:
     if spec in ("", "default"):
         return default_weights_path()
     shipped = {name: folder for name, folder, _ in SHIPPED_MODELS}
-    if spec in shipped:
+    if spec in shipped and not (home is not None and (Path(home) / "models" / spec).is_dir()):
         folder = default_weights_path().parent / shipped[spec]
         return folder / "default.pt"
-    if "@" in spec:
+    if "@" in spec or spec in shipped:  # a shipped name once registered means its prod
         try:
             from liveseg.models import resolve_model  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
