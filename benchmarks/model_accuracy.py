@@ -12,8 +12,11 @@ The realdev sets (real images with *pseudo*-labels, ``../shared/realdev``; see i
 README) are scored too when the folder exists: an indication, never a target, and never
 used to choose anything. They are skipped cleanly when absent.
 
+``--extra SPEC`` (repeatable: a model folder, ``name@N``...) scores a candidate beside
+the shipped models, e.g. a fresh ``pretrain --out DIR`` before it replaces one.
+
 Usage: ``python benchmarks/model_accuracy.py [--n 24] [--size 256] [--realdev DIR]
-[--no-realdev]``. Prints JSON.
+[--no-realdev] [--extra SPEC]...``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--realdev", type=Path, default=Path("../shared/realdev"))
     p.add_argument("--no-realdev", action="store_true")
+    p.add_argument("--extra", action="append", default=[], help="another model to score")
     a = p.parse_args()
 
     import torch
@@ -90,7 +94,7 @@ def main() -> None:
     from liveseg_torch.evaluation import score
 
     torch.set_num_threads(1)
-    specs = [*KINDS, CLASSICAL]
+    specs = [*KINDS, CLASSICAL, *a.extra]
     segmenters = {s: _segmenter(s) for s in specs}
     keep = ("ap@0.5", "ap@0.75", "precision@0.5", "recall@0.5", "mean_matched_iou")
 
