@@ -205,13 +205,16 @@ def test_batch_and_validate_take_shipped_names_on_a_fresh_home(tmp_path):
     info = json.loads((tmp_path / "out" / "run.json").read_text())
     assert info["model"] == "cells@1"
     assert [s["params"].get("model") for s in info["chain"]] == ["cells@1", None]
-    res = _liveseg(
-        "validate", ref, "--model", "cells", "--model", "bacteria", "--home", home, "--json"
-    )
+    folder = str(_shipped("cells"))
+    models = ["--model", "cells", "--model", "bacteria", "--model", folder]
+    res = _liveseg("validate", ref, *models, "--home", home, "--json")
     assert res.exit_code == 0, res.output
     scores = json.loads(res.stdout)
-    # On whole cells the cells model beats the rod model.
+    # On whole cells the cells model beats the rod model; its folder scores as its name.
     assert scores["cells (cells@1)"]["ap@0.5"] > scores["bacteria (bacteria@1)"]["ap@0.5"]
+    assert scores[folder] == scores["cells (cells@1)"]
+    history = (home / "models" / "cells" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(h)["event"] for h in history] == ["promote", "validate"]
 
 
 @pytest.mark.slow

@@ -362,6 +362,20 @@ class ModelRegistry:
             version = aliases[ref]
         return self.get(name, version)
 
+    def is_registered(self, mv: ModelVersion) -> bool:
+        """Whether ``mv`` is a version of this registry (not a folder or file elsewhere)."""
+        return mv.path.parent.parent == self.root
+
+    def reference(self, mv: ModelVersion, spec: str) -> str:
+        """What a chain step's ``model`` should say to load ``mv`` (resolved from ``spec``).
+
+        ``name@N`` for a registered version (pinned even when ``spec`` was an alias),
+        else the absolute path ``spec`` named (a model folder or weights file).
+        """
+        if self.is_registered(mv):
+            return mv.spec
+        return str(Path(str(spec).strip()).expanduser().resolve())
+
     def _from_directory(self, path: Path) -> ModelVersion:
         try:
             card = json.loads((path / "model.json").read_text(encoding="utf-8"))
@@ -719,8 +733,7 @@ def model_chain(
         return [s.model_copy(deep=True) for s in CLASSICAL_STEPS], spec
     registry = ModelRegistry(resolve_home(home))
     mv = registry.resolve(spec, verify=False)  # the backend checks the weights as it loads
-    registered = mv.path.parent.parent == registry.root
-    ref = mv.spec if registered else str(Path(spec).expanduser().resolve())
+    ref = registry.reference(mv, spec)
     extra = dict(mv.card.get("step_params") or {})
     chain = [s.model_copy(deep=True) for s in steps]
     if not any(s.backend == mv.backend for s in chain):

@@ -489,11 +489,15 @@ def validate_cmd(
         mv = reg.resolve(spec, verify=False)  # the backend checks the weights as it loads
         # Each row carries the spec the user typed (and the version it meant), so
         # ``--model nuclei@1 --model nuclei@prod`` never prints two ``nuclei@1`` rows.
-        label = mv.spec if spec.strip() == mv.spec else f"{spec.strip()} ({mv.spec})"
-        res = validate_model(mv, refs, h, progress=True, label=label, host=host)
-        reg.record(mv, "validate", {"ref_set": str(ref_dir), **res.summary()})
+        ref = reg.reference(mv, spec)  # a model folder or weights file outside the registry
+        label = spec.strip() if ref != mv.spec else mv.spec
+        if ref == mv.spec and spec.strip() != mv.spec:
+            label = f"{spec.strip()} ({mv.spec})"
+        res = validate_model(mv, refs, h, progress=True, label=label, host=host, ref=ref)
+        if reg.is_registered(mv):
+            reg.record(mv, "validate", {"ref_set": str(ref_dir), **res.summary()})
         results.append(res)
-        last = mv.spec
+        last = mv.spec if reg.is_registered(mv) else mv.name
     out = Path(output) if output else h / "reports" / f"validate-{last}"
     report = write_report(out, refs, results, title=f"Validation on {ref_dir}")
     if as_json:
