@@ -272,3 +272,22 @@ def test_retrain_fine_tunes_each_shipped_model(tmp_path, name):
     assert np.mean(np.abs(p0 - p1)) > 1e-4
     assert _hashes(parent_dir)["default.pt"] == shipped_before["default.pt"]
     assert _hashes(_shipped(name)) == shipped_before
+
+
+@pytest.mark.slow
+def test_retrain_a_model_folder_registers_it_first(tmp_path):
+    home = tmp_path / "home"
+    img = _image(tmp_path, "cells", seed=41, size=96)
+    labels = tmp_path / f"{img.stem}_labels.tif"
+    assert _liveseg("queue", "add", img, "--labels", labels, "--home", home).exit_code == 0
+    exported = tmp_path / "exported"
+    assert _liveseg("models", "export", "cells", "-o", exported, "--home", home).exit_code == 0
+    before = _hashes(exported)
+    args = ["--epochs", "1", "--base-items", "1", "--guard-images", "0", "--json"]
+    res = _liveseg("retrain", "--model", exported, *args, "--home", home)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert (out["parent"], out["candidate"]) == ("cells@2", "cells@3")  # @1: the export's source
+    assert _hashes(exported) == before
+    res = _liveseg("retrain", "--model", exported / "default.pt", *args, "--home", home)
+    assert res.exit_code == 2 and "not the weights file" in res.output

@@ -585,7 +585,7 @@ def retrain_cmd(
         report_dir=Path(report_dir) if report_dir else None,
         progress=sys.stderr.isatty() or not as_json,
     )
-    out = retrain(spec, _home(home), opts)
+    out = retrain(_registered_spec(spec, home), _home(home), opts)
     if as_json:
         _echo_json(out.as_dict())
         return
@@ -604,6 +604,29 @@ def retrain_cmd(
         )
     if out.report:
         click.echo(f"report: {out.report}")
+
+
+def _registered_spec(spec: str, home: str | None) -> str:
+    """``spec`` as a registry spec: a model folder outside the registry is imported first.
+
+    Fine-tunes are versions with a parent, so ``retrain --model DIR`` registers ``DIR``
+    (``liveseg models import``) and fine-tunes that version; a bare weights file is
+    refused, since a version is a folder with its card.
+    """
+    from liveseg.errors import ModelError
+
+    reg = _registry(home)
+    mv = reg.resolve(spec)
+    if reg.is_registered(mv):
+        return spec
+    if Path(spec).expanduser().is_file():
+        raise ModelError(
+            f"retrain needs a model folder or a registered model, not the weights file "
+            f"{spec}; pass its folder, or register it first: liveseg models import FOLDER"
+        )
+    imported = reg.import_dir(mv.path, note=f"imported from {mv.path} to retrain")
+    click.echo(f"registered {mv.path} as {imported.spec}", err=True)
+    return imported.spec
 
 
 # -- batch -------------------------------------------------------------------------------
