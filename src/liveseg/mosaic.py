@@ -33,10 +33,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ from liveseg.errors import ConfigError, LivesegError
 from liveseg.types import Frame, FrameStatus
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Sequence
 
     import dask.array as da
@@ -61,6 +62,7 @@ __all__ = [
     "TileRecord",
     "estimate_overlap",
     "open_mosaic_image",
+    "read_provenance",
     "segment_mosaic",
     "stitch_table",
     "write_ome_mosaic",
@@ -442,7 +444,7 @@ def segment_mosaic(
         Halo in pixels on each inner side; default: :func:`estimate_overlap` on the tile
         at the image centre.
     model : str, optional
-        The exact model version the chain uses (``name@N``), for ``mosaic.json``.
+        The exact model version the chain uses (``name@N``), for the provenance.
     plugins_dir : str, optional
         A folder of plugin modules (``--plugins-dir``).
     workers, scheduler
@@ -514,7 +516,7 @@ def segment_mosaic(
         "dask": {"workers": workers, "scheduler": scheduler},
         "started": _dt.datetime.now(_dt.UTC).isoformat(),
     }
-    _write_json(out / "mosaic.json", {**info, "status": "running"})
+    _provenance(out, {**info, "status": "running"})
     try:
         if workers or scheduler:
             client, cluster = _client(workers, scheduler)
@@ -567,7 +569,7 @@ def segment_mosaic(
         "out": str(out),
         "labels": str(out / "labels" / LABELS_NAME),
     }
-    _write_json(out / "mosaic.json", {**info, "status": "finished", "summary": summary})
+    _provenance(out, {**info, "status": "finished", "summary": summary})
     return summary
 
 
@@ -610,7 +612,14 @@ def write_ome_mosaic(
     """
     import zarr
     from dask.base import compute
-    from ome_zarr.writer import write_multiscale, write_multiscale_labels
+
+    with warnings.catch_warnings():
+        # ome-zarr 0.18 builds a deprecated ``Scaler`` as a default argument on import.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from ome_zarr.writer import write_multiscale, write_multiscale_labels
+        except ImportError:
+            raise LivesegError("ome-zarr is not installed: pip install 'liveseg[dask]'") from None
 
     if levels is None:
         levels = [f for f in (2, 4, 8, 16) if min(image.shape) // f >= 256]
@@ -642,10 +651,25 @@ def write_ome_mosaic(
     compute(*tasks)  # type: ignore[no-untyped-call]
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+def _provenance(out: Path, data: dict[str, Any]) -> None:
+    """Record the run's provenance as the store's ``liveseg`` attribute.
+
+    Input, chain, tiles, overlap, status and summary; an attribute rather than a
+    ``run.json`` because a file would be foreign to the zarr hierarchy.
+    """
+    import zarr
+
+    zarr.open_group(str(out), mode="a").attrs["liveseg"] = json.loads(
+        json.dumps(data, default=str)
+    )
+
+
+def read_provenance(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """What :func:`segment_mosaic` recorded in ``out`` (``{}`` when it is not a mosaic)."""
+    import zarr
+
+    info = zarr.open_group(str(out), mode="r").attrs.get("liveseg", {})
+    return dict(info) if isinstance(info, dict) else {}
 
 
 def summary_line(summary: dict[str, Any]) -> str:
