@@ -17,6 +17,7 @@ import pytest
 import zarr
 from scipy import ndimage as ndi
 
+import liveseg
 from liveseg.config import StepConfig
 from liveseg.imageio import read_image, read_pixel_size
 from liveseg.metrics import average_precision
@@ -192,3 +193,57 @@ def test_mosaic_with_the_shipped_unet(slide, tmp_path):
     out = tmp_path / "seg.ome.zarr"
     segment_mosaic(slide, out, steps=steps, home=tmp_path / "home", block=384)
     _check_stitched(_labels(out), _single_process(_image(slide), steps, tmp_path / "home"), 384)
+
+
+@pytest.mark.slow
+@pytest.mark.hardware
+def test_grid_acquisition_stitched_by_stage_position(make_session, tmp_path):
+    """A real 2 x 2 grid_plan run on the demo hardware: one mosaic, then one label image."""
+    from liveseg.config import SimulationConfig
+    from liveseg.coords import CameraGeometry, stage_to_pixel
+    from liveseg.grid import grid_layout, grid_mosaic
+    from liveseg.simulation import sample_objects
+    from liveseg.testing import classical_config
+
+    sim = {"n_objects": 120, "extent_um": 900, "seed": 4, "radius_um": [5.0, 7.0]}
+    cfg = classical_config(
+        hardware={"mm_config": "demo", "exposure_ms": 5, "simulate": sim},
+        sequence={
+            "grid_plan": {
+                "rows": 2,
+                "columns": 2,
+                "overlap": 10,
+                "fov_width": 512,
+                "fov_height": 512,
+            }
+        },
+    )
+    run = tmp_path / "grid"
+    make_session(cfg).run(output=run)
+    tiles, shape, px = grid_layout(run)
+    assert len(tiles) == 4 and px == 1.0
+    assert shape == (973, 973)  # two 512-px fields overlapping by 10 %: 1024 - 51
+    mosaic = np.asarray(grid_mosaic(run)[0])
+    # Every frame sits in the mosaic where its stage position says (later frames on top).
+    last = tiles[-1]
+    np.testing.assert_array_equal(
+        mosaic[last.row : last.row + 512, last.col : last.col + 512], last.read()
+    )
+    out = tmp_path / "grid-seg.ome.zarr"
+    summary = segment_mosaic(run, out, steps=CLASSICAL, home=tmp_path / "home", block=512)
+    labels = _labels(out)
+    assert labels.shape == shape
+    # Each simulated nucleus well inside the mosaic is one object at its stage position,
+    # also the ones in the overlaps (seen by two frames) and across the 512-px tile border.
+    rows = liveseg.open_run(run).frames()
+    first = next(r for r in rows if r["index"] == tiles[0].index)
+    geom = CameraGeometry(512, 512, (first["stage_x_um"], first["stage_y_um"]), px)
+    found = []
+    for x, y, r, _ in sample_objects(SimulationConfig.model_validate(sim)):
+        row, col = (float(v) for v in stage_to_pixel(x, y, geom))
+        row, col = row + tiles[0].row, col + tiles[0].col
+        if r + 3 < row < shape[0] - r - 3 and r + 3 < col < shape[1] - r - 3:
+            found.append(int(labels[round(row), round(col)]))
+    assert len(found) > 60 and 0 not in found
+    assert len(set(found)) == len(found)  # no nucleus counted twice, none merged
+    assert summary["objects"] <= len(found) + 10  # only the ones cut by the outer edge on top

@@ -84,9 +84,11 @@ class MosaicImage:
 
 
 def open_mosaic_image(source: str | os.PathLike[str]) -> MosaicImage:
-    """Open ``source`` lazily: an OME-Zarr image, a zarr array, or a TIFF/PNG file.
+    """Open ``source`` lazily: an OME-Zarr image, a zarr array, a TIFF/PNG, or a grid run.
 
     An OME-Zarr's full-resolution level is used; leading axes (t, c, z) must have size 1.
+    A liveseg run directory of a grid acquisition is stitched by stage position
+    (:func:`liveseg.grid.grid_mosaic`: position 0, first time point, channel and plane).
     A TIFF/PNG is read into memory (use OME-Zarr for images larger than memory).
 
     Raises
@@ -98,11 +100,15 @@ def open_mosaic_image(source: str | os.PathLike[str]) -> MosaicImage:
     import zarr
 
     from liveseg.batch import _multiscale_arrays
+    from liveseg.grid import grid_mosaic, is_run_dir
     from liveseg.imageio import read_image, read_pixel_size
 
     src = Path(source)
     if not src.exists():
         raise ConfigError(f"mosaic input {src} does not exist")
+    if is_run_dir(src):
+        grid, grid_px = grid_mosaic(src)
+        return MosaicImage(grid, grid_px, str(src))
     size = read_pixel_size(src)
     px = size.um if size is not None else None
     if src.is_dir():
