@@ -58,6 +58,15 @@ def _single_process(image: np.ndarray, steps: list[StepConfig], home: Path) -> n
         chain.close()
 
 
+def _split_objects(labels: np.ndarray) -> set[tuple[int, int, int, int]]:
+    """Bounding boxes of the ids whose pixels form more than one connected region."""
+    split = set()
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is not None and ndi.label(labels[sl] == i)[1] > 1:
+            split.add((sl[0].start, sl[0].stop, sl[1].start, sl[1].stop))
+    return split
+
+
 def _check_stitched(labels: np.ndarray, ref: np.ndarray, block: int) -> None:
     """Agreement, no object cut at a tile border, one connected region per id."""
     assert labels.dtype == np.uint32
@@ -65,10 +74,9 @@ def _check_stitched(labels: np.ndarray, ref: np.ndarray, block: int) -> None:
     ids = np.unique(labels)
     ids = ids[ids > 0]
     np.testing.assert_array_equal(ids, np.arange(1, ids.size + 1))  # ids 1..N
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is not None:
-            _, n = ndi.label(labels[sl] == i)
-            assert n == 1, f"id {i} names {n} separate regions"
+    # No id names separate regions (two tiles' objects sharing an id), except where the
+    # chain itself gives one object two pieces (the unet's decoder can).
+    assert _split_objects(labels) <= _split_objects(ref)
     h, w = labels.shape
     crossing = 0
     for axis, size in ((0, h), (1, w)):
@@ -104,7 +112,7 @@ def test_mosaic_on_a_local_cluster(slide, tmp_path):
     from distributed import LocalCluster
 
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         out = tmp_path / "seg.ome.zarr"
         summary = segment_mosaic(

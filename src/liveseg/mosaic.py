@@ -593,7 +593,7 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
     )
     return Client(cluster), cluster  # type: ignore[no-untyped-call]
 
