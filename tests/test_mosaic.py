@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 import liveseg
 from liveseg.config import StepConfig
+from liveseg.errors import LivesegError
 from liveseg.imageio import read_image, read_pixel_size
 from liveseg.metrics import average_precision
 from liveseg.mosaic import LABELS_NAME, ChainSpec, TileChain, read_provenance, segment_mosaic
@@ -255,3 +256,38 @@ def test_grid_acquisition_stitched_by_stage_position(make_session, tmp_path):
     assert len(found) > 60 and 0 not in found
     assert len(set(found)) == len(found)  # no nucleus counted twice, none merged
     assert summary["objects"] <= len(found) + 10  # only the ones cut by the outer edge on top
+
+
+_FAILING_PLUGIN = """
+from liveseg import hookimpl
+
+class Broken:
+    def __init__(self, params, context):
+        pass
+    def segment(self, frame, upstream):
+        raise RuntimeError("out of GPU memory")
+    def close(self):
+        pass
+
+@hookimpl
+def register_backends(register):
+    register("broken", Broken)
+"""
+
+
+def test_a_failing_tile_fails_the_mosaic_and_leaves_no_store(slide, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "brokenplug.py").write_text(_FAILING_PLUGIN)
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(LivesegError, match=r"tile \d+: segmentation failed: .*out of GPU memory"):
+        segment_mosaic(
+            slide,
+            out,
+            steps=[StepConfig(backend="broken")],
+            home=tmp_path / "home",
+            block=512,
+            overlap=32,
+            plugins_dir=str(plugins),
+        )
+    assert not out.exists()  # a hole in a label image would read as empty tissue

@@ -497,74 +497,80 @@ def segment_mosaic(
     arr = image.array.rechunk(grid)  # type: ignore[no-untyped-call]
     ny, nx = arr.numblocks
     out.mkdir(parents=True, exist_ok=True)
-    work = out / _WORK / f"tiles-{uuid.uuid4().hex[:8]}.zarr"
-    zarr.create_array(
-        str(work), shape=(h, w), chunks=(block, block), dtype=np.uint32, fill_value=0
-    )
-    # Every chunk of the scratch array lies in exactly one tile (a merged last tile
-    # spans two whole chunks), so parallel tile writes never share a chunk.
-    halo = (
-        arr if overlap == 0 else da.overlap.overlap(arr, depth=overlap, boundary="none")  # type: ignore[no-untyped-call]
-    )
-
-    client = cluster = None
-    chain: TileChain | _WorkerChain
-    info: dict[str, Any] = {
-        "kind": "mosaic",
-        "input": str(source),
-        "shape": [h, w],
-        "block": block,
-        "overlap": overlap,
-        "tiles": [ny, nx],
-        "model": model,
-        "chain": list(spec.steps),
-        "pixel_size_um": px,
-        "dask": {"workers": workers, "scheduler": scheduler},
-        "started": _dt.datetime.now(_dt.UTC).isoformat(),
-    }
-    _provenance(out, {**info, "status": "running"})
     try:
-        if workers or scheduler:
-            client, cluster = _client(workers, scheduler)
-            name = _plugin_name(spec)
-            client.register_plugin(_chain_plugin(spec), name=name)
-            chain = _WorkerChain(name)
-            ctx: Any = dask.config.set(scheduler=client.get)
-        else:
-            chain = TileChain(spec)
-            ctx = dask.config.set(scheduler="synchronous")
+        work = out / _WORK / f"tiles-{uuid.uuid4().hex[:8]}.zarr"
+        zarr.create_array(
+            str(work), shape=(h, w), chunks=(block, block), dtype=np.uint32, fill_value=0
+        )
+        # Every chunk of the scratch array lies in exactly one tile (a merged last tile
+        # spans two whole chunks), so parallel tile writes never share a chunk.
+        halo = (
+            arr if overlap == 0 else da.overlap.overlap(arr, depth=overlap, boundary="none")  # type: ignore[no-untyped-call]
+        )
+
+        client = cluster = None
+        chain: TileChain | _WorkerChain
+        info: dict[str, Any] = {
+            "kind": "mosaic",
+            "input": str(source),
+            "shape": [h, w],
+            "block": block,
+            "overlap": overlap,
+            "tiles": [ny, nx],
+            "model": model,
+            "chain": list(spec.steps),
+            "pixel_size_um": px,
+            "dask": {"workers": workers, "scheduler": scheduler},
+            "started": _dt.datetime.now(_dt.UTC).isoformat(),
+        }
+        _provenance(out, {**info, "status": "running"})
         try:
-            with ctx:
-                records = halo.map_blocks(
-                    _segment_tile,
-                    chain=chain,
-                    work=str(work),
-                    grid=arr.chunks,
-                    overlap=overlap,
-                    pixel_size_um=px,
-                    chunks=((1,) * ny, (1,) * nx),
-                    dtype=object,
-                    meta=np.empty((0, 0), dtype=object),
-                    name=f"liveseg-tiles-{uuid.uuid4().hex}",
-                ).compute()
-                offsets, table, n_objects, joins = stitch_table(records)
-                stored = da.from_zarr(str(work))  # type: ignore[no-untyped-call]
-                tiles = stored.rechunk(arr.chunks)
-                final = tiles.map_blocks(
-                    _relabel_tile, offsets=offsets, table=table, dtype=np.uint32
-                )
-                write_ome_mosaic(out, arr, {LABELS_NAME: final}, px, block)
-            if on_client is not None and client is not None:
-                on_client(client)
+            if workers or scheduler:
+                client, cluster = _client(workers, scheduler)
+                name = _plugin_name(spec)
+                client.register_plugin(_chain_plugin(spec), name=name)
+                chain = _WorkerChain(name)
+                ctx: Any = dask.config.set(scheduler=client.get)
+            else:
+                chain = TileChain(spec)
+                ctx = dask.config.set(scheduler="synchronous")
+            try:
+                with ctx:
+                    records = halo.map_blocks(
+                        _segment_tile,
+                        chain=chain,
+                        work=str(work),
+                        grid=arr.chunks,
+                        overlap=overlap,
+                        pixel_size_um=px,
+                        chunks=((1,) * ny, (1,) * nx),
+                        dtype=object,
+                        meta=np.empty((0, 0), dtype=object),
+                        name=f"liveseg-tiles-{uuid.uuid4().hex}",
+                    ).compute()
+                    offsets, table, n_objects, joins = stitch_table(records)
+                    stored = da.from_zarr(str(work))  # type: ignore[no-untyped-call]
+                    tiles = stored.rechunk(arr.chunks)
+                    final = tiles.map_blocks(
+                        _relabel_tile, offsets=offsets, table=table, dtype=np.uint32
+                    )
+                    write_ome_mosaic(out, arr, {LABELS_NAME: final}, px, block)
+                if on_client is not None and client is not None:
+                    on_client(client)
+            finally:
+                if isinstance(chain, TileChain):
+                    chain.close()
         finally:
-            if isinstance(chain, TileChain):
-                chain.close()
-    finally:
-        if client is not None:
-            client.close()  # type: ignore[no-untyped-call]
-        if cluster is not None:
-            cluster.close()  # type: ignore[no-untyped-call]
-    shutil.rmtree(out / _WORK, ignore_errors=True)
+            if client is not None:
+                client.close()  # type: ignore[no-untyped-call]
+            if cluster is not None:
+                cluster.close()  # type: ignore[no-untyped-call]
+        shutil.rmtree(out / _WORK, ignore_errors=True)
+    except BaseException:
+        # OUT was absent or empty: removing the partial store loses nothing of the user's,
+        # and a re-run may use the same path.
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     tile_s = [float(r.seconds) for r in records.ravel()]
     summary = {
         "objects": n_objects,
