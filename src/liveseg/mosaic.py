@@ -3,7 +3,8 @@
 The method is cellpose's distributed segmentation (``cellpose/contrib/
 distributed_segmentation.py``), on :mod:`dask.array`:
 
-1. The image (an OME-Zarr plane, a zarr array or a TIFF) is a dask array chunked in
+1. The image (an OME-Zarr plane, a zarr array, a TIFF, or a grid acquisition's frames
+   placed by stage position, :mod:`liveseg.grid`) is a dask array chunked in
    ``block`` × ``block`` tiles. :func:`dask.array.overlap.overlap` gives every tile a halo of
    ``overlap`` pixels on each inner side (about twice the object diameter, so an object
    near a tile border is seen whole by both tiles).

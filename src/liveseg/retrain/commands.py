@@ -697,7 +697,12 @@ def mosaic_cmd(
     as_json: bool,
     home: str | None,
 ) -> None:
-    """Segment one large image block-wise into one stitched OME-Zarr label image."""
+    """Segment one large image (or a grid run) in tiles into one stitched label image.
+
+    SOURCE is an OME-Zarr, zarr array, TIFF/PNG, or a liveseg run directory of a grid
+    acquisition (stitched by stage position); OUT is a new OME-Zarr holding the image and
+    its labels in labels/cells.
+    """
     from liveseg.errors import ConfigError
     from liveseg.mosaic import segment_mosaic, summary_line
 
