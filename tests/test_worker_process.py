@@ -23,7 +23,7 @@ import pytest
 
 import liveseg
 from liveseg.assembly import assemble
-from liveseg.config import WorkersConfig, parse_config
+from liveseg.config import WorkersConfig, load_config, parse_config
 from liveseg.errors import ConfigError, LivesegError
 from liveseg.processing import LabelsCollector
 from liveseg.processing.processor import ConsumerSpec
@@ -32,6 +32,7 @@ from liveseg.testing import classical_config, disk_image, register_fake_backend
 from liveseg.types import Frame
 
 SHM = Path("/dev/shm")
+REPO = Path(__file__).resolve().parents[1]
 
 PLUGIN = textwrap.dedent(
     '''
@@ -128,7 +129,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout_s: float = 120.0) -> No
         time.sleep(0.05)
 
 
-def test_old_worker_counts_stay_valid_and_kinds_are_checked():
+def test_old_worker_counts_stay_valid_and_kinds_are_checked(tmp_path):
     assert parse_config({"backlog": {"workers": 2}}).backlog.workers == WorkersConfig(count=2)
     cfg = parse_config({"backlog": {"workers": {"kind": "process", "count": 2}}})
     assert cfg.backlog.workers == WorkersConfig(kind="process", count=2)
@@ -136,39 +137,55 @@ def test_old_worker_counts_stay_valid_and_kinds_are_checked():
         parse_config({"backlog": {"workers": {"kind": "fork"}}})
     with pytest.raises(ConfigError, match=r"backlog\.workers\.count"):
         parse_config({"backlog": {"workers": 0}})
+    demo = load_config(REPO / "configs" / "demo.yaml", ["backlog.workers.kind=process"])
+    assert demo.backlog.workers == WorkersConfig(kind="process", count=1)
+    old = tmp_path / "old.yaml"
+    old.write_text("backlog: {workers: 2}\n")
+    assert load_config(old).backlog.workers == WorkersConfig(kind="thread", count=2)
+    with pytest.raises(ConfigError, match=r"backlog\.workers is 2, not a mapping"):
+        load_config(old, ["backlog.workers.kind=process"])
 
 
 @pytest.mark.slow
-def test_worker_process_labels_equal_the_in_process_chain(tmp_path, liveseg_home):
-    """The same frames through the same chain, in this process and in a worker process
-    (pixels and labels through shared memory): identical labels, nothing left in /dev/shm."""
+@pytest.mark.parametrize("chain", ["classical", "default"])
+def test_worker_process_labels_equal_the_in_process_chain(tmp_path, liveseg_home, chain):
+    """The same frames through the same chain (the classical one; the default one, the
+    shipped model where liveseg-torch is installed), in this process and in a worker
+    process (pixels and labels through shared memory): identical labels. The worker stays
+    warm for the assembly's next run; closing the assembly leaves nothing in /dev/shm."""
     before = _segments()
-    cfg = classical_config()
+    cfg = classical_config() if chain == "classical" else parse_config({})
     frames = [Frame(i, disk_image(shape=(96, 128), seed=i)[0]) for i in range(4)]
     frames.append(Frame(4, disk_image(shape=(160, 120), seed=9)[0]))  # a larger slot
-    got = {}
+    got, started = [], []
     parts = assemble(cfg, home=liveseg_home)
     try:
-        for kind in ("thread", "process"):
+        for kind in ("thread", "process", "process"):
             collect = LabelsCollector()
             proc = parts.processor(
                 [ConsumerSpec("labels", collect)],
                 workers=WorkersConfig(kind=kind),
                 frame_shape=(96, 128),
+                record=lambda kind, **fields: started.append((kind, fields.get("pid"))),
             )
             proc.setup(parts.run_info("test", tmp_path))
             for frame in frames:
                 proc.process(frame)
             proc.finish({})
             assert not collect.errors
-            got[kind] = collect.labels
+            got.append(collect.labels)
     finally:
         parts.close()
-    assert sorted(got["process"]) == [str(i) for i in range(5)]
-    for key, labels in got["thread"].items():
-        assert labels.max() > 0
-        np.testing.assert_array_equal(got["process"][key], labels)
     assert _segments() <= before
+    thread, *process = got
+    assert sorted(thread) == [str(i) for i in range(5)]
+    for labels in process:
+        assert sorted(labels) == sorted(thread)
+        for key, expected in thread.items():
+            assert expected.max() > 0
+            np.testing.assert_array_equal(labels[key], expected)
+    (kind1, pid1), (kind2, pid2) = started
+    assert (kind1, kind2) == ("worker_started", "worker_reused") and pid1 == pid2
 
 
 @pytest.mark.hardware

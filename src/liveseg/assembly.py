@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from liveseg.config import LivesegConfig, StepConfig, WorkersConfig
+    from liveseg.processing.worker_process import ProcessChainRunner
 
 __all__ = ["Assembly", "assemble", "build_host", "build_pipeline"]
 
@@ -66,6 +67,7 @@ class Assembly:
     sinks: list[ConsumerSpec] = field(default_factory=list)
     plugins_dir: str | None = None
     steps: Sequence[StepConfig] | None = None
+    _workers: ProcessChainRunner | None = field(default=None, init=False, repr=False)
 
     def _context(self, name: str) -> StepContext:
         return StepContext(
@@ -113,7 +115,8 @@ class Assembly:
 
         ``workers`` of kind ``process`` (a live run's ``backlog.workers``) run the chain in
         worker processes, warmed up on a blank ``frame_shape`` frame when the processor
-        is set up; otherwise it runs on threads of this process.
+        is set up and kept warm for the next processor until :meth:`close`; otherwise it
+        runs on threads of this process.
         """
         chosen = [*consumers, *(self.sinks if sinks else [])]
         timeout = self.config.pipeline.step_timeout_s
@@ -121,14 +124,19 @@ class Assembly:
         if workers is not None and workers.kind == "process":
             from liveseg.processing.worker_process import ProcessChainRunner, WorkerSpec
 
-            spec = WorkerSpec.of(
-                self.config,
-                self.home,
-                plugins_dir=self.plugins_dir,
-                steps=self.steps,
-                warmup_shape=frame_shape,
-            )
-            runner = ProcessChainRunner(spec, workers.count, timeout, record)
+            if self._workers is None:
+                spec = WorkerSpec.of(
+                    self.config,
+                    self.home,
+                    plugins_dir=self.plugins_dir,
+                    steps=self.steps,
+                    warmup_shape=frame_shape,
+                )
+                self._workers = ProcessChainRunner(
+                    spec, workers.count, timeout, record, keep_warm=True
+                )
+            runner = self._workers
+            runner.record = record or runner.record
         return FrameProcessor(
             self.pipeline,
             self.host,
@@ -158,7 +166,10 @@ class Assembly:
         }
 
     def close(self) -> None:
-        """Release the chain's backends."""
+        """Release the chain's backends and end the worker processes."""
+        if self._workers is not None:
+            self._workers.shutdown()
+            self._workers = None
         self.pipeline.close()
 
 

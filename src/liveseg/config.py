@@ -304,11 +304,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = raw
         node: Any = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             if isinstance(node, list):
                 node = node[int(part)]
             else:
                 node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):  # e.g. backlog.workers: 1, then .kind=…
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"--set {key}: {where} is {node!r}, not a mapping; set {where} as a whole"
+                )
         last = parts[-1]
         if isinstance(node, list):
             node[int(last)] = value

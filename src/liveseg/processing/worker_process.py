@@ -51,7 +51,7 @@ from liveseg.pipeline import failed_result
 from liveseg.types import CLASS_DTYPE, LABEL_DTYPE, Frame, FrameResult, FrameStatus, empty_labels
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from multiprocessing.connection import Connection
     from multiprocessing.context import SpawnContext
     from multiprocessing.process import BaseProcess
@@ -432,7 +432,11 @@ class ProcessChainRunner:
         ``pipeline.step_timeout_s``: a frame over it fails and its worker is replaced.
     record
         ``record(kind, **fields)`` (events.jsonl): ``worker_started`` with the pid and the
-        seconds until ready, ``worker_restarted`` with the reason.
+        seconds until ready, ``worker_reused`` for a warm one kept from the previous run,
+        ``worker_restarted`` with the reason.
+    keep_warm
+        :meth:`close` (the end of a run) keeps the workers running for the next run of
+        the same session; :meth:`shutdown` ends them. Otherwise ``close`` ends them.
     """
 
     def __init__(
@@ -441,8 +445,11 @@ class ProcessChainRunner:
         count: int = 1,
         timeout_s: float | None = None,
         record: Callable[..., None] | None = None,
+        *,
+        keep_warm: bool = False,
     ) -> None:
         self.spec = spec
+        self.keep_warm = keep_warm
         self.count = count
         self.timeout_s = timeout_s
         self.timeouts = 0
@@ -453,7 +460,6 @@ class ProcessChainRunner:
         self._all: list[_Worker] = []
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._closed = False
 
     @property
     def pids(self) -> list[int]:
@@ -462,13 +468,26 @@ class ProcessChainRunner:
             return [w.pid for w in self._all if w.pid is not None and w.process.is_alive()]
 
     def start(self) -> None:
-        """Start ``count`` workers at once and wait until every one is warm."""
-        fresh = [self._spawn() for _ in range(self.count - len(self._all))]
+        """Have ``count`` warm workers: start the missing ones at once, wait for each.
+
+        Workers kept from the previous run (``keep_warm``) are reused when still alive;
+        the counters (``timeouts``, ``restarts``) start again from zero.
+        """
+        with self._lock:
+            self.timeouts = self.restarts = 0
+            dead = [w for w in self._all if not w.process.is_alive()]
+            kept = [w for w in self._all if w not in dead]
+            self._all, self._idle = kept, list(kept)
+        for worker in dead:
+            worker.stop()
+        for worker in kept:
+            self.record("worker_reused", pid=worker.pid)
+        fresh = [self._spawn() for _ in range(self.count - len(kept))]
         try:
             for worker in fresh:
                 self._ready(worker)
         except BaseException:
-            self.close()
+            self.shutdown()
             raise
         with self._lock:
             self._idle.extend(fresh)
@@ -550,17 +569,21 @@ class ProcessChainRunner:
         return failed_result(frame, step, message, timed_out=kill)
 
     def close(self) -> None:
+        """The run is over: keep the workers warm (``keep_warm``), else :meth:`shutdown`."""
+        if not self.keep_warm:
+            self.shutdown()
+            return
+        with self._lock:
+            self._idle = list(self._all)
+        self._local = threading.local()  # the next run's worker threads pick them up
+
+    def shutdown(self) -> None:
         """Ask every worker to finish, join it, and unlink every segment (idempotent)."""
         with self._lock:
             workers, self._all, self._idle = self._all, [], []
-            self._closed = True
         for worker in workers:
             try:
                 worker.stop()
             except Exception:
                 log.exception("stopping worker process %s failed", worker.pid)
         self._local = threading.local()
-
-    def summary(self) -> Mapping[str, Any]:
-        """What the run's summary says about the workers."""
-        return {"worker_kind": "process", "worker_restarts": self.restarts}
