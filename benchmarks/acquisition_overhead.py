@@ -2,7 +2,8 @@
 
 For two camera rates — paced like live imaging (10 ms exposure, ~100 frames/s at 512²)
 and the demo camera's fastest (FastImage, 0 ms) — it measures, in one process and
-interleaved (baseline, chain, baseline, chain …) so machine noise hits both alike:
+interleaved (each round: baseline and every worker layout, in a rotating order) so
+machine noise hits all alike:
 
 * ``baseline``: a plain pymmcore-plus MDA writing OME-Zarr, no liveseg;
 * ``worker``: the same MDA through a liveseg Session (frameReady only enqueues) with the
@@ -22,6 +23,7 @@ Usage: python benchmarks/acquisition_overhead.py [--frames 300] [--chain default
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -91,39 +93,56 @@ def _in_handler(session: Session, frames: int, out: Path) -> float:
         session.core.mda.events.frameReady.disconnect(handler)
 
 
-def _measure(name: str, mode: dict[str, Any], kind: str, args: Any, tmp: Path, report: Any) -> Any:
-    """Baseline and live rounds, interleaved, for one camera rate and worker layout."""
-    cfg = _config(mode, args.chain, args.policy, args.frames, args.threads, kind)
-    with Session(cfg, home=tmp / "home") as session:
-        report["chain"] = session.pipeline.step_names
-        base, live, runs = [], [], []
-        _baseline(session, 20, tmp / f"{name}-{kind}-warmup.ome.zarr")
+def _measure(name: str, mode: dict[str, Any], kinds: list[str], args: Any, tmp: Path) -> Any:
+    """Baseline and live rounds for one camera rate, every worker layout in each round.
+
+    One demo core serves a Session per layout (the worker processes stay warm between
+    runs), so a round is baseline, then each layout, in an order that rotates per round:
+    drift and warm-up hit all alike.
+    """
+    with contextlib.ExitStack() as stack:
+        sessions: dict[str, Session] = {}
+        for kind in kinds:
+            cfg = _config(mode, args.chain, args.policy, args.frames, args.threads, kind)
+            core = next(iter(sessions.values())).core if sessions else None
+            sessions[kind] = stack.enter_context(Session(cfg, home=tmp / "home", core=core))
+        first = sessions[kinds[0]]
+        _baseline(first, 20, tmp / f"{name}-warmup.ome.zarr")
+        base: list[float] = []
+        live: dict[str, list[float]] = {k: [] for k in kinds}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
         for r in range(args.rounds):
-            # Alternate which goes first so drift and warm-up hit both alike.
-            if r % 2:
-                s = session.run(output=tmp / f"{name}-{kind}-run{r}")
-            base.append(_baseline(session, args.frames, tmp / f"{name}-{kind}-base{r}.ome.zarr"))
-            if not r % 2:
-                s = session.run(output=tmp / f"{name}-{kind}-run{r}")
-            live.append(s["acquisition_fps"])
-            runs.append(s)
-        entry: dict[str, Any] = {
-            "baseline_fps": [round(v, 1) for v in base],
-            "worker_fps": [round(v, 1) for v in live],
-            "ratio_worker_vs_baseline": round(statistics.mean(live) / statistics.mean(base), 3),
-            "segmentation_fps": round(statistics.mean(s["segmentation_fps"] for s in runs), 2),
-            "latency_ms_p50": round(statistics.mean(s["latency_ms_p50"] for s in runs), 1),
-            "latency_ms_p95": round(statistics.mean(s["latency_ms_p95"] for s in runs), 1),
-            "frames_segmented": [s["frames_segmented"] for s in runs],
-            "frames_skipped": [s["frames_skipped"] for s in runs],
-            "max_backlog": [s["max_backlog"] for s in runs],
-        }
-        if name == "paced_10ms" and args.handler_frames and kind == "thread":
-            b = _baseline(session, args.handler_frames, tmp / "h-base.ome.zarr")
-            h = _in_handler(session, args.handler_frames, tmp / "h.ome.zarr")
-            entry["in_handler_fps"] = round(h, 1)
-            entry["ratio_in_handler_vs_baseline"] = round(h / b, 3)
-    return entry
+            order = ["baseline", *kinds]
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for what in order:
+                if what == "baseline":
+                    base.append(_baseline(first, args.frames, tmp / f"{name}-base{r}.ome.zarr"))
+                    continue
+                s = sessions[what].run(output=tmp / f"{name}-{what}-run{r}")
+                live[what].append(s["acquisition_fps"])
+                runs[what].append(s)
+        out: dict[str, Any] = {"baseline_fps": [round(v, 1) for v in base]}
+        for kind in kinds:
+            got = runs[kind]
+            out[kind] = {
+                "worker_fps": [round(v, 1) for v in live[kind]],
+                "ratio_worker_vs_baseline": round(
+                    statistics.mean(live[kind]) / statistics.mean(base), 3
+                ),
+                "segmentation_fps": round(statistics.mean(s["segmentation_fps"] for s in got), 2),
+                "latency_ms_p50": round(statistics.mean(s["latency_ms_p50"] for s in got), 1),
+                "latency_ms_p95": round(statistics.mean(s["latency_ms_p95"] for s in got), 1),
+                "frames_segmented": [s["frames_segmented"] for s in got],
+                "frames_skipped": [s["frames_skipped"] for s in got],
+                "max_backlog": [s["max_backlog"] for s in got],
+            }
+        out["chain"] = first.pipeline.step_names
+        if name == "paced_10ms" and args.handler_frames:
+            b = _baseline(first, args.handler_frames, tmp / "h-base.ome.zarr")
+            h = _in_handler(first, args.handler_frames, tmp / "h.ome.zarr")
+            out["in_handler_fps"] = round(h, 1)
+            out["ratio_in_handler_vs_baseline"] = round(h / b, 3)
+    return out
 
 
 def _load() -> list[float] | None:
@@ -139,7 +158,7 @@ def _load() -> list[float] | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chain", choices=["default", "classical"], default="default")
     ap.add_argument("--policy", choices=["all", "latest"], default="latest")
     ap.add_argument("--threads", type=int, default=1)
@@ -158,13 +177,12 @@ def main() -> None:
     }
     try:
         for name, mode in MODES.items():
-            report["modes"][name] = {}
-            for kind in kinds:
-                entry = _measure(name, mode, kind, args, tmp, report)
-                report["modes"][name][kind] = entry
-                print(f"{name} {kind}: {json.dumps(entry)}", file=sys.stderr)
-            ratios = {k: e["ratio_worker_vs_baseline"] for k, e in report["modes"][name].items()}
-            report["modes"][name]["best"] = max(ratios, key=lambda k: ratios[k])
+            entry = _measure(name, mode, kinds, args, tmp)
+            report["chain"] = entry.pop("chain")
+            ratios = {k: entry[k]["ratio_worker_vs_baseline"] for k in kinds}
+            entry["best"] = max(ratios, key=lambda k: ratios[k])
+            report["modes"][name] = entry
+            print(f"{name}: {json.dumps(entry)}", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
