@@ -36,6 +36,7 @@ import multiprocessing
 import multiprocessing.connection
 import pickle
 import secrets
+import shutil
 import threading
 import time
 import weakref
@@ -126,6 +127,7 @@ class _Slot:
     """
 
     def __init__(self, nbytes: int) -> None:
+        _check_room(nbytes)
         name = f"{SEGMENT_PREFIX}{secrets.token_hex(8)}"
         self.shm = shared_memory.SharedMemory(name=name, create=True, size=max(1, nbytes))
         self.name = self.shm.name
@@ -139,6 +141,23 @@ class _Slot:
     def release(self) -> None:
         """Unlink and close the segment (idempotent)."""
         self._finalizer()
+
+
+def _check_room(nbytes: int) -> None:
+    """Refuse a segment that ``/dev/shm`` cannot hold (where it exists).
+
+    The segment is sized lazily: writing past the memory the filesystem has would kill
+    the run with SIGBUS instead of failing one frame (a container's 64 MB ``/dev/shm``).
+    """
+    root = Path("/dev/shm")
+    if not root.is_dir():
+        return
+    free = shutil.disk_usage(root).free
+    if nbytes > free:
+        raise LivesegError(
+            f"no room in {root} for a {nbytes / 1e6:.1f} MB frame slot ({free / 1e6:.1f} MB "
+            "free); enlarge it (docker: --shm-size) or use backlog.workers.kind: thread"
+        )
 
 
 def _unlink(shm: shared_memory.SharedMemory) -> None:
@@ -312,7 +331,11 @@ class _Worker:
             kind, payload = self._receive(timeout_s)
         except _WorkerDied as exc:
             self.stop()
-            raise LivesegError(f"the chain's worker process could not start: {exc}") from None
+            raise LivesegError(
+                f"the chain's worker process could not start: {exc} before it was ready (its "
+                "error is above; a script of your own that starts the run needs "
+                "`if __name__ == '__main__':`, as every spawned process does)"
+            ) from None
         except _WorkerTimedOut:
             self.stop()
             raise LivesegError(
@@ -536,7 +559,7 @@ class ProcessChainRunner:
         try:
             self._local.worker = self._spawn()
             self._ready(self._local.worker)
-        except LivesegError as exc:
+        except Exception as exc:  # the next frame tries again
             self._local.worker = None
             return str(exc)
         return ""
@@ -545,10 +568,12 @@ class ProcessChainRunner:
         """Segment ``frame`` in this thread's worker; a dead or hung worker fails the frame."""
         try:
             worker = self._worker()
-        except LivesegError as exc:
+        except Exception as exc:  # no worker could be started: this frame fails, not the run
             return failed_result(frame, "worker", str(exc))
         try:
             return worker.segment(frame, self.timeout_s)
+        except LivesegError as exc:  # no room for the frame's slot
+            return failed_result(frame, "worker", str(exc))
         except _WorkerDied as exc:
             step = worker.step_name("worker")
             reason = f"worker process died (exit {exc.exitcode})"
