@@ -75,7 +75,8 @@ class WorkersConfig(_Model):
     ``thread``: worker threads in the run's process. ``process``: each worker thread
     hands its frames to a worker process of its own (pixels and labels through shared
     memory), so inference never holds the acquisition's GIL; a worker process that
-    dies fails the frame it held and is restarted.
+    dies fails the frame it held and is restarted. Live runs only: ``segment``,
+    ``batch`` and ``resegment`` run the chain as before.
     """
 
     kind: Literal["thread", "process"] = "thread"
