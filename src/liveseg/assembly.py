@@ -114,7 +114,7 @@ class Assembly:
         """A frame processor over this chain: ``consumers`` then (``sinks``) the plugin sinks.
 
         ``workers`` of kind ``process`` (a live run's ``backlog.workers``) run the chain in
-        worker processes, warmed up on a blank ``frame_shape`` frame when the processor
+        worker processes, warmed up on a ``frame_shape`` frame of noise when the processor
         is set up and kept warm for the next processor until :meth:`close`; otherwise it
         runs on threads of this process.
         """

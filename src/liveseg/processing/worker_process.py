@@ -8,7 +8,7 @@ the run (``backlog.workers.count``) gets a worker process of its own:
 * The process is started with the ``spawn`` context (the same on every platform; no
   ``fork`` of a process that holds a camera), builds the chain from the config through
   :mod:`liveseg.assembly` (so the plugins load there, under the same ``plugins.allow`` /
-  ``deny`` / ``dir``), runs it once on a blank frame of the camera's size and only then
+  ``deny`` / ``dir``), runs it once on a frame of noise of the camera's size and only then
   reports ready: the first real frame does not pay for imports and lazy initialisation.
 * A frame travels as a small header over a :func:`multiprocessing.Pipe` (index, stage
   position, event, …) and its pixels in a :class:`~multiprocessing.shared_memory.SharedMemory`
@@ -89,7 +89,7 @@ class WorkerSpec:
 
     ``config`` is the run's config as JSON-able data; ``steps`` a replacement chain
     (``None``: the config's, else the default one); ``warmup_shape`` the size of the
-    blank frame the worker segments before it reports ready.
+    frame (noise) the worker segments before it reports ready.
     """
 
     config: dict[str, Any]
@@ -187,8 +187,10 @@ def _worker_main(conn: Connection, spec: WorkerSpec, step: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         pipeline = _build_pipeline(spec)
+        # Noise, not zeros: a backend may skip a constant frame and so stay cold.
+        noise = np.random.default_rng(0).integers(0, 1000, spec.warmup_shape, dtype=np.uint16)
         t0 = time.perf_counter()
-        pipeline.run(Frame(index=-1, image=np.zeros(spec.warmup_shape, np.uint16)))
+        pipeline.run(Frame(index=-1, image=noise))
         warmup_ms = (time.perf_counter() - t0) * 1e3
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -212,7 +214,11 @@ def _worker_main(conn: Connection, spec: WorkerSpec, step: Any) -> None:
             if message is None:
                 return
             step.value = -1
-            reply = _serve(pipeline, message, attached, on_step)
+            try:
+                reply = _serve(pipeline, message, attached, on_step)
+            except Exception as exc:  # not a step's failure (those are results): this frame's
+                reply = {"status": FrameStatus.FAILED.value, "error": f"worker: {exc!r}"}
+                reply.update(timings_ms={}, scores={}, class_names=(), extra={}, classes=False)
             try:
                 conn.send(("result", reply))
             except Exception:  # something in extra does not travel: keep what does
