@@ -34,6 +34,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import secrets
 import shutil
@@ -65,7 +66,9 @@ __all__ = ["SEGMENT_PREFIX", "ProcessChainRunner", "WorkerSpec"]
 log = logging.getLogger("liveseg.processing.worker")
 
 SEGMENT_PREFIX = "liveseg_"
-"""Every shared-memory segment liveseg creates is named ``liveseg_<hex>`` (``/dev/shm``)."""
+"""Every shared-memory segment liveseg creates is ``liveseg_<pid>_<hex>`` (``/dev/shm``).
+
+``pid`` is the run's process, which creates and unlinks them all."""
 
 _START_TIMEOUT_S = 300.0  # spawn, imports, model load and warm-up on a busy machine
 _STOP_TIMEOUT_S = 10.0
@@ -128,7 +131,7 @@ class _Slot:
 
     def __init__(self, nbytes: int) -> None:
         _check_room(nbytes)
-        name = f"{SEGMENT_PREFIX}{secrets.token_hex(8)}"
+        name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"  # macOS: < 31 chars
         self.shm = shared_memory.SharedMemory(name=name, create=True, size=max(1, nbytes))
         self.name = self.shm.name
         self.size = self.shm.size
@@ -195,8 +198,6 @@ def _worker_main(conn: Connection, spec: WorkerSpec, step: Any) -> None:
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    import os
-
     names = pipeline.step_names
     conn.send(("ready", {"pid": os.getpid(), "steps": names, "warmup_ms": warmup_ms}))
     where = {name: i for i, name in enumerate(names)}
