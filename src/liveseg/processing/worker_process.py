@@ -497,6 +497,13 @@ class ProcessChainRunner:
         with self._lock:
             return [w.pid for w in self._all if w.pid is not None and w.process.is_alive()]
 
+    @property
+    def segment_names(self) -> list[str]:
+        """The shared-memory segments the workers' slots hold now (to check none is left)."""
+        with self._lock:
+            slots = [slot for w in self._all for slot in (w.inp, w.out) if slot is not None]
+        return [slot.name for slot in slots]
+
     def start(self) -> None:
         """Have ``count`` warm workers: start the missing ones at once, wait for each.
 
