@@ -118,6 +118,20 @@ class ModelVersion:
         return self.path / str(self.card.get("weights", "weights.pt"))
 
     @property
+    def source(self) -> dict[str, Any] | None:
+        """Where an imported version came from, or ``None`` for one made here.
+
+        ``{"kind": "bioimageio", "source": path, "id", "name", "rdf_sha256", ...}`` for a
+        BioImage Model Zoo package (:mod:`liveseg.models_bioimageio`), ``{"kind":
+        "folder", "source": path}`` for a model folder (``import_dir``).
+        """
+        zoo = self.card.get("bioimageio")
+        if isinstance(zoo, dict):
+            return {"kind": "bioimageio", **zoo}
+        where = self.card.get("imported_from")
+        return {"kind": "folder", "source": str(where)} if where else None
+
+    @property
     def parent(self) -> str | None:
         """``name@N`` of the version this one was cloned or fine-tuned from."""
         parent = self.card.get("parent")
@@ -558,6 +572,32 @@ class ModelRegistry:
             if p.is_file():
                 shutil.copyfile(p, dest / p.name)
         return dest
+
+    def export_bioimageio(
+        self, spec: str, out: str | os.PathLike[str], *, make_zip: bool = False
+    ) -> Path:
+        """Write a version as a BioImage Model Zoo package into ``out``; the rdf's path.
+
+        The backend that loads the version writes the package (its factory's
+        ``export_bioimageio(model_dir, out, spec=..., make_zip=...)``; ``unet`` has one).
+
+        Raises
+        ------
+        ModelError
+            When the backend cannot export to the Zoo format.
+        """
+        from liveseg.assembly import build_host
+        from liveseg.config import LivesegConfig
+
+        mv = self.resolve(spec)
+        factory = build_host(LivesegConfig()).backends().get(mv.backend)
+        export = getattr(factory, "export_bioimageio", None)
+        if export is None:
+            raise ModelError(
+                f"model {mv.spec} (backend {mv.backend!r}) cannot be exported as a BioImage "
+                f"Model Zoo package: its backend has no Zoo export (the unet backend has)"
+            )
+        return Path(export(mv.path, Path(out), spec=mv.spec, make_zip=make_zip))
 
 
 def _prepare_for_backend(staging: Path, backend: str) -> bool:
