@@ -43,7 +43,7 @@ __all__ = [
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 DECODER_NAMES = ("watershed", "boundaries", "threshold", "classes")
-"""Decoders the ``bioimageio`` backend has (``liveseg_torch.bioimageio.DECODERS``)."""
+"""Decoders the ``bioimageio`` backend (in the liveseg-torch plugin) has."""
 _RUNNABLE = ("onnx", "torchscript")
 
 

@@ -280,7 +280,7 @@ def finetune(
 @hookimpl
 def register_backends(register: Register) -> None:
     """Register the ``unet`` backend and ``bioimageio`` (imported Zoo packages)."""
-    from liveseg_torch.bioimageio import ZooBackend
+    from liveseg_torch.zoo import ZooBackend
 
     register("unet", UnetBackend)
     register("bioimageio", ZooBackend)

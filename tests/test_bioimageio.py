@@ -1,0 +1,240 @@
+"""BioImage Model Zoo packages: export, bioimageio.core's own test offline, import, round trip.
+
+Every step goes through the commands a person types (``liveseg models export SPEC
+--format bioimageio``, ``liveseg models import``, ``liveseg segment --config``) and the
+package is checked by ``bioimageio.core``'s model test in a separate Python process
+whose sockets refuse to connect, so any attempt to reach the network is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+from click.testing import CliRunner
+
+from liveseg.cli import main
+from liveseg.metrics import average_precision
+from liveseg.models import ModelRegistry, file_sha256
+from liveseg.synthetic import generate
+
+pytest.importorskip("liveseg_torch")
+
+_OFFLINE_TEST = r"""
+import json, socket, sys
+attempts = []
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[:1]))
+    raise OSError("network disabled by the test")
+socket.create_connection = refuse
+socket.socket.connect = lambda self, address: refuse(address)
+from bioimageio.core import test_model
+summary = test_model(sys.argv[1])
+print(json.dumps({
+    "status": summary.status,
+    "attempts": attempts,
+    "details": [[d.name, d.status, [e.msg for e in d.errors]] for d in summary.details],
+}))
+"""
+
+
+def _cli(home: Path, *args: str) -> tuple[int, str]:
+    out = CliRunner().invoke(main, [*args, "--home", str(home)])
+    return out.exit_code, out.output
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``liveseg models export nuclei --format bioimageio -o pkg --zip`` (once per module)."""
+    root = tmp_path_factory.mktemp("bmz")
+    code, output = _cli(
+        root / "home", "models", "export", "nuclei", "--format", "bioimageio", "-o",
+        str(root / "pkg"), "--zip",
+    )  # fmt: skip
+    assert code == 0, output
+    return root / "pkg"
+
+
+def _copy(pkg: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for f in pkg.iterdir():
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def test_export_writes_a_zoo_package(exported):
+    rdf = yaml.safe_load((exported / "rdf.yaml").read_text(encoding="utf-8"))
+    assert rdf["type"] == "model" and rdf["format_version"].startswith("0.5.")
+    assert set(rdf["weights"]) == {"onnx", "torchscript"}
+    for entry in rdf["weights"].values():
+        assert file_sha256(exported / entry["source"]) == entry["sha256"]
+    pre = [step["id"] for step in rdf["inputs"][0]["preprocessing"]]
+    assert pre == ["scale_range", "clip"]
+    assert rdf["inputs"][0]["preprocessing"][0]["kwargs"]["max_percentile"] == 99.8
+    channels = rdf["outputs"][0]["axes"][1]["channel_names"]
+    assert channels == ["foreground", "distance"]
+    assert rdf["config"]["liveseg"]["decoder"]["name"] == "watershed"
+    assert rdf["license"] == "BSD-3-Clause" and "liveseg.synthetic" in rdf["cite"][0]["text"]
+    readme = (exported / rdf["documentation"]).read_text(encoding="utf-8")
+    assert "post-processing, outside the network" in readme
+    assert (exported / "cover.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    x = np.load(exported / "test_input.npy")
+    y = np.load(exported / "test_output.npy")
+    assert x.shape[:2] == (1, 1) and y.shape == (1, 2, *x.shape[2:])
+    with zipfile.ZipFile(exported.with_suffix(".zip")) as zf:
+        assert sorted(zf.namelist()) == sorted(p.name for p in exported.iterdir())
+
+
+@pytest.mark.slow
+def test_bioimageio_core_test_passes_offline(exported, tmp_path):
+    """bioimageio.core's own model test passes without a single network connection."""
+    env = {
+        "BIOIMAGEIO_CACHE_PATH": str(tmp_path / "cache"),
+        "PATH": "",
+        "PYTHONWARNINGS": "ignore",
+    }
+    for source in (exported / "rdf.yaml", exported.with_suffix(".zip")):
+        proc = subprocess.run(
+            [sys.executable, "-c", _OFFLINE_TEST, str(source)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**env, "HOME": str(tmp_path)},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        failed = [d for d in report["details"] if d[1] != "passed"]
+        assert report["status"] == "passed", failed
+        assert report["attempts"] == []
+        names = " ".join(d[0] for d in report["details"])
+        assert "Reproduce test outputs from test inputs (onnx)" in names
+        assert "Reproduce test outputs from test inputs (torchscript)" in names
+
+
+@pytest.mark.slow
+def test_round_trip_segments_like_the_original(exported, tmp_path):
+    """Import the zip, segment a generated frame with both models: AP@0.5 >= 0.99."""
+    home = tmp_path / "home"
+    code, output = _cli(home, "models", "import", str(exported.with_suffix(".zip")))
+    assert code == 0, output
+    assert "as zoo-nuclei@1 (decoder watershed)" in output
+    mv = ModelRegistry(home).resolve("zoo-nuclei")
+    source = mv.source
+    assert source is not None and source["kind"] == "bioimageio"
+    assert source["source"] == str(exported.with_suffix(".zip").resolve())
+    assert source["rdf_sha256"] == file_sha256(exported / "rdf.yaml")
+    assert source["name"] == "liveseg nuclei 1"
+
+    image, truth = generate(31, (300, 260), "train")  # not a multiple of 8: padded
+    tifffile.imwrite(tmp_path / "frame.tif", image)
+    labels = {}
+    for model, step in (("unet", "unet"), ("zoo", "bioimageio")):
+        model_spec = "nuclei" if model == "unet" else "zoo-nuclei"
+        config = tmp_path / f"{model}.yaml"
+        config.write_text(f"steps:\n  - backend: {step}\n    params: {{model: {model_spec}}}\n")
+        out = tmp_path / f"out-{model}"
+        code, output = _cli(
+            home, "segment", str(tmp_path / "frame.tif"), "-o", str(out), "--config", str(config)
+        )
+        assert code == 0, output
+        labels[model] = tifffile.imread(out / "frame_labels.tif")
+    assert labels["unet"].max() > 10
+    agreement = average_precision(labels["unet"], labels["zoo"], thresholds=(0.5,))
+    assert agreement.ap[0.5] >= 0.99, agreement
+    # and it still segments the frame itself as well as the original does
+    ap_unet = average_precision(truth, labels["unet"], thresholds=(0.5,)).ap[0.5]
+    ap_zoo = average_precision(truth, labels["zoo"], thresholds=(0.5,)).ap[0.5]
+    assert abs(ap_unet - ap_zoo) <= 0.01
+
+
+def test_tampered_weights_are_refused(exported, tmp_path):
+    pkg = _copy(exported, tmp_path / "pkg")
+    onnx = bytearray((pkg / "model.onnx").read_bytes())
+    onnx[-100] ^= 0xFF
+    (pkg / "model.onnx").write_bytes(bytes(onnx))
+    code, output = _cli(tmp_path / "home", "models", "import", str(pkg / "rdf.yaml"))
+    assert code == 2
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "model.onnx: sha256" in lines[0] and "weights.onnx" in lines[0]
+    assert "nothing was imported" in lines[0]
+    assert ModelRegistry(tmp_path / "home").names() == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: text + "\n  - [unclosed\n", "is not valid YAML"),
+        (lambda text: text.replace("format_version: 0.5.4", "format_version: 0.4.10"),
+         "format_version '0.4.10' is not 0.5.x"),
+        (lambda text: text.replace("type: model", "type: dataset"), "expected 'model'"),
+        (lambda text: text.replace("test_input.npy", "../outside.npy"),
+         "must be a file in the package folder itself"),
+        (lambda text: text.replace("source: model.onnx", "source: missing.onnx"),
+         "names 'missing.onnx', which is missing"),
+        (lambda text: "just a string\n", "expected a YAML mapping"),
+    ],
+    ids=["yaml", "old-format", "not-a-model", "outside", "missing-file", "not-a-mapping"],
+)  # fmt: skip
+def test_malformed_rdf_gives_one_line_error(exported, tmp_path, edit, message):
+    pkg = _copy(exported, tmp_path / "pkg")
+    rdf = pkg / "rdf.yaml"
+    rdf.write_text(edit(rdf.read_text(encoding="utf-8")), encoding="utf-8")
+    code, output = _cli(tmp_path / "home", "models", "import", str(pkg))
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], output
+    assert "Traceback" not in output
+
+
+def test_decoder_is_chosen_from_the_outputs(exported, tmp_path):
+    """A Zoo model without liveseg's config: the decoder follows its output channels."""
+    pkg = _copy(exported, tmp_path / "pkg")
+    rdf = yaml.safe_load((pkg / "rdf.yaml").read_text(encoding="utf-8"))
+    del rdf["config"]
+    (pkg / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
+    home = tmp_path / "home"
+    code, output = _cli(home, "models", "import", str(pkg), "--name", "plain")
+    assert code == 0, output
+    assert ModelRegistry(home).resolve("plain").card["decoder"]["name"] == "watershed"
+    code, output = _cli(
+        home, "models", "import", str(pkg), "--name", "fg", "--decoder", "threshold"
+    )
+    assert code == 0 and "(decoder threshold)" in output
+
+    rdf["outputs"][0]["axes"][1]["channel_names"] = ["flow_y", "flow_x", "cellprob"]
+    (pkg / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
+    code, output = _cli(home, "models", "import", str(pkg), "--name", "flows")
+    assert code == 2 and "outputs flows (a cellpose model)" in output
+    code, output = _cli(home, "models", "import", str(pkg), "--decoder", "nope")
+    assert code == 2 and "unknown decoder 'nope'" in output
+
+
+def test_changed_rdf_in_the_registry_is_refused_at_load(exported, tmp_path):
+    """The registry records the rdf's sha256; a version whose rdf changed does not load."""
+    home = tmp_path / "home"
+    code, output = _cli(home, "models", "import", str(exported), "--name", "zoo")
+    assert code == 0, output
+    mv = ModelRegistry(home).resolve("zoo")
+    rdf = mv.path / "rdf.yaml"
+    mv.path.chmod(0o755)
+    rdf.chmod(0o644)
+    rdf.write_text(rdf.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    config = tmp_path / "zoo.yaml"
+    config.write_text("steps:\n  - backend: bioimageio\n    params: {model: zoo}\n")
+    image, _ = generate(3, (64, 64), "train")
+    tifffile.imwrite(tmp_path / "f.tif", image)
+    code, output = _cli(
+        home, "segment", str(tmp_path / "f.tif"), "-o", str(tmp_path / "out"), "--config",
+        str(config),
+    )  # fmt: skip
+    assert code != 0
+    assert "was changed after it was imported" in output
