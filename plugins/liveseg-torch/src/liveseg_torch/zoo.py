@@ -30,40 +30,65 @@ if TYPE_CHECKING:
     from liveseg.pipeline import StepContext
     from liveseg.types import Frame
 
-__all__ = ["DECODERS", "ZooBackend", "ZooParams", "preprocess"]
+__all__ = ["DECODERS", "PRE_STEPS", "ZooBackend", "ZooParams", "preprocess"]
 
 log = logging.getLogger("liveseg.torch")
 
 _RDF_NAME = "rdf.yaml"
 
 
+PRE_STEPS = frozenset(
+    {
+        "scale_range",
+        "zero_mean_unit_variance",
+        "scale_linear",
+        "clip",
+        "sigmoid",
+        "binarize",
+        "ensure_dtype",
+    }
+)
+"""Pre- and post-processing steps of the model description format that liveseg applies."""
+
+
 def _percentile_range(x: np.ndarray, kwargs: Mapping[str, Any]) -> np.ndarray:
-    """``scale_range`` of the spec on one ``(C, H, W)`` image (per channel, over y and x)."""
+    """``scale_range`` of the spec on one ``(C, H, W)`` image.
+
+    Per channel over y and x, or jointly when ``axes`` names the channel axis too. The
+    percentiles come from :func:`liveseg.builtins.normalize.percentiles`, as for the
+    ``unet`` backend: exact (a histogram) for 8- and 16-bit frames, which is why ``x``
+    keeps the camera's dtype here.
+    """
     from liveseg.builtins.normalize import percentiles
 
     lo_q = float(kwargs.get("min_percentile", 0.0))
     hi_q = float(kwargs.get("max_percentile", 100.0))
     eps = float(kwargs.get("eps", 1e-6))
+    joint = "channel" in [str(a) for a in kwargs.get("axes") or ()]
+    groups = [slice(None)] if joint else [slice(c, c + 1) for c in range(x.shape[0])]
     out = np.empty(x.shape, dtype=np.float32)
-    for c in range(x.shape[0]):
-        lo, hi = percentiles(x[c], (lo_q, hi_q))
-        out[c] = (x[c] - np.float32(lo)) / np.float32(hi - lo + eps)
+    for g in groups:
+        part = x[g]
+        lo, hi = percentiles(part[0] if part.shape[0] == 1 else part, (lo_q, hi_q))
+        out[g] = (part.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo + eps)
     return out
 
 
 def preprocess(x: np.ndarray, steps: list[Mapping[str, Any]]) -> np.ndarray:
     """Apply an input tensor's ``preprocessing`` list to one ``(C, H, W)`` image.
 
-    Supported: ``scale_range`` (per image, over y and x), ``zero_mean_unit_variance``,
-    ``scale_linear``, ``clip``, ``sigmoid``, ``ensure_dtype`` and ``binarize``; a
-    package using another step is refused when it is imported or loaded.
+    Supported: :data:`PRE_STEPS` (``scale_range`` per image); the backend refuses a
+    package with another step when it is built.
     """
-    out = np.asarray(x, dtype=np.float32)
+    raw = np.asarray(x)
+    out = raw if raw.dtype in (np.uint8, np.uint16) else raw.astype(np.float32)
     for step in steps:
         sid, kw = str(step.get("id", "")), dict(step.get("kwargs") or {})
         if sid == "scale_range":
             out = _percentile_range(out, kw)
-        elif sid == "zero_mean_unit_variance":
+            continue
+        out = out.astype(np.float32, copy=False)
+        if sid == "zero_mean_unit_variance":
             axes = (1, 2)
             mean = out.mean(axis=axes, keepdims=True)
             std = out.std(axis=axes, keepdims=True)
@@ -212,6 +237,12 @@ class ZooBackend:
         }
         self.pre = list(inp.get("preprocessing") or [])
         self.post = list(outp.get("postprocessing") or [])
+        unknown = sorted({str(p.get("id")) for p in self.pre + self.post} - PRE_STEPS)
+        if unknown:
+            raise ModelError(
+                f"model {mv.spec}: processing step(s) {', '.join(unknown)} are not supported "
+                f"by liveseg (it applies {', '.join(sorted(PRE_STEPS))})"
+            )
         recorded = dict(mv.card.get("decoder") or {})
         name = params.decoder or str(recorded.get("name", ""))
         if name not in DECODERS:
@@ -269,7 +300,7 @@ class ZooBackend:
         img = np.asarray(image)
         if img.ndim != 2:
             raise ModelError(f"the bioimageio step takes 2-D frames, got shape {img.shape}")
-        x = preprocess(img[None].astype(np.float32), self.pre)
+        x = preprocess(img[None], self.pre)
         h, w = img.shape
         ph, pw = (self._valid(a, n) for a, n in (("y", h), ("x", w)))
         if (ph, pw) != (h, w):
@@ -281,7 +312,7 @@ class ZooBackend:
         if self.out_axes[0] == "batch":
             y = y[0]
         if self.post:
-            y = preprocess(y, self.post)
+            y = preprocess(y.astype(np.float32), self.post)
         return np.asarray(y[:, :h, :w], dtype=np.float32)
 
     def _valid(self, axis: str, n: int) -> int:
