@@ -209,6 +209,15 @@ def test_decoder_is_chosen_from_the_outputs(exported, tmp_path):
         home, "models", "import", str(pkg), "--name", "fg", "--decoder", "threshold"
     )
     assert code == 0 and "(decoder threshold)" in output
+    code, output = _cli(home, "models", "clone", "plain@1")
+    assert code == 0 and "plain@2" in output
+    clone = ModelRegistry(home).resolve("plain@2")
+    assert clone.source == ModelRegistry(home).resolve("plain@1").source
+    assert (clone.path / "rdf.yaml").read_bytes() == (pkg / "rdf.yaml").read_bytes()
+    code, output = _cli(home, "models", "list", "--json")
+    sources = {row["spec"]: row["source"] for row in json.loads(output)}
+    assert sources["plain@1"]["kind"] == "bioimageio"
+    assert sources["plain@1"]["source"] == str(pkg.resolve())
 
     rdf["outputs"][0]["axes"][1]["channel_names"] = ["flow_y", "flow_x", "cellprob"]
     (pkg / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
@@ -238,3 +247,16 @@ def test_changed_rdf_in_the_registry_is_refused_at_load(exported, tmp_path):
     )  # fmt: skip
     assert code != 0
     assert "was changed after it was imported" in output
+
+
+def test_export_needs_a_backend_that_can_write_the_zoo_format(tmp_path):
+    home = tmp_path / "home"
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not a unet")
+    ModelRegistry(home).add_version("thr", weights, backend="threshold")
+    code, output = _cli(
+        home, "models", "export", "thr@1", "--format", "bioimageio", "-o", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert output.count("\n") == 1 and "cannot be exported as a BioImage Model Zoo" in output
+    assert not (tmp_path / "o").exists()

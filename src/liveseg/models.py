@@ -456,12 +456,18 @@ class ModelRegistry:
     def clone(self, spec: str, *, name: str | None = None, note: str = "") -> ModelVersion:
         """Copy a version to a new one (same name by default); the parent stays untouched."""
         parent = self.resolve(spec)
+        extra: dict[str, Path] = {}
+        if isinstance(parent.card.get("bioimageio"), dict):  # a Zoo package: all its files
+            skip = {parent.weights_path.name, "model.json"}
+            files = [p for p in parent.path.iterdir() if p.is_file()]
+            extra = {p.name: p for p in files if p.name not in skip}
         return self.add_version(
             name or parent.name,
             parent.weights_path,
             backend=parent.backend,
             parent=parent,
             card={"note": note or f"clone of {parent.spec}", "metrics": []},
+            extra_files=extra,
         )
 
     def import_dir(

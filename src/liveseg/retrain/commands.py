@@ -351,6 +351,7 @@ def models_list(as_json: bool, home: str | None) -> None:
                     "parent": mv.parent,
                     "created": mv.card.get("created"),
                     "aliases": tags,
+                    "source": mv.source,
                 }
             )
     if as_json:
@@ -365,7 +366,7 @@ def models_list(as_json: bool, home: str | None) -> None:
     for r in rows:
         alias = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
         parent = f"  ← {r['parent']}" if r["parent"] else ""
-        click.echo(f"{r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
+        click.echo(f"{r['spec']:<20} {r['backend']:<10} {r['created']}{parent}{alias}")
 
 
 @models_group.command("show")
