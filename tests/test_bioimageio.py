@@ -260,3 +260,115 @@ def test_export_needs_a_backend_that_can_write_the_zoo_format(tmp_path):
     assert code == 2
     assert output.count("\n") == 1 and "cannot be exported as a BioImage Model Zoo" in output
     assert not (tmp_path / "o").exists()
+
+
+def _foreign_package(folder: Path, classes: bool) -> Path:
+    """A Zoo package as another tool writes it: an ONNX graph, an rdf, no liveseg config.
+
+    The network is ``sigmoid(20 * (x - 0.5))`` on the percentile-normalised image: one
+    probability channel, or (``classes``) ``[1 - p, p]`` named background and nucleus.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Sub", ["image", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["p" if classes else "output"]),
+    ]
+    if classes:
+        nodes += [
+            helper.make_node("Sub", ["one", "p"], ["q"]),
+            helper.make_node("Concat", ["q", "p"], ["output"], axis=1),
+        ]
+    consts = [
+        helper.make_tensor(n, TensorProto.FLOAT, [], [v])
+        for n, v in (("half", 0.5), ("gain", 20.0), ("one", 1.0))
+    ]
+    dims = ["batch", 1, "y", "x"]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", None, "y", "x"])],
+        initializer=consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir()
+    onnx.save(model, folder / "weights.onnx")
+    channels = ["background", "nucleus"] if classes else ["probability"]
+    rdf = {
+        "type": "model",
+        "format_version": "0.5.4",
+        "name": "foreign blobs",
+        "description": "a threshold network written by hand",
+        "authors": [{"name": "someone else"}],
+        "license": "MIT",
+        "inputs": [
+            {
+                "id": "raw",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["raw"]},
+                    {"type": "space", "id": "y", "size": {"min": 16, "step": 16}},
+                    {"type": "space", "id": "x", "size": {"min": 16, "step": 16}},
+                ],
+                "preprocessing": [
+                    {
+                        "id": "scale_range",
+                        "kwargs": {"axes": ["y", "x"], "min_percentile": 0.5,
+                                   "max_percentile": 99.5},
+                    }
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "id": "out",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": channels},
+                    {"type": "space", "id": "y", "size": {"tensor_id": "raw", "axis_id": "y"}},
+                    {"type": "space", "id": "x", "size": {"tensor_id": "raw", "axis_id": "x"}},
+                ],
+            }
+        ],
+        "weights": {
+            "onnx": {
+                "source": "weights.onnx",
+                "sha256": file_sha256(folder / "weights.onnx"),
+                "opset_version": 17,
+            }
+        },
+    }  # fmt: skip
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("classes", [False, True], ids=["probability", "classes"])
+def test_a_foreign_zoo_model_segments(tmp_path, classes):
+    """Someone else's package: decoder from its channels, padded to its size step."""
+    from liveseg.testing import disk_image
+
+    home = tmp_path / "home"
+    pkg = _foreign_package(tmp_path / "pkg", classes)
+    code, output = _cli(home, "models", "import", str(pkg / "rdf.yaml"), "--name", "blobs")
+    assert code == 0, output
+    assert f"(decoder {'classes' if classes else 'threshold'})" in output
+    centers = [(20, 20), (20, 70), (60, 45), (75, 90)]
+    image, truth = disk_image((90, 110), centers, radius=7)  # not a multiple of 16
+    tifffile.imwrite(tmp_path / "blobs.tif", image)
+    config = tmp_path / "blobs.yaml"
+    config.write_text("steps:\n  - backend: bioimageio\n    params: {model: blobs}\n")
+    out = tmp_path / "out"
+    code, output = _cli(
+        home, "segment", str(tmp_path / "blobs.tif"), "-o", str(out), "--config", str(config)
+    )
+    assert code == 0, output
+    labels = tifffile.imread(out / "blobs_labels.tif")
+    assert average_precision(truth, labels, thresholds=(0.9,)).ap[0.9] == 1.0
+    if classes:
+        class_map = tifffile.imread(out / "blobs_classes.tif")
+        assert set(np.unique(class_map)) == {0, 1}
+        assert np.array_equal(class_map > 0, truth > 0)
