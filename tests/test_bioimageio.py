@@ -372,3 +372,18 @@ def test_a_foreign_zoo_model_segments(tmp_path, classes):
         class_map = tifffile.imread(out / "blobs_classes.tif")
         assert set(np.unique(class_map)) == {0, 1}
         assert np.array_equal(class_map > 0, truth > 0)
+
+
+def test_an_imported_package_exports_back_unchanged(exported, tmp_path):
+    home = tmp_path / "home"
+    code, output = _cli(home, "models", "import", str(exported), "--name", "zoo")
+    assert code == 0, output
+    again = tmp_path / "again"
+    code, output = _cli(
+        home, "models", "export", "zoo@1", "--format", "bioimageio", "-o", str(again), "--zip"
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in exported.iterdir())
+    for f in exported.iterdir():
+        assert (again / f.name).read_bytes() == f.read_bytes(), f.name
+    assert again.with_suffix(".zip").is_file()

@@ -601,7 +601,7 @@ class ModelRegistry:
         if export is None:
             raise ModelError(
                 f"model {mv.spec} (backend {mv.backend!r}) cannot be exported as a BioImage "
-                f"Model Zoo package: its backend has no Zoo export (the unet backend has)"
+                f"Model Zoo package: its backend has no Zoo export (unet and bioimageio have one)"
             )
         return Path(export(mv.path, Path(out), spec=mv.spec, make_zip=make_zip))
 

@@ -338,6 +338,39 @@ class ZooBackend:
             },
         )
 
+    @staticmethod
+    def export_bioimageio(
+        model_dir: Path, out: Path, *, spec: str = "", make_zip: bool = False
+    ) -> Path:
+        """Write an imported package back out, as it came in; the rdf's path.
+
+        Every file of the version except the registry's ``model.json`` is copied (a
+        liveseg export's own card, kept as ``liveseg-model.json``, gets its name back),
+        so the files match the sha256 values in the rdf again.
+        """
+        import json
+        import shutil
+        import zipfile
+
+        card = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+        zoo = card.get("bioimageio") or {}
+        dest = Path(out)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise ModelError(f"export target {dest} exists and is not an empty folder")
+        dest.mkdir(parents=True, exist_ok=True)
+        renamed = {str(zoo.get("liveseg_card")): "model.json"} if zoo.get("liveseg_card") else {}
+        for f in sorted(Path(model_dir).iterdir()):
+            if f.is_file() and f.name != "model.json":
+                target = dest / renamed.get(f.name, f.name)
+                shutil.copyfile(f, target)
+                target.chmod(0o644)
+        if make_zip:
+            with zipfile.ZipFile(dest.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as zf:
+                for f in sorted(dest.iterdir()):
+                    zf.write(f, f.name)
+        log.info("exported %s (an imported Zoo package) to %s", spec or model_dir, dest)
+        return dest / str(zoo.get("rdf", _RDF_NAME))
+
     def close(self) -> None:
         """Drop the network."""
         self.run_net = None  # type: ignore[assignment]
