@@ -36,12 +36,14 @@ def refuse(*args, **kwargs):
 socket.create_connection = refuse
 socket.socket.connect = lambda self, address: refuse(address)
 from bioimageio.core import test_model
-summary = test_model(sys.argv[1])
-print(json.dumps({
-    "status": summary.status,
-    "attempts": attempts,
-    "details": [[d.name, d.status, [e.msg for e in d.errors]] for d in summary.details],
-}))
+for source in sys.argv[1:]:
+    summary = test_model(source)
+    print(json.dumps({
+        "source": source,
+        "status": summary.status,
+        "attempts": attempts,
+        "details": [[d.name, d.status, [e.msg for e in d.errors]] for d in summary.details],
+    }))
 """
 
 
@@ -100,17 +102,19 @@ def test_bioimageio_core_test_passes_offline(exported, tmp_path):
         "PATH": "",
         "PYTHONWARNINGS": "ignore",
     }
-    for source in (exported / "rdf.yaml", exported.with_suffix(".zip")):
-        proc = subprocess.run(
-            [sys.executable, "-c", _OFFLINE_TEST, str(source)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**env, "HOME": str(tmp_path)},
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        report = json.loads(proc.stdout.strip().splitlines()[-1])
+    sources = [str(exported / "rdf.yaml"), str(exported.with_suffix(".zip"))]
+    proc = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_TEST, *sources],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "HOME": str(tmp_path)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["source"] for r in reports] == sources
+    for report in reports:
         failed = [d for d in report["details"] if d[1] != "passed"]
         assert report["status"] == "passed", failed
         assert report["attempts"] == []
