@@ -136,6 +136,9 @@ def workspace(tmp_path, monkeypatch):
             if folder == "ref":
                 tifffile.imwrite(ws / folder / f"n{seed}_labels.tif", lab)
     _ome_zarr_plate(ws / "plate.ome.zarr")
+    from liveseg.synthetic.mosaic import write_nuclei_mosaic
+
+    write_nuclei_mosaic(ws / "slide.ome.zarr", (512, 768), chunk=256)
     monkeypatch.chdir(ws)
     monkeypatch.setenv("LIVESEG_HOME", str(ws / "home"))
     return ws
@@ -155,6 +158,7 @@ def test_every_readme_command_matches_the_cli(workspace):
     """Commands, options, arity and the files they name, without running anything."""
     (workspace / "runs" / "exp1").mkdir(parents=True)  # made by the `run --output` line
     (workspace / "fix").mkdir()  # made by `queue export -o fix/`
+    (workspace / "nuclei-zoo.zip").write_bytes(b"")  # made by `models export ... --zip`
     for number, command in readme_commands():
         try:
             _resolve(_args(command))

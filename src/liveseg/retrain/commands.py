@@ -1,7 +1,7 @@
 """CLI of the retraining loop.
 
-Commands: ``flag``, ``queue``, ``annotate``, ``models``, ``retrain``, ``validate`` and
-``batch``.
+Commands: ``flag``, ``queue``, ``annotate``, ``models``, ``retrain``, ``validate``,
+``batch`` and ``mosaic``.
 
 Every command takes ``--home`` (else ``$LIVESEG_HOME``, else the platform's user data
 directory), where the queue and the model registry live.
@@ -344,7 +344,8 @@ def models_list(as_json: bool, home: str | None) -> None:
     from liveseg.commands.try_models import installed_models
 
     reg = _registry(home)
-    shipped = {name: purpose for name, (_, purpose) in installed_models().items()}
+    installed = installed_models()
+    shipped = {name: purpose for name, (_, purpose) in installed.items()}
     rows: list[dict[str, Any]] = []
     for name in reg.names():
         aliases = reg.aliases(name)
@@ -359,6 +360,7 @@ def models_list(as_json: bool, home: str | None) -> None:
                     "parent": mv.parent,
                     "created": mv.card.get("created"),
                     "aliases": tags,
+                    "source": mv.source,
                     "shipped": False,
                     "purpose": shipped.get(name, ""),
                 }
@@ -366,8 +368,18 @@ def models_list(as_json: bool, home: str | None) -> None:
     if as_json:
         registered = set(reg.names())
         rows += [
-            {"spec": n, "version": None, "shipped": True, "purpose": p, "aliases": []}
-            for n, p in shipped.items()
+            {
+                "spec": n,
+                "version": None,
+                "backend": None,
+                "parent": None,
+                "created": None,
+                "aliases": [],
+                "source": {"kind": "shipped", "source": str(directory)},
+                "shipped": True,
+                "purpose": p,
+            }
+            for n, (directory, p) in installed.items()
             if n not in registered
         ]
         _echo_json(rows)
@@ -384,7 +396,7 @@ def models_list(as_json: bool, home: str | None) -> None:
     for r in rows:
         alias = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
         parent = f"  ← {r['parent']}" if r["parent"] else ""
-        click.echo(f"  {r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
+        click.echo(f"  {r['spec']:<20} {r['backend']:<10} {r['created']}{parent}{alias}")
 
 
 @models_group.command("show")
@@ -420,25 +432,52 @@ def models_promote(spec: str, alias: str, reason: str, home: str | None) -> None
 @models_group.command("export")
 @click.argument("spec")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["liveseg", "bioimageio"]),
+    default="liveseg",
+    show_default=True,
+    help="liveseg: the version folder; bioimageio: a BioImage Model Zoo package.",
+)
+@click.option("--zip", "make_zip", is_flag=True, help="bioimageio: also write OUTPUT.zip.")
 @_home_option
-def models_export(spec: str, output: str, home: str | None) -> None:
-    """Copy a version (weights + model.json) to a folder."""
+def models_export(spec: str, output: str, fmt: str, make_zip: bool, home: str | None) -> None:
+    """Copy a version (weights + model.json) to a folder, or write it as a Zoo package."""
+    if fmt == "bioimageio":
+        rdf = _registry(home).export_bioimageio(spec, output, make_zip=make_zip)
+        click.echo(f"exported {spec} as a BioImage Model Zoo package: {rdf}")
+        return
     out = _registry(home).export(spec, output)
     click.echo(f"exported {spec} to {out}")
 
 
 @models_group.command("import")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--name", help="Registry name (default: from model.json).")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--name", help="Registry name (default: from model.json or the rdf).")
 @click.option("--backend", help="Backend, when model.json does not say.")
+@click.option("--decoder", help="Zoo package: how to decode its output (default: from it).")
 @click.option("--promote", is_flag=True, help="Make it prod when the name has no prod yet.")
 @_home_option
 def models_import(
-    directory: str, name: str | None, backend: str | None, promote: bool, home: str | None
+    source: str,
+    name: str | None,
+    backend: str | None,
+    decoder: str | None,
+    promote: bool,
+    home: str | None,
 ) -> None:
-    """Register a model directory (an export, or a fine-tuned cellpose model)."""
-    mv = _registry(home).import_dir(directory, name=name, backend=backend, promote=promote)
-    click.echo(f"imported {directory} as {mv.spec}")
+    """Register a model folder (an export, a cellpose model) or a Zoo package (RDF|DIR|ZIP)."""
+    from liveseg.models_bioimageio import import_package, is_package
+
+    if is_package(source):
+        mv = import_package(_registry(home), source, name=name, decoder=decoder, promote=promote)
+        click.echo(f"imported {source} as {mv.spec} (decoder {mv.card['decoder']['name']})")
+        return
+    if Path(source).is_file():
+        raise click.UsageError(f"{source}: import takes a model folder, an rdf.yaml or a .zip")
+    mv = _registry(home).import_dir(source, name=name, backend=backend, promote=promote)
+    click.echo(f"imported {source} as {mv.spec}")
 
 
 @models_group.command("import-default")
@@ -630,6 +669,33 @@ def _registered_spec(spec: str, home: str | None) -> str:
 
 
 # -- batch -------------------------------------------------------------------------------
+def offline_chain(
+    config: str | None, spec: str | None, plugins_dir: str | None, home: str | None
+) -> tuple[Any, str | None, list[Any], str | None]:
+    """The config, plugins folder, chain and pinned model version of ``batch``/``mosaic``.
+
+    The chain is the config's (or pipeline file's), with ``--model`` pinned to its exact
+    version ``name@N`` for the whole run; without either, the default chain.
+    """
+    from liveseg.assembly import build_host
+    from liveseg.config import LivesegConfig
+    from liveseg.configfile import load_config_file
+    from liveseg.defaults import default_steps
+    from liveseg.models import model_chain
+
+    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
+    pdir = plugins_dir or cfg.plugins.dir
+    host = build_host(cfg, pdir)  # the config's allow/deny hold offline too
+    factories = host.backends()
+    steps = list(cfg.pipeline.steps)
+    resolved = None
+    if spec:  # pinned: name@N, a resolved path, or classical (models.model_chain)
+        steps, resolved = model_chain(spec, steps, factories, _home(home))
+    if not steps:
+        steps = default_steps(factories)
+    return cfg, pdir, steps, resolved
+
+
 @click.command("batch")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
@@ -659,24 +725,10 @@ def batch_cmd(
     home: str | None,
 ) -> None:
     """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
-    from liveseg.assembly import build_host
     from liveseg.batch import run_batch, summary_line
-    from liveseg.config import LivesegConfig
-    from liveseg.configfile import load_config_file
-    from liveseg.defaults import default_steps
-    from liveseg.models import model_chain
 
     h = _home(home)
-    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
-    pdir = plugins_dir or cfg.plugins.dir
-    host = build_host(cfg, pdir)  # the config's allow/deny hold in batch too
-    factories = host.backends()
-    steps = list(cfg.pipeline.steps)
-    resolved = None
-    if spec:  # pin the exact version (name@N) for the whole batch
-        steps, resolved = model_chain(spec, steps, factories, h)
-    if not steps:
-        steps = default_steps(factories)
+    cfg, pdir, steps, resolved = offline_chain(config, spec, plugins_dir, home)
     summary = run_batch(
         source,
         output,
@@ -700,6 +752,66 @@ def batch_cmd(
         sys.exit(1)
 
 
+# -- mosaic ------------------------------------------------------------------------------
+@click.command("mosaic")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(), help="New OUT.ome.zarr.")
+@click.option("--block", type=int, default=2048, show_default=True, help="Tile edge (px).")
+@click.option("--overlap", default="auto", show_default=True, help="Halo (px) or auto.")
+@click.option("--model", "spec", help="Model for the chain's model step (e.g. nuclei@prod).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Chain config.")
+@click.option("--workers", type=int, help="Dask LocalCluster on 127.0.0.1 with N workers.")
+@click.option("--scheduler", help="Address of an existing Dask scheduler.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def mosaic_cmd(
+    source: str,
+    output: str,
+    block: int,
+    overlap: str,
+    spec: str | None,
+    config: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    threads: int,
+    plugins_dir: str | None,
+    as_json: bool,
+    home: str | None,
+) -> None:
+    """Segment one large image (or a grid run) in tiles into one stitched label image.
+
+    SOURCE is an OME-Zarr, zarr array, TIFF/PNG, or a liveseg run directory of a grid
+    acquisition (stitched by stage position); OUT is a new OME-Zarr holding the image and
+    its labels in labels/cells.
+    """
+    from liveseg.errors import ConfigError
+    from liveseg.mosaic import segment_mosaic, summary_line
+
+    if overlap != "auto" and not overlap.isdigit():
+        raise ConfigError(f"--overlap must be a number of pixels or auto, got {overlap!r}")
+    cfg, pdir, steps, resolved = offline_chain(config, spec, plugins_dir, home)
+    summary = segment_mosaic(
+        source,
+        output,
+        steps=steps,
+        home=_home(home),
+        block=block,
+        overlap=None if overlap == "auto" else int(overlap),
+        model=resolved,
+        plugins_dir=pdir,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        config=cfg,
+    )
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(summary_line(summary))
+
+
 commands: list[click.Command] = [
     flag_cmd,
     queue_group,
@@ -708,4 +820,5 @@ commands: list[click.Command] = [
     validate_cmd,
     retrain_cmd,
     batch_cmd,
+    mosaic_cmd,
 ]
