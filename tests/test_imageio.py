@@ -19,7 +19,7 @@ def test_imagej_tiff_resolution_and_unit(tmp_path, unit):
     p = tmp_path / "fiji.tif"
     tifffile.imwrite(p, IMG, imagej=True, resolution=(1 / 0.5, 1 / 0.5), metadata={"unit": unit})
     size = read_pixel_size(p)
-    assert size is not None and size.source == "imagej"
+    assert size is not None and size.source == "tifffile"
     assert size.x_um == pytest.approx(0.5) and size.y_um == pytest.approx(0.5)
 
 

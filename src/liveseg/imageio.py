@@ -1,14 +1,14 @@
 """Reading user images and writing label images, with errors a microscopist can act on.
 
-Pixel sizes travel with images: :func:`read_pixel_size` (and :func:`read_image_data`,
-which returns the image with it) reads the physical pixel size that other tools wrote
-into the file, so measurements offline are in µm like those of a live run:
+Image files are read through ``bioio`` and its reader plugins (bioio-ome-tiff,
+bioio-tifffile, bioio-ome-zarr, and bioio-czi / bioio-nd2 / bioio-lif when the
+``formats`` extra is installed); :class:`ImageSelection` picks the scene, channel, time
+point and z-plane (or a max projection) of a multi-dimensional file. PNG is read with
+scikit-image (bioio's PNG plugin pulls an ffmpeg binary for a format with no metadata).
 
-* OME-TIFF: ``PhysicalSizeX/Y`` (+ units) of the first image's ``Pixels``;
-* ImageJ/Fiji TIFF: the X/Y resolution tags in the ImageJ ``unit`` (micron, nm, mm…);
-* other TIFFs: resolution tags in centimetres, millimetres or micrometres (inch-based
-  resolutions are screen/print dpi, not microscopy, and are ignored);
-* OME-Zarr: the ``scale`` of the first dataset of ``multiscales`` with its axes' units.
+Pixel sizes travel with images: :func:`read_image_data` returns the plane with the
+physical pixel size the file states (``BioImage.physical_pixel_sizes``, converted to µm
+with the file's units), so measurements offline are in µm like those of a live run.
 
 :func:`write_labels_tif` writes the pixel size back as standard TIFF resolution tags
 (pixels per centimetre), which Fiji, QuPath, napari and tifffile read.
@@ -17,10 +17,9 @@ into the file, so measurements offline are in µm like those of a live run:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -34,8 +33,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageData",
     "ImageError",
+    "ImageSelection",
     "PixelSize",
     "check_image",
+    "installed_readers",
     "list_images",
     "read_classes_tif",
     "read_image",
@@ -47,7 +48,7 @@ __all__ = [
     "write_labels_tif",
 ]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".czi", ".nd2", ".lif")
 _ALLOWED = {"uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64"}
 
 
@@ -76,49 +77,6 @@ def check_image(image: np.ndarray, source: str = "image") -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageError(f"{source}: contains NaN or infinite values")
     return arr
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one 2-D grayscale image from TIFF, PNG or OME-Zarr (first array, first plane)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"image not found: {p}")
-    name = p.name.lower()
-    try:
-        if name.endswith((".tif", ".tiff")):
-            import tifffile
-
-            arr = tifffile.imread(p)
-        elif name.endswith(".png"):
-            from skimage.io import imread
-
-            arr = imread(p)
-            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-                raise ImageError(f"{p}: is an RGB(A) PNG; save a single-channel image instead")
-        elif name.endswith(".zarr") or p.is_dir():
-            arr = _read_zarr_plane(p)
-        else:
-            raise ImageError(f"{p}: unsupported file type (use .tif, .tiff, .png or .ome.zarr)")
-    except LivesegError:
-        raise
-    except Exception as exc:
-        raise ImageError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    return check_image(arr, str(p))
-
-
-def _read_zarr_plane(path: Path) -> np.ndarray:
-    import zarr
-
-    node = zarr.open(str(path), mode="r")
-    while isinstance(node, zarr.Group):
-        keys = sorted(k for k in node.keys() if k not in ("labels", "OME"))
-        if not keys:
-            raise ImageError(f"{path}: no image array in this zarr store")
-        node = node[keys[0]]
-    plane: Any = node
-    while plane.ndim > 2:
-        plane = plane[0]
-    return np.asarray(plane)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -239,7 +197,7 @@ class PixelSize:
 
     y_um: float
     x_um: float
-    source: str  # "ome-tiff", "imagej", "tiff-resolution", "ome-zarr"
+    source: str  # the bioio reader that read it: "ome-tiff", "tifffile", "ome-zarr", "czi"…
 
     @property
     def um(self) -> float:
@@ -257,50 +215,15 @@ class ImageData:
 
 
 def _unit_factor(unit: Any) -> float | None:
+    """µm per ``unit`` (a name, an OME unit symbol or a pint unit); ``None`` if unknown."""
     if unit is None:
-        return 1.0  # OME's default unit is the micrometre
+        return 1.0  # OME's default unit, and what bioio readers report in
     key = str(unit).strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ").lower()
     return _UNIT_UM.get(key)
 
 
 def _valid(*sizes: float) -> bool:
     return all(math.isfinite(v) and v > 0 for v in sizes)
-
-
-def _rational(value: Any) -> float:
-    if isinstance(value, tuple):
-        num, den = value
-        return float(num) / float(den) if den else float("nan")
-    return float(value)
-
-
-def _tiff_pixel_size(path: Path) -> PixelSize | None:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        if tif.is_ome and tif.ome_metadata:
-            found = _ome_xml_pixel_size(tif.ome_metadata)
-            if found is not None:
-                return found
-        page = tif.pages.first
-        tags = page.tags
-        if "XResolution" not in tags or "YResolution" not in tags:
-            return None
-        xres = _rational(tags["XResolution"].value)
-        yres = _rational(tags["YResolution"].value)
-        if not _valid(xres, yres):
-            return None
-        if tif.is_imagej:
-            meta = tif.imagej_metadata or {}
-            factor = _unit_factor(meta.get("unit")) if meta.get("unit") else None
-            if factor is None:
-                return None  # "pixel" or no unit: ImageJ does not know the size either
-            return _rounded(factor / yres, factor / xres, "imagej")
-        unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
-        factor = {3: 1e4, 4: 1e3, 5: 1.0}.get(unit)
-        if factor is None:
-            return None  # inch (dpi) or none: not a microscopy calibration
-        return _rounded(factor / yres, factor / xres, "tiff-resolution")
 
 
 def _rounded(y_um: float, x_um: float, source: str) -> PixelSize | None:
@@ -310,95 +233,292 @@ def _rounded(y_um: float, x_um: float, source: str) -> PixelSize | None:
     return PixelSize(float(f"{y_um:.9g}"), float(f"{x_um:.9g}"), source)
 
 
-def _ome_xml_pixel_size(xml: str) -> PixelSize | None:
-    """``PhysicalSizeX/Y`` (and units) of the first ``Pixels`` element of OME-XML."""
-    match = re.search(r"<(?:\w+:)?Pixels\b([^>]*)>", xml)
-    if match is None:
-        return None
-    attrs: dict[str, str] = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+# -- reading through bioio ---------------------------------------------------------------
+# (reader module, file name endings it is tried for), in the order they are tried.
+_BIOIO_READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("bioio_ome_tiff", (".ome.tif", ".ome.tiff", ".tif", ".tiff")),
+    ("bioio_tifffile", (".tif", ".tiff")),
+    ("bioio_ome_zarr", (".zarr",)),
+    ("bioio_czi", (".czi",)),
+    ("bioio_nd2", (".nd2",)),
+    ("bioio_lif", (".lif",)),
+)
+_PNG = (".png",)
+# What the ome-types that bioio-ome-tiff calls says on every read; not the user's concern.
+_QUIET = (
+    (DeprecationWarning, r".*parser argument is ignored"),
+    (UserWarning, r"Could not parse tiff pixel size"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSelection:
+    """Which 2-D plane of a multi-dimensional file to segment.
+
+    ``channel`` and ``scene`` are an index or a name the file gives; ``timepoint`` an
+    index; ``z`` a plane index or ``"max"`` (maximum-intensity projection). ``None``
+    means "the file has only one": a file with several and no choice is refused with
+    an error that lists them, since picking one silently would segment the wrong data.
+    """
+
+    channel: int | str | None = None
+    scene: int | str | None = None
+    timepoint: int | None = None
+    z: int | Literal["max"] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The choices made, for run.json and events (``None`` entries dropped)."""
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+
+def installed_readers() -> dict[str, tuple[str, ...]]:
+    """The bioio reader plugins installed here and the file endings each is tried for."""
+    import importlib.util
+
+    found = {
+        name.replace("_", "-"): ends
+        for name, ends in _BIOIO_READERS
+        if importlib.util.find_spec(name) is not None
+    }
+    found["png (scikit-image)"] = _PNG
+    return found
+
+
+def _is_zarr(p: Path) -> bool:
+    return p.is_dir() and (
+        p.name.lower().endswith(".zarr")
+        or (p / "zarr.json").is_file()
+        or (p / ".zgroup").is_file()
+    )
+
+
+def _candidates(p: Path) -> list[str]:
+    name = p.name.lower()
+    if _is_zarr(p):
+        return [m for m, ends in _BIOIO_READERS if ".zarr" in ends]
+    return [m for m, ends in _BIOIO_READERS if name.endswith(ends)]
+
+
+def _unknown_format(p: Path) -> ImageError:
+    readers = "; ".join(f"{n} ({', '.join(e)})" for n, e in installed_readers().items())
+    return ImageError(f"{p}: no installed reader for this file type; installed: {readers}")
+
+
+def _open_bioimage(p: Path) -> Any:
+    """A ``bioio.BioImage`` of ``p`` with the first reader (by file ending) that takes it."""
+    import importlib
+    import warnings
+
+    modules = _candidates(p)
+    failures: list[str] = []
+    for module in modules:
+        try:
+            reader_cls = importlib.import_module(module).Reader
+        except ImportError:
+            continue
+        try:
+            with warnings.catch_warnings():
+                for category, message in _QUIET:
+                    warnings.filterwarnings("ignore", message, category)
+                reader_cls(str(p))  # raises when this reader does not take the file
+                from bioio import BioImage
+
+                return BioImage(str(p), reader=reader_cls)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failures.append(f"{module.replace('_', '-')}: {first}")
+    if not failures:
+        raise _unknown_format(p)
+    raise ImageError(f"{p}: cannot read this file ({'; '.join(failures)})")
+
+
+def _pick(value: int | str | None, names: Sequence[str], what: str, option: str, p: Path) -> int:
+    """The index that ``value`` (index or name) chooses among ``names``."""
+    listed = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
+    if value is None:
+        if len(names) == 1:
+            return 0
+        raise ImageError(f"{p}: has {len(names)} {what}s ({listed}); choose one with {option}")
+    if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if value in names:
+            return list(names).index(value)
+        raise ImageError(f"{p}: no {what} named {value!r}; it has {listed}")
+    index = int(value)
+    if not 0 <= index < len(names):
+        raise ImageError(f"{p}: {what} {index} is out of range; it has {listed}")
+    return index
+
+
+def _bioio_plane(p: Path, sel: ImageSelection) -> tuple[np.ndarray, PixelSize | None]:
+    import warnings
+
+    img = _open_bioimage(p)
     try:
-        x = float(attrs["PhysicalSizeX"])
-        y = float(attrs.get("PhysicalSizeY", attrs["PhysicalSizeX"]))
-    except (KeyError, ValueError):
-        return None
-    fx = _unit_factor(attrs.get("PhysicalSizeXUnit"))
-    fy = _unit_factor(attrs.get("PhysicalSizeYUnit", attrs.get("PhysicalSizeXUnit")))
-    if fx is None or fy is None:
-        return None
-    return _rounded(y * fy, x * fx, "ome-tiff")
+        with warnings.catch_warnings():
+            for category, message in _QUIET:
+                warnings.filterwarnings("ignore", message, category)
+            scene = _pick(sel.scene, [str(s) for s in img.scenes], "scene", "--scene", p)
+            img.set_scene(scene)
+            dims = img.dims
+            if "S" in dims.order and dims.S > 1:
+                raise ImageError(
+                    f"{p}: is an RGB image ({dims.S} samples per pixel); liveseg segments "
+                    f"one intensity channel — save one channel (e.g. Fiji: Image ▸ Color ▸ "
+                    f"Split Channels)"
+                )
+            names = [str(n) for n in (img.channel_names or [])]
+            if len(names) != dims.C:
+                names = [str(i) for i in range(dims.C)]
+            channel = _pick(sel.channel, names, "channel", "--channel", p)
+            times = [str(i) for i in range(dims.T)]
+            t = _pick(sel.timepoint, times, "time point", "-t/--timepoint", p)
+            planes = [str(i) for i in range(dims.Z)]
+            index: dict[str, int] = {"T": t, "C": channel}
+            if "S" in dims.order:
+                index["S"] = 0
+            stack = img.get_image_dask_data("ZYX", **index)
+            if sel.z == "max":
+                plane = np.asarray(stack.max(axis=0).compute())
+            else:
+                if sel.z is None and dims.Z > 1:
+                    raise ImageError(
+                        f"{p}: is a 3-D stack of {dims.Z} z-planes; choose one with --z N "
+                        f"or project it with --z max"
+                    )
+                z = _pick(sel.z, planes, "z-plane", "--z", p)
+                plane = np.asarray(stack[z].compute())
+            size = _bioio_pixel_size(p, img)
+    except LivesegError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{p}: cannot read image data ({type(exc).__name__}: {exc})") from exc
+    return plane, size
 
 
-def _zarr_pixel_size(path: Path) -> PixelSize | None:
+def _bioio_pixel_size(p: Path, img: Any) -> PixelSize | None:
+    """The file's Y/X pixel size in µm, from ``physical_pixel_sizes`` and the units.
+
+    bioio gives the numbers in the file's own units (µm for nearly every writer); units
+    come from ``dimension_properties`` (OME-Zarr, ND2) or the OME metadata (OME-TIFF).
+    Two bioio defaults are not calibrations and give ``None``: a plain TIFF's
+    resolution in inches (screen dpi) or without a unit, and an OME-Zarr scale of 1
+    without a unit (the writer's default).
+    """
+    sizes = img.physical_pixel_sizes
+    y, x = sizes.Y, sizes.X
+    if y is None or x is None or not _valid(float(y), float(x)):
+        return None
+    module = type(img.reader).__module__.split(".")[0]
+    source = module.removeprefix("bioio_").replace("_", "-")
+    unit: Any = None
+    try:
+        unit = img.dimension_properties.X.unit
+    except Exception:
+        unit = None
+    if module == "bioio_ome_tiff":
+        pixels = img.ome_metadata.images[img.current_scene_index].pixels
+        unit = getattr(pixels.physical_size_x_unit, "value", None)
+    elif module == "bioio_tifffile" and not _tiff_calibrated(p):
+        return None
+    elif module == "bioio_ome_zarr" and unit is None and float(x) == 1.0 == float(y):
+        return None
+    factor = _unit_factor(unit)
+    if factor is None:
+        return None
+    return _rounded(float(y) * factor, float(x) * factor, source)
+
+
+def _tiff_calibrated(p: Path) -> bool:
+    """Whether a plain TIFF's resolution is a metric calibration (ImageJ, cm, mm, µm)."""
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        if tif.is_imagej:
+            return bool((tif.imagej_metadata or {}).get("unit"))
+        tag = tif.pages.first.tags.get("ResolutionUnit")
+        return tag is not None and int(tag.value) in (3, 4, 5)
+
+
+def _png_plane(p: Path) -> np.ndarray:
+    from skimage.io import imread
+
+    arr = imread(p)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        raise ImageError(f"{p}: is an RGB(A) PNG; save a single-channel image instead")
+    return np.asarray(arr)
+
+
+def _plain_zarr_plane(p: Path) -> np.ndarray:
+    """First plane of a zarr store with no OME metadata (bioio-ome-zarr reads OME only)."""
     import zarr
 
-    node: Any = zarr.open(str(path), mode="r")
-    for _ in range(4):  # the image group, or a store holding image groups (positions)
+    node = zarr.open(str(p), mode="r")
+    while isinstance(node, zarr.Group):
+        keys = sorted(k for k in node.keys() if k not in ("labels", "OME"))
+        if not keys:
+            raise ImageError(f"{p}: no image array in this zarr store")
+        node = node[keys[0]]
+    plane: Any = node
+    while plane.ndim > 2:
+        plane = plane[0]
+    return np.asarray(plane)
+
+
+def _ome_image_group(p: Path) -> Path | None:
+    """``p`` if it is an OME-Zarr image group, else its first image group below (positions)."""
+    import zarr
+
+    node: Any = zarr.open(str(p), mode="r")
+    path = p
+    for _ in range(4):
         if not isinstance(node, zarr.Group):
             return None
         attrs = dict(node.attrs)
-        multiscales = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
-        if multiscales:
-            return _multiscales_pixel_size(multiscales[0])
+        if (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales"):
+            return path
         keys = sorted(k for k in node.keys() if k not in ("labels", "OME"))
         if not keys:
             return None
-        node = node[keys[0]]
+        node, path = node[keys[0]], path / keys[0]
     return None
 
 
-def _multiscales_pixel_size(ms: dict[str, Any]) -> PixelSize | None:
-    axes = ms.get("axes") or []
-    datasets = ms.get("datasets") or []
-    if not datasets:
-        return None
-    scale = None
-    for transform in datasets[0].get("coordinateTransformations") or []:
-        if transform.get("type") == "scale":
-            scale = [float(v) for v in transform.get("scale", [])]
-    if not scale or len(scale) < 2:
-        return None
-    names = [a.get("name") if isinstance(a, dict) else str(a) for a in axes]
-    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
-    iy, ix = (names.index("y"), names.index("x")) if {"x", "y"} <= set(names) else (-2, -1)
-    fy = _unit_factor(units[iy]) if units else 1.0
-    fx = _unit_factor(units[ix]) if units else 1.0
-    if fx is None or fy is None:
-        return None
-    if units and units[ix] is None and scale[ix] == 1.0:
-        return None  # the writer's default scale, not a calibration
-    return _rounded(scale[iy] * fy, scale[ix] * fx, "ome-zarr")
+def read_image_data(path: str | Path, selection: ImageSelection | None = None) -> ImageData:
+    """One 2-D grayscale plane of an image file and the pixel size the file states.
 
-
-def read_pixel_size(path: str | Path) -> PixelSize | None:
-    """The physical pixel size a file states, or ``None`` when it does not say.
-
-    Reads OME-TIFF ``PhysicalSizeX/Y``, ImageJ resolution + unit, TIFF resolution tags
-    in metric units, and OME-Zarr ``multiscales`` scales (see the module docstring).
-    A PNG, or a file whose metadata cannot be read, gives ``None``; this never raises
-    for metadata problems (the image itself may still be fine).
-    """
-    p = Path(path)
-    name = p.name.lower()
-    try:
-        if name.endswith((".tif", ".tiff")):
-            return _tiff_pixel_size(p)
-        if name.endswith(".zarr") or p.is_dir():
-            return _zarr_pixel_size(p)
-    except Exception:
-        return None
-    return None
-
-
-def read_image_data(path: str | Path) -> ImageData:
-    """:func:`read_image` plus the pixel size the file states (:func:`read_pixel_size`).
+    TIFF, OME-TIFF, OME-Zarr and the vendor formats whose bioio reader is installed
+    (CZI, ND2, LIF) are read through ``bioio``; ``selection`` picks the scene, channel,
+    time point and z-plane. PNG is read with scikit-image (one plane, no pixel size).
 
     Raises
     ------
-    ImageError, ConfigError
-        Like :func:`read_image`.
+    ConfigError
+        When the file does not exist.
+    ImageError
+        Unknown format (the message lists the installed readers), unreadable or
+        truncated file, a choice out of range or missing, RGB, or not a 2-D image.
     """
-    image = read_image(path)
-    size = read_pixel_size(path)
+    p = Path(path)
+    sel = selection or ImageSelection()
+    if not p.exists():
+        raise ConfigError(f"image not found: {p}")
+    size: PixelSize | None = None
+    try:
+        if p.name.lower().endswith(_PNG):
+            arr = _png_plane(p)
+        elif _is_zarr(p) and (group := _ome_image_group(p)) is not None:
+            arr, size = _bioio_plane(group, sel)
+        elif _is_zarr(p):
+            arr = _plain_zarr_plane(p)
+        elif not _candidates(p):
+            raise _unknown_format(p)
+        else:
+            arr, size = _bioio_plane(p, sel)
+    except LivesegError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    image = check_image(arr, str(p))
     return ImageData(
         array=image,
         pixel_size_um=size.um if size is not None else None,
@@ -406,8 +526,34 @@ def read_image_data(path: str | Path) -> ImageData:
     )
 
 
+def read_image(path: str | Path, selection: ImageSelection | None = None) -> np.ndarray:
+    """One 2-D grayscale plane of an image file (see :func:`read_image_data`)."""
+    return read_image_data(path, selection).array
+
+
+def read_pixel_size(path: str | Path, selection: ImageSelection | None = None) -> PixelSize | None:
+    """The physical pixel size a file states, or ``None`` when it does not say.
+
+    This never raises: a file whose image or metadata cannot be read gives ``None``
+    (reading the image reports the problem).
+    """
+    p = Path(path)
+    try:
+        if _is_zarr(p):
+            group = _ome_image_group(p)
+            return _bioio_pixel_size(group, _open_bioimage(group)) if group else None
+        if p.name.lower().endswith(_PNG) or not _candidates(p):
+            return None
+        img = _open_bioimage(p)
+        if selection is not None and selection.scene is not None:
+            img.set_scene(_pick(selection.scene, [str(s) for s in img.scenes], "scene", "", p))
+        return _bioio_pixel_size(p, img)
+    except Exception:
+        return None
+
+
 def resolve_pixel_size(
-    path: str | Path, override: float | None = None
+    path: str | Path, override: float | None = None, selection: ImageSelection | None = None
 ) -> tuple[float, str | None]:
     """The pixel size (µm) to measure an image file with, and where it came from.
 
@@ -417,7 +563,7 @@ def resolve_pixel_size(
     """
     if override is not None:
         return float(override), "config"
-    size = read_pixel_size(path)
+    size = read_pixel_size(path, selection)
     if size is not None:
         return size.um, size.source
     return 1.0, None
