@@ -36,6 +36,7 @@ __all__ = [
     "ImageSelection",
     "PixelSize",
     "check_image",
+    "image_stem",
     "installed_readers",
     "list_images",
     "read_classes_tif",
@@ -77,6 +78,17 @@ def check_image(image: np.ndarray, source: str = "image") -> np.ndarray:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ImageError(f"{source}: contains NaN or infinite values")
     return arr
+
+
+_STEM_SUFFIXES = (".ome.zarr", ".ome.tif", ".ome.tiff", ".zarr", *IMAGE_SUFFIXES)
+
+
+def image_stem(name: str) -> str:
+    """A file name without its image suffix (``a.ome.tif`` -> ``a``): an output's name."""
+    for suffix in _STEM_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -212,6 +224,19 @@ class ImageData:
     array: np.ndarray
     pixel_size_um: float | None
     source: str | None  # where the pixel size came from; None: the file does not say
+
+    def measure_with(self, override: float | None = None) -> tuple[float, str | None]:
+        """The pixel size (µm) to measure with, and its source.
+
+        In order: ``override`` (the config's ``hardware.pixel_size_um``), the file's own
+        metadata, else 1.0 with source ``None`` — µm columns are then pixels, which
+        callers must say.
+        """
+        if override is not None:
+            return float(override), "config"
+        if self.pixel_size_um is not None:
+            return self.pixel_size_um, self.source
+        return 1.0, None
 
 
 def _unit_factor(unit: Any) -> float | None:
@@ -557,13 +582,9 @@ def resolve_pixel_size(
 ) -> tuple[float, str | None]:
     """The pixel size (µm) to measure an image file with, and where it came from.
 
-    In order: ``override`` (the config's ``hardware.pixel_size_um``), the file's own
-    metadata (:func:`read_pixel_size`), else 1.0 with source ``None`` — µm columns are
-    then pixels, which callers must say.
+    :meth:`ImageData.measure_with` for the size :func:`read_pixel_size` reads, without
+    reading the pixels.
     """
-    if override is not None:
-        return float(override), "config"
-    size = read_pixel_size(path, selection)
-    if size is not None:
-        return size.um, size.source
-    return 1.0, None
+    size = None if override is not None else read_pixel_size(path, selection)
+    data = ImageData(np.empty((0, 0)), size.um if size else None, size.source if size else None)
+    return data.measure_with(override)

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from liveseg.commands.options import image_selection_options
 from liveseg.commands.plugins import plugins_cmd
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from liveseg.imageio import ImageSelection
 
 __all__ = ["commands"]
 
@@ -205,14 +208,19 @@ def _stop_on_signals(session: Any) -> Iterator[list[int]]:
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Use this chain.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--home", type=click.Path(file_okay=False))
+@image_selection_options
 def segment_cmd(
     images: tuple[str, ...],
     output: str,
     config: str | None,
     overrides: tuple[str, ...],
     home: str | None,
+    selection: ImageSelection,
 ) -> None:
-    """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
+    """Segment image files offline with the config's (or default) chain.
+
+    IMAGES: TIFF, OME-TIFF, PNG, OME-Zarr, and CZI/ND2/LIF with the ``formats`` extra;
+    --channel/--scene/-t/--z pick the plane of a multi-dimensional file.
 
     Writes <name>_labels.tif per image (keeping the path below the inputs' common
     folder, so same-named inputs never collide) and objects.csv / frames.csv /
@@ -221,7 +229,9 @@ def segment_cmd(
     from liveseg.offline import segment_files
 
     cfg = _load(config, overrides)
-    result = segment_files([Path(p) for p in images], Path(output), cfg, home=home)
+    result = segment_files(
+        [Path(p) for p in images], Path(output), cfg, home=home, selection=selection
+    )
     click.echo(
         f"segmented {result['ok']} of {result['total']} images "
         f"({result['failed']} failed) -> {output}"
