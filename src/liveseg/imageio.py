@@ -359,7 +359,10 @@ def _open_bioimage(p: Path) -> Any:
 
 def _pick(value: int | str | None, names: Sequence[str], what: str, option: str, p: Path) -> int:
     """The index that ``value`` (index or name) chooses among ``names``."""
-    listed = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
+    if all(n == str(i) for i, n in enumerate(names)):
+        listed = f"indices 0-{len(names) - 1}" if len(names) > 1 else "only index 0"
+    else:
+        listed = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
     if value is None:
         if len(names) == 1:
             return 0

@@ -92,6 +92,7 @@ def segment_files(
     parts.record_plugin_failures(store.event)
     processor.setup(parts.run_info("segment", out_dir))
     errors: dict[str, str] = {}
+    pixel_sizes: dict[str, dict[str, Any]] = {}
     ok = 0
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
@@ -106,6 +107,7 @@ def segment_files(
                 continue
             image = data.array
             px, px_source = data.measure_with(config.hardware.pixel_size_um)
+            pixel_sizes[name] = {"um": px, "source": px_source}
             if px_source is None:
                 store.event(
                     "pixel_size",
@@ -127,12 +129,18 @@ def segment_files(
                 errors[str(path)] = str(result.error)
     finally:
         summary = processor.summary(time.perf_counter() - t0)
-        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
+        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok, pixel_sizes=pixel_sizes)
         store.finish(summary)
         processor.finish(summary)
         store.close()
         parts.close()
-    return {"total": len(paths), "ok": ok, "failed": len(paths) - ok, "errors": errors}
+    return {
+        "total": len(paths),
+        "ok": ok,
+        "failed": len(paths) - ok,
+        "errors": errors,
+        "pixel_sizes": pixel_sizes,
+    }
 
 
 def resegment_run(

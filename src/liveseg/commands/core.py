@@ -236,9 +236,13 @@ def segment_cmd(
         f"segmented {result['ok']} of {result['total']} images "
         f"({result['failed']} failed) -> {output}"
     )
+    sizes = {(s["um"], s["source"]) for s in result["pixel_sizes"].values()}
+    for um, source in sorted(sizes, key=str):
+        said = f"from {source}" if source else "the file states none: µm columns are pixels"
+        click.echo(f"pixel size {um:g} µm ({said})")
     if result["failed"]:
         for name, err in result["errors"].items():
-            click.echo(f"  {name}: {err}", err=True)
+            click.echo(f"  {err}" if err.startswith(name) else f"  {name}: {err}", err=True)
         raise SystemExit(1)
 
 
