@@ -17,6 +17,7 @@ with the file's units), so measurements offline are in µm like those of a live 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -269,6 +270,8 @@ _BIOIO_READERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bioio_lif", (".lif",)),
 )
 _PNG = (".png",)
+# The names bioio makes up for channels a file does not name ("Channel:0:1").
+_GENERATED_CHANNEL = re.compile(r"^Channel:[^:]*:\d+$")
 # What the ome-types that bioio-ome-tiff calls says on every read; not the user's concern.
 _QUIET = (
     (DeprecationWarning, r".*parser argument is ignored"),
@@ -335,7 +338,7 @@ def _open_bioimage(p: Path) -> Any:
     import warnings
 
     modules = _candidates(p)
-    failures: list[str] = []
+    failures: dict[str, list[str]] = {}  # reason -> readers that gave it
     for module in modules:
         try:
             reader_cls = importlib.import_module(module).Reader
@@ -350,11 +353,18 @@ def _open_bioimage(p: Path) -> Any:
 
                 return BioImage(str(p), reader=reader_cls)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            failures.append(f"{module.replace('_', '-')}: {first}")
+            failures.setdefault(_reason(exc), []).append(module.replace("_", "-"))
     if not failures:
         raise _unknown_format(p)
-    raise ImageError(f"{p}: cannot read this file ({'; '.join(failures)})")
+    said = "; ".join(f"{', '.join(readers)}: {why}" for why, readers in failures.items())
+    raise ImageError(f"{p}: cannot read image ({said})")
+
+
+def _reason(exc: Exception) -> str:
+    """A reader's complaint in one line, without bioio's "does not support 'path'" preamble."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^.*?does not support the image: '[^']*'\.?\s*", "", text)
+    return text[:200] or type(exc).__name__
 
 
 def _pick(value: int | str | None, names: Sequence[str], what: str, option: str, p: Path) -> int:
@@ -395,8 +405,8 @@ def _bioio_plane(p: Path, sel: ImageSelection) -> tuple[np.ndarray, PixelSize | 
                     f"Split Channels)"
                 )
             names = [str(n) for n in (img.channel_names or [])]
-            if len(names) != dims.C:
-                names = [str(i) for i in range(dims.C)]
+            if len(names) != dims.C or all(_GENERATED_CHANNEL.match(n) for n in names):
+                names = [str(i) for i in range(dims.C)]  # the file names none
             channel = _pick(sel.channel, names, "channel", "--channel", p)
             times = [str(i) for i in range(dims.T)]
             t = _pick(sel.timepoint, times, "time point", "-t/--timepoint", p)
