@@ -136,6 +136,14 @@ def workspace(tmp_path, monkeypatch):
             if folder == "ref":
                 tifffile.imwrite(ws / folder / f"n{seed}_labels.tif", lab)
     _ome_zarr_plate(ws / "plate.ome.zarr")
+    movie = np.stack([np.stack([_nuclei(40 + t)[0]] * 2) for t in range(3)])  # (t, c, y, x)
+    meta = {"axes": "TCYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}
+    tifffile.imwrite(
+        ws / "movie.ome.tif",
+        movie,
+        ome=True,
+        metadata=meta | {"Channel": {"Name": ["DAPI", "GFP"]}},
+    )
     monkeypatch.chdir(ws)
     monkeypatch.setenv("LIVESEG_HOME", str(ws / "home"))
     return ws

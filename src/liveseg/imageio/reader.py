@@ -1,17 +1,8 @@
-"""Reading user images and writing label images, with errors a microscopist can act on.
+"""Reading image files through bioio: one 2-D plane and the pixel size the file states.
 
-Image files are read through ``bioio`` and its reader plugins (bioio-ome-tiff,
-bioio-tifffile, bioio-ome-zarr, and bioio-czi / bioio-nd2 / bioio-lif when the
-``formats`` extra is installed); :class:`ImageSelection` picks the scene, channel, time
-point and z-plane (or a max projection) of a multi-dimensional file. PNG is read with
-scikit-image (bioio's PNG plugin pulls an ffmpeg binary for a format with no metadata).
-
-Pixel sizes travel with images: :func:`read_image_data` returns the plane with the
-physical pixel size the file states (``BioImage.physical_pixel_sizes``, converted to µm
-with the file's units), so measurements offline are in µm like those of a live run.
-
-:func:`write_labels_tif` writes the pixel size back as standard TIFF resolution tags
-(pixels per centimetre), which Fiji, QuPath, napari and tifffile read.
+The reader plugins are tried by file ending (:data:`_BIOIO_READERS`); what bioio does
+not do (unit conversion for OME-TIFF, telling a calibration from a writer's default,
+PNG, plain zarr) is here and listed in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -25,160 +16,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from liveseg.errors import ConfigError, LivesegError
-from liveseg.types import CLASS_DTYPE, LABEL_DTYPE
+from liveseg.imageio.base import ImageError, check_image
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ImageData",
-    "ImageError",
     "ImageSelection",
     "PixelSize",
-    "check_image",
-    "image_stem",
     "installed_readers",
-    "list_images",
-    "read_classes_tif",
     "read_image",
     "read_image_data",
     "read_pixel_size",
-    "resolution_tags",
     "resolve_pixel_size",
-    "write_classes_tif",
-    "write_labels_tif",
 ]
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".czi", ".nd2", ".lif")
-_ALLOWED = {"uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32", "float64"}
-
-
-class ImageError(LivesegError, ValueError):
-    """An input image cannot be segmented as it is (dtype, shape, values)."""
-
-
-def check_image(image: np.ndarray, source: str = "image") -> np.ndarray:
-    """Return ``image`` as a 2-D array or raise :class:`ImageError` saying what is wrong."""
-    arr = np.asarray(image)
-    if arr.dtype.name not in _ALLOWED:
-        raise ImageError(
-            f"{source}: unsupported pixel type {arr.dtype} — expected a grayscale intensity "
-            f"image (uint8, uint16, int16, float32, …); convert it (e.g. in Fiji: "
-            f"Image ▸ Type ▸ 16-bit) or check you did not pass a mask or label file"
-        )
-    if arr.ndim > 2:
-        arr = np.squeeze(arr)
-    if arr.ndim != 2:
-        raise ImageError(
-            f"{source}: expected a single-channel 2-D image, got shape {tuple(image.shape)}; "
-            f"save one plane/channel per file"
-        )
-    if arr.size == 0:
-        raise ImageError(f"{source}: the image is empty (shape {arr.shape})")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ImageError(f"{source}: contains NaN or infinite values")
-    return arr
-
-
-_STEM_SUFFIXES = (".ome.zarr", ".ome.tif", ".ome.tiff", ".zarr", *IMAGE_SUFFIXES)
-
-
-def image_stem(name: str) -> str:
-    """A file name without its image suffix (``a.ome.tif`` -> ``a``): an output's name."""
-    for suffix in _STEM_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files of a folder (not label/valid masks), sorted by name."""
-    f = Path(folder)
-    return sorted(
-        p
-        for p in f.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.stem.endswith(("_labels", "_valid", "_masks", "_classes"))
-    )
-
-
-def resolution_tags(pixel_size_um: float | None) -> dict[str, Any]:
-    """Tifffile keywords stating a pixel size as TIFF resolution (pixels per cm).
-
-    Centimetres are the metric unit Fiji, QuPath and napari read; none when unknown.
-    """
-    if pixel_size_um is None or pixel_size_um <= 0:
-        return {}
-    per_cm = 1e4 / float(pixel_size_um)
-    return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-
-
-def write_labels_tif(
-    path: str | Path, labels: np.ndarray, pixel_size_um: float | None = None
-) -> None:
-    """Write a uint32 label image atomically (a crash never leaves a half file).
-
-    With ``pixel_size_um`` the file carries it as resolution tags (pixels per cm), so
-    the labels overlay their image at the right scale in Fiji, QuPath or napari.
-    """
-    import tifffile
-
-    p = Path(path)
-    tmp = p.with_name(p.name + ".part")
-    extra = resolution_tags(pixel_size_um)
-    tifffile.imwrite(tmp, np.asarray(labels, dtype=LABEL_DTYPE), compression="zlib", **extra)
-    tmp.replace(p)
-
-
-def write_classes_tif(
-    path: str | Path,
-    classes: np.ndarray,
-    class_names: Sequence[str],
-    pixel_size_um: float | None = None,
-) -> None:
-    """Write a ``uint8`` class map atomically, its class names in the TIFF description.
-
-    The description is JSON (``{"class_names": [...]}``, tifffile's shaped metadata),
-    so :func:`read_classes_tif` gives back the names with the map; Fiji and napari open
-    the pixels as an ordinary 8-bit label image.
-    """
-    import tifffile
-
-    p = Path(path)
-    tmp = p.with_name(p.name + ".part")
-    extra = resolution_tags(pixel_size_um)
-    tifffile.imwrite(
-        tmp,
-        np.asarray(classes, dtype=CLASS_DTYPE),
-        compression="zlib",
-        metadata={"class_names": list(class_names)},
-        **extra,
-    )
-    tmp.replace(p)
-
-
-def read_classes_tif(path: str | Path) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A class map written by :func:`write_classes_tif` and its class names.
-
-    Raises
-    ------
-    ImageError
-        When the file cannot be read or is not a 2-D class map.
-    """
-    import tifffile
-
-    p = Path(path)
-    try:
-        with tifffile.TiffFile(p) as tif:
-            data = tif.asarray()
-            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise ImageError(f"{p}: not a readable class map ({exc})") from None
-    if data.ndim != 2 or data.dtype.kind not in "ui":
-        raise ImageError(f"{p}: a class map is a 2-D integer image, got {data.dtype} {data.shape}")
-    names = tuple(str(n) for n in meta.get("class_names", ()))
-    return np.asarray(data, dtype=CLASS_DTYPE), names
 
 
 # -- pixel sizes ---------------------------------------------------------------------------
