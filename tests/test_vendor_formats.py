@@ -218,3 +218,45 @@ def test_unknown_format_and_rgb_are_refused_with_what_to_do(tmp_path):
     tifffile.imwrite(rgb, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
     with pytest.raises(ImageError, match="RGB image"):
         read_image_data(rgb)
+
+
+@pytest.mark.slow
+def test_batch_try_and_validate_take_the_same_choice(tmp_path, classical_yaml):
+    from liveseg.retrain.validate import load_reference_set
+
+    folder = tmp_path / "movies"
+    folder.mkdir()
+    for name in ("a", "b"):
+        _tczyx(folder / f"{name}.ome.tif")
+    home = ["--home", str(tmp_path / "home")]
+    out = tmp_path / "batch-out"
+    args = ["batch", str(folder), "-o", str(out), "--config", str(classical_yaml)]
+    res = CliRunner().invoke(main, [*args, "--channel", "GFP", "-t", "2", *home])
+    assert res.exit_code == 0, res.output
+    for name in ("a", "b"):
+        with (out / f"{name}_objects.csv").open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == 6
+        assert all(float(r["area_um2"]) == pytest.approx(float(r["area_px"]) * 0.25) for r in rows)
+    res = CliRunner().invoke(main, [*args[:3], str(tmp_path / "b2"), *args[4:], *home])
+    assert res.exit_code == 1 and "choose one with --channel" in res.output
+
+    tried = tmp_path / "try-out"
+    args = ["try", str(folder / "a.ome.tif"), "-o", str(tried), "--model", "classical"]
+    res = CliRunner().invoke(main, [*args, "--channel", "1", "--timepoint", "1", *home])
+    assert res.exit_code == 0, res.output
+    with (tried / "per_image.csv").open(newline="") as fh:
+        assert [int(r["objects"]) for r in csv.DictReader(fh)] == [1 + 2 + 1]
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    _tczyx(ref / "m.ome.tif", t=1)
+    tifffile.imwrite(ref / "m_labels.tif", disk_image(SHAPE, GRID[:2])[1])
+    refs = load_reference_set(ref, ImageSelection(channel="GFP"))
+    np.testing.assert_array_equal(refs[0].image, _plane(2))
+    res = CliRunner().invoke(main, ["validate", str(ref), "--model", "nope@1", *home])
+    assert res.exit_code != 0 and "choose one with --channel" in res.output
+    res = CliRunner().invoke(
+        main, ["validate", str(ref), "--model", "nope@1", "--channel", "1", *home]
+    )
+    assert "choose one with --channel" not in res.output and "nope" in res.output
