@@ -260,3 +260,36 @@ def test_batch_try_and_validate_take_the_same_choice(tmp_path, classical_yaml):
         main, ["validate", str(ref), "--model", "nope@1", "--channel", "1", *home]
     )
     assert "choose one with --channel" not in res.output and "nope" in res.output
+
+
+def _positions(path, sizes):
+    """A multi-position OME-Zarr (one image group per position), as ome-zarr-py writes."""
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_image
+
+    root = zarr.open_group(str(path), mode="w")
+    axes = [{"name": n, "type": "space", "unit": "micrometer"} for n in ("y", "x")]
+    for k, (name, um) in enumerate(sizes.items()):
+        write_image(_plane(2 + k), root.create_group(name), axes=axes, scale={"y": um, "x": um})
+    return path
+
+
+def test_scene_picks_the_position_of_a_multi_position_ome_zarr(tmp_path, classical_yaml):
+    src = _positions(tmp_path / "plate.ome.zarr", {"A1": 0.5, "A2": 0.8})
+    res, _ = _segment(tmp_path, classical_yaml, src)
+    assert res.exit_code == 1 and "has 2 positions (0: A1, 1: A2); choose one with --scene" in (
+        res.stderr
+    )
+    res, out = _segment(tmp_path, classical_yaml, src, "--scene", "A2")
+    assert res.exit_code == 0, res.output
+    assert len(_objects(out)) == 3
+    _assert_um(out, 0.8)
+    from liveseg.batch import discover_inputs
+
+    planes = discover_inputs(src)  # batch without a choice: every plane, each its own size
+    assert [p.pixel_size()[0] for p in planes] == [pytest.approx(0.5), pytest.approx(0.8)]

@@ -71,7 +71,9 @@ class BatchInput:
         """The pixel size (µm) and its source: the config, the file (or store), or none."""
         from liveseg.imageio import resolve_pixel_size
 
-        return resolve_pixel_size(self.path, override, self.selection)
+        # A plane of a store: its own image group states the size (positions may differ).
+        where = Path(self.path) / Path(self.array).parent if self.array else Path(self.path)
+        return resolve_pixel_size(where, override, self.selection)
 
     def read(self) -> np.ndarray:
         """The 2-D image (errors name the file and say what is wrong)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -354,23 +354,44 @@ def _plain_zarr_plane(p: Path) -> np.ndarray:
     return np.asarray(plane)
 
 
-def _ome_image_group(p: Path) -> Path | None:
-    """``p`` if it is an OME-Zarr image group, else its first image group below (positions)."""
+def _ome_image_groups(p: Path) -> list[str]:
+    """Paths (relative to ``p``) of the OME-Zarr image groups in a store, sorted.
+
+    ``[""]`` when ``p`` is an image group; a multi-position store (a run's, a plate's
+    ``row/col/field``) gives every image group up to three levels down.
+    """
     import zarr
 
-    node: Any = zarr.open(str(p), mode="r")
-    path = p
-    for _ in range(4):
+    found: list[str] = []
+
+    def walk(node: Any, rel: str, depth: int) -> None:
         if not isinstance(node, zarr.Group):
-            return None
+            return
         attrs = dict(node.attrs)
         if (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales"):
-            return path
-        keys = sorted(k for k in node.keys() if k not in ("labels", "OME"))
-        if not keys:
-            return None
-        node, path = node[keys[0]], path / keys[0]
-    return None
+            found.append(rel)
+            return
+        if depth < 3:
+            for key in sorted(k for k in node.keys() if k not in ("labels", "OME")):
+                walk(node[key], f"{rel}/{key}" if rel else key, depth + 1)
+
+    walk(zarr.open(str(p), mode="r"), "", 0)
+    return found
+
+
+def _zarr_target(p: Path, sel: ImageSelection) -> tuple[Path, ImageSelection] | None:
+    """The image group to open and the choice left for it; ``None``: no OME metadata.
+
+    In a store of several image groups (positions, wells) ``--scene`` picks the group,
+    by index or path (``A1``, ``B/3/0``).
+    """
+    groups = _ome_image_groups(p)
+    if not groups:
+        return None
+    if groups == [""]:
+        return p, sel
+    index = _pick(sel.scene, groups, "position", "--scene", p)
+    return p / groups[index], replace(sel, scene=None)
 
 
 def read_image_data(path: str | Path, selection: ImageSelection | None = None) -> ImageData:
@@ -396,8 +417,8 @@ def read_image_data(path: str | Path, selection: ImageSelection | None = None) -
     try:
         if p.name.lower().endswith(_PNG):
             arr = _png_plane(p)
-        elif _is_zarr(p) and (group := _ome_image_group(p)) is not None:
-            arr, size = _bioio_plane(group, sel)
+        elif _is_zarr(p) and (target := _zarr_target(p, sel)) is not None:
+            arr, size = _bioio_plane(*target)
         elif _is_zarr(p):
             arr = _plain_zarr_plane(p)
         elif not _candidates(p):
@@ -430,8 +451,8 @@ def read_pixel_size(path: str | Path, selection: ImageSelection | None = None) -
     p = Path(path)
     try:
         if _is_zarr(p):
-            group = _ome_image_group(p)
-            return _bioio_pixel_size(group, _open_bioimage(group)) if group else None
+            target = _zarr_target(p, selection or ImageSelection())
+            return _bioio_pixel_size(target[0], _open_bioimage(target[0])) if target else None
         if p.name.lower().endswith(_PNG) or not _candidates(p):
             return None
         img = _open_bioimage(p)
