@@ -238,6 +238,8 @@ def test_batch_try_and_validate_take_the_same_choice(tmp_path, classical_yaml):
             rows = list(csv.DictReader(fh))
         assert len(rows) == 6
         assert all(float(r["area_um2"]) == pytest.approx(float(r["area_px"]) * 0.25) for r in rows)
+    run = json.loads((out / "run.json").read_text())
+    assert run["selection"] == {"channel": "GFP", "timepoint": 2}
     res = CliRunner().invoke(main, [*args[:3], str(tmp_path / "b2"), *args[4:], *home])
     assert res.exit_code == 1 and "choose one with --channel" in res.output
 

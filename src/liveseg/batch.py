@@ -471,6 +471,7 @@ def run_batch(
         "started": _dt.datetime.now(_dt.UTC).isoformat(),
         "plugins": build_host(cfg, plugins_dir).versions(),
         "dask": {"workers": workers, "scheduler": scheduler},
+        **({"selection": selection.describe()} if selection and selection.describe() else {}),
         **(provenance or {}),
     }
     _write_json(out / "run.json", {**info, "status": "running"})
