@@ -19,7 +19,7 @@ from tqdm import tqdm
 from liveseg.assembly import assemble
 from liveseg.config import LivesegConfig, parse_config
 from liveseg.errors import LivesegError
-from liveseg.imageio import read_image, resolve_pixel_size
+from liveseg.imageio import ImageSelection, image_stem, read_image_data
 from liveseg.processing import (
     ConsumerSpec,
     LabelsConsumer,
@@ -37,11 +37,7 @@ UNLABELLED = ("acquired", "skipped", "failed")
 
 
 def _image_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".ome.tif", ".ome.tiff", ".tiff", ".tif", ".png", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return image_stem(path.name)
 
 
 def _relative_names(paths: list[Path]) -> list[str]:
@@ -58,8 +54,12 @@ def segment_files(
     *,
     home: str | Path | None = None,
     progress: bool = True,
+    selection: ImageSelection | None = None,
 ) -> dict[str, Any]:
     """Segment image files into ``out_dir``; a bad file is reported, the rest go on.
+
+    ``selection`` picks the scene/channel/time point/z-plane of multi-dimensional files
+    (the same for every file); the pixel size comes from the config, else the file.
 
     Labels go to ``<out>/<relative path>_labels.tif``, the path relative to the inputs'
     common folder, so two inputs of the same name (``s1/x.tif``, ``s2/x.tif``) never
@@ -84,10 +84,15 @@ def segment_files(
         record=store.event,
     )
     cfg = config.model_dump(mode="json")
-    store.start({"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]})
+    sel = selection or ImageSelection()
+    info: dict[str, Any] = {"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]}
+    if sel.describe():
+        info["selection"] = sel.describe()
+    store.start(info)
     parts.record_plugin_failures(store.event)
     processor.setup(parts.run_info("segment", out_dir))
     errors: dict[str, str] = {}
+    pixel_sizes: dict[str, dict[str, Any]] = {}
     ok = 0
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
@@ -95,12 +100,14 @@ def segment_files(
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
             name = rel_names[i]
             try:
-                image = read_image(path)
+                data = read_image_data(path, sel)
             except LivesegError as exc:
                 errors[str(path)] = str(exc)
                 processor.unreadable(i, name, str(exc), file=str(path))
                 continue
-            px, px_source = resolve_pixel_size(path, config.hardware.pixel_size_um)
+            image = data.array
+            px, px_source = data.measure_with(config.hardware.pixel_size_um)
+            pixel_sizes[name] = {"um": px, "source": px_source}
             if px_source is None:
                 store.event(
                     "pixel_size",
@@ -122,12 +129,18 @@ def segment_files(
                 errors[str(path)] = str(result.error)
     finally:
         summary = processor.summary(time.perf_counter() - t0)
-        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
+        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok, pixel_sizes=pixel_sizes)
         store.finish(summary)
         processor.finish(summary)
         store.close()
         parts.close()
-    return {"total": len(paths), "ok": ok, "failed": len(paths) - ok, "errors": errors}
+    return {
+        "total": len(paths),
+        "ok": ok,
+        "failed": len(paths) - ok,
+        "errors": errors,
+        "pixel_sizes": pixel_sizes,
+    }
 
 
 def resegment_run(
