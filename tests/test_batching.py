@@ -89,3 +89,34 @@ def test_live_backlog_in_batches_gives_the_labels_of_resegmenting_one_by_one(
         rows_i = again.objects(frame=i)
         assert len(rows_i) == 2 * len(objects[i])
         assert _pixels(rows_i[len(objects[i]) :]) == _pixels(objects[i])
+
+
+def test_segment_files_in_batches_equals_one_by_one_with_a_broken_file(tmp_path, liveseg_home):
+    """``liveseg segment`` on TIFFs: batches of 4 give the files' labels of batch 1."""
+    import tifffile
+
+    from liveseg.offline import segment_files
+
+    paths = []
+    for i in range(7):
+        path = tmp_path / "in" / f"img{i}.tif"
+        path.parent.mkdir(exist_ok=True)
+        if i == 3:
+            path.write_bytes(b"not a tiff")  # unreadable, between two batches' frames
+        else:
+            tifffile.imwrite(path, generate(62_000 + i, (96, 96), "train")[0])
+        paths.append(path)
+    outs = {}
+    for batch in (1, 4):
+        cfg = _unet_config(batch, 1)
+        out = tmp_path / f"out{batch}"
+        res = segment_files(paths, out, cfg, home=liveseg_home, progress=False)
+        assert res["ok"] == 6 and list(res["errors"]) == [str(paths[3])]
+        outs[batch] = out
+        run = liveseg.open_run(out)
+        assert [r["status"] for r in run.frames()] == ["ok"] * 3 + ["failed"] + ["ok"] * 3
+    for i in (0, 1, 2, 4, 5, 6):
+        a = tifffile.imread(outs[1] / f"img{i}_labels.tif")
+        b = tifffile.imread(outs[4] / f"img{i}_labels.tif")
+        assert a.max() > 0
+        np.testing.assert_array_equal(a, b)

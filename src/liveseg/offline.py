@@ -91,12 +91,25 @@ def segment_files(
     ok = 0
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
+    # Up to backlog.batch readable files are segmented together (Pipeline.run_batch);
+    # an unreadable one is dispatched after the files before it, so sinks see input order.
+    pending: list[tuple[Path, Frame]] = []
+
+    def flush() -> int:
+        done = processor.process_batch([f for _, f in pending])
+        for (p, _), result in zip(pending, done, strict=True):
+            if result.status.value != "ok":
+                errors[str(p)] = str(result.error)
+        pending.clear()
+        return sum(r.status.value == "ok" for r in done)
+
     try:
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
             name = rel_names[i]
             try:
                 image = read_image(path)
             except LivesegError as exc:
+                ok += flush()
                 errors[str(path)] = str(exc)
                 processor.unreadable(i, name, str(exc), file=str(path))
                 continue
@@ -115,11 +128,10 @@ def segment_files(
                 pixel_size_um=px,
                 metadata={"pixel_size_source": px_source},
             )
-            result = processor.process(frame)
-            if result.status.value == "ok":
-                ok += 1
-            else:
-                errors[str(path)] = str(result.error)
+            pending.append((path, frame))
+            if len(pending) >= config.backlog.batch:
+                ok += flush()
+        ok += flush()
     finally:
         summary = processor.summary(time.perf_counter() - t0)
         summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
