@@ -11,13 +11,22 @@ scores and ``liveseg.measure.measure_objects``. ``agreement_torch_vs_onnx`` is A
 between the two runtimes' labels on the timed frames and on the ``test_hard`` set.
 ``cpu_ms_per_frame`` is the process's CPU time per frame (all threads): on a machine
 shared with other jobs it stays close to the unshared cost where wall-clock times do not.
+``unet_onnx_2frames_in_flight`` is the third two-core layout: two frames at once, one
+ONNX Runtime thread each (``backlog: {workers: 2}``, ``threads: 1``), so one frame's
+decoding overlaps the next one's network; its ``frames_per_s`` is throughput.
+``network_variants`` times the forward pass alone (torch, ONNX Runtime fp32, and int8
+quantisation, which is not shipped) with each one's AP@0.5 against torch's labels on
+the nuclei test set; ``shipped_models`` runs every shipped model (``nuclei``,
+``cells``, ``bacteria``, ``transmitted``) end to end on its own sample type at 1 and 2
+threads. ``issue16_targets`` checks issue 16's bars with the best two-core layout.
 
 Cellpose-SAM has no weights here, so its network runs
 randomly initialised on one 256x256 tile (network forward only: a lower bound on its
 cost). A last block times the two instance decoders on ideal maps built from the ground
 truth: seeded watershed on distance maps (ours) vs Cellpose flow following.
 
-Usage: ``python benchmarks/model_speed.py [--frames 8] [--repeats 30] [--no-cellpose]``.
+Usage: ``python benchmarks/model_speed.py [--frames 8] [--repeats 30] [--no-cellpose]
+[--no-models] [--no-int8]``.
 Prints JSON.
 """
 
