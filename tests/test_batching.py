@@ -15,7 +15,11 @@ from liveseg.synthetic import generate
 from liveseg.testing import classical_config, register_fake_backend
 from liveseg.types import Frame, FrameStatus
 
-pytest.importorskip("liveseg_torch")
+
+@pytest.fixture
+def unet():
+    """The unet step needs the liveseg-torch plugin (installed in development)."""
+    pytest.importorskip("liveseg_torch")
 
 
 def _chain(host, home, *steps):
@@ -23,7 +27,7 @@ def _chain(host, home, *steps):
     return Pipeline.build([StepConfig(**s) for s in steps], host.backends(), ctx)
 
 
-def test_run_batch_equals_run_and_fails_only_the_bad_frames(tmp_path):
+def test_run_batch_equals_run_and_fails_only_the_bad_frames(tmp_path, unet):
     """A unet step gets the frames at once; a step without segment_batch, one by one."""
     host = PluginHost()
     fake = register_fake_backend(host, fail_on={2})
@@ -64,7 +68,7 @@ def _pixels(rows):
 @pytest.mark.slow
 @pytest.mark.parametrize(("batch", "workers"), [(4, 1), (1, 2)])
 def test_live_backlog_in_batches_gives_the_labels_of_resegmenting_one_by_one(
-    make_session, tmp_path, batch, workers
+    make_session, tmp_path, batch, workers, unet
 ):
     """The camera outruns the unet, so frames wait and are segmented four at a time.
 
@@ -95,7 +99,9 @@ def test_live_backlog_in_batches_gives_the_labels_of_resegmenting_one_by_one(
         assert _pixels(rows_i[len(objects[i]) :]) == _pixels(objects[i])
 
 
-def test_segment_files_in_batches_equals_one_by_one_with_a_broken_file(tmp_path, liveseg_home):
+def test_segment_files_in_batches_equals_one_by_one_with_a_broken_file(
+    tmp_path, liveseg_home, unet
+):
     """``liveseg segment`` on TIFFs: batches of 4 give the files' labels of batch 1."""
     import tifffile
 
@@ -124,3 +130,21 @@ def test_segment_files_in_batches_equals_one_by_one_with_a_broken_file(tmp_path,
         b = tifffile.imread(outs[4] / f"img{i}_labels.tif")
         assert a.max() > 0
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_batch_over_the_step_timeout_fails_every_frame_and_the_run_goes_on(tmp_path):
+    """``step_timeout_s`` holds per frame of a batch; a hung lane fails the next at once."""
+    from liveseg.processing.chain_runner import ChainRunner
+
+    host = PluginHost(entry_points=False)
+    register_fake_backend(host, delay_s=0.4)
+    pipe = _chain(host, tmp_path, {"backend": "fake"})
+    runner = ChainRunner(pipe, timeout_s=0.1)
+    frames = [Frame(i, np.zeros((8, 8), np.uint16)) for i in range(3)]
+    first = runner.run_batch(frames)
+    assert [r.status for r in first] == [FrameStatus.FAILED] * 3
+    assert all("per frame on a batch of 3 frames" in str(r.error) for r in first)
+    assert all(r.extra["timed_out"] for r in first)
+    second = runner.run_batch(frames)  # the fake is still sleeping through the first batch
+    assert all("has not returned" in str(r.error) for r in second)
+    runner.close()
