@@ -11,6 +11,7 @@ import liveseg
 from liveseg.config import StepConfig
 from liveseg.pipeline import Pipeline, StepContext
 from liveseg.plugins import PluginHost
+from liveseg.processing import FrameProcessor
 from liveseg.synthetic import generate
 from liveseg.testing import classical_config, register_fake_backend
 from liveseg.types import Frame, FrameStatus
@@ -35,6 +36,10 @@ def test_run_batch_equals_run_and_fails_only_the_bad_frames(tmp_path, unet):
     frames[4] = Frame(4, np.zeros((0, 8), np.uint16))  # the unet raises on an empty frame
     frames[5] = Frame(5, np.zeros((4, 8, 8), np.uint16))  # not 2-D: fails before any step
     pipe = _chain(host, tmp_path, {"backend": "unet"}, {"backend": "fake"})
+    fake_only = _chain(host, tmp_path, {"backend": "fake"})
+    # A live worker takes several waiting frames only for a chain that batches.
+    assert FrameProcessor(pipe, host).can_batch
+    assert not FrameProcessor(fake_only, host).can_batch
     one_by_one = [pipe.run(f) for f in frames]
     fake.calls.clear()
     together = pipe.run_batch(frames)

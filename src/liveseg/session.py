@@ -303,7 +303,12 @@ class Session:
         self.writer = writer
         self._stop_requested = 0
         self._stop_status = "interrupted"
-        processor = self.parts.processor(self._consumers(store, triggers), record=self.record)
+        processor = self.parts.processor(
+            self._consumers(store, triggers),
+            record=self.record,
+            workers=cfg.backlog.workers,
+            frame_shape=(self.core.getImageHeight(), self.core.getImageWidth()),
+        )
         self.processor = processor
         controller = Controller(self.core, queue, writer)
         self.controller = controller
@@ -323,7 +328,14 @@ class Session:
             )
         self._check_space(store, sequence)
         self.parts.record_plugin_failures(self.record)
-        processor.setup(self.parts.run_info("run", run_dir))
+        try:
+            processor.setup(self.parts.run_info("run", run_dir))  # starts worker processes
+        except BaseException as exc:
+            self.record("error", error=f"{type(exc).__name__}: {exc}")
+            store.finish({"error": str(exc)}, "aborted")
+            store.close()
+            self._store = None
+            raise
         self.events.run_started.emit(str(run_dir))
         workers = [
             threading.Thread(
@@ -331,7 +343,7 @@ class Session:
                 args=(queue, processor, cfg.backlog.batch),
                 name=f"liveseg-worker-{i}",
             )
-            for i in range(cfg.backlog.workers)
+            for i in range(cfg.backlog.workers.count)
         ]
         self._bar = None
         if progress:
@@ -372,6 +384,7 @@ class Session:
                 max_backlog=queue.max_backlog,
                 frames_spooled=queue.spooled,
                 backlog_policy=cfg.backlog.policy,
+                worker_kind=cfg.backlog.workers.kind,
                 chain=self.pipeline.step_names,
                 run_dir=str(run_dir),
                 pixel_size_um=pixel_size,
@@ -444,14 +457,17 @@ class Session:
     def _work(self, queue: FrameQueue, processor: FrameProcessor, batch: int = 1) -> None:
         """A worker: hand every queued frame to the processor (never dies on a frame).
 
-        Frames waiting under ``all`` go ``batch`` at a time (``process_batch``).
+        Frames waiting under ``all`` go ``batch`` at a time (``process_batch``) when
+        :attr:`FrameProcessor.can_batch`.
         """
         while True:
             item: QueueItem | None = queue.get()
             if item is None:
                 return
-            # A backlog under 'all' is segmented backlog.batch frames at a time.
-            items = [item] if item.skipped else [item, *queue.get_ready(batch - 1)]
+            # A backlog under 'all' is segmented backlog.batch frames at a time, when the
+            # chain can segment frames together.
+            more = batch - 1 if processor.can_batch and not item.skipped else 0
+            items = [item, *queue.get_ready(more)]
             try:
                 for it in items:
                     self.events.frame_acquired.emit(it.frame)

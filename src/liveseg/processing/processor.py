@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from liveseg.pipeline import Pipeline
     from liveseg.plugins import PluginHost
+    from liveseg.processing.chain_runner import Runner
     from liveseg.types import Frame
 
 __all__ = [
@@ -145,6 +146,10 @@ class FrameProcessor:
         A chain that takes longer fails the frame (see :class:`ChainRunner`).
     measure
         False skips measuring (scoring a model needs labels only).
+    runner
+        Runs the chain (default: :class:`ChainRunner`, threads in this process; a live
+        run with ``backlog.workers: {kind: process}`` hands in a
+        :class:`~liveseg.processing.worker_process.ProcessChainRunner`).
     """
 
     def __init__(
@@ -156,13 +161,14 @@ class FrameProcessor:
         record: Callable[..., None] | None = None,
         step_timeout_s: float | None = None,
         measure: bool = True,
+        runner: Runner | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.host = host
         self.consumers = list(consumers)
         self.record = record or _no_record
         self.measure = measure
-        self.runner = ChainRunner(pipeline, step_timeout_s)
+        self.runner: Runner = runner or ChainRunner(pipeline, step_timeout_s)
         self.reports = {c.name: ConsumerReport(c.name) for c in self.consumers}
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
@@ -176,7 +182,12 @@ class FrameProcessor:
 
     # -- lifecycle --------------------------------------------------------------------
     def setup(self, run: Mapping[str, Any]) -> None:
-        """Call every consumer's ``setup``; a consumer that raises gets no frames."""
+        """Start the runner, then each consumer's ``setup`` (one that raises gets no frames).
+
+        A runner that cannot start (a worker process that cannot build the chain) raises:
+        no frame could be segmented.
+        """
+        self.runner.start()
         kept = []
         for spec in self.consumers:
             try:
@@ -210,6 +221,19 @@ class FrameProcessor:
         result = self.runner.run(frame)
         return self._segmented(frame, result, (time.perf_counter() - t0) * 1e3, enqueued)
 
+    @property
+    def can_batch(self) -> bool:
+        """Whether :meth:`process_batch` segments frames together (else one by one).
+
+        True when the runner runs batches (the thread runner does; worker processes take
+        one frame at a time) and a step of the chain has ``segment_batch``. A live worker
+        takes several waiting frames only then, so frames are not held back from other
+        workers for nothing.
+        """
+        return callable(getattr(self.runner, "run_batch", None)) and any(
+            callable(getattr(b, "segment_batch", None)) for b in self.pipeline.backends
+        )
+
     def process_batch(
         self, frames: Sequence[Frame], enqueued: Sequence[float | None] | None = None
     ) -> list[FrameResult]:
@@ -224,7 +248,10 @@ class FrameProcessor:
         if len(when) != len(frames):
             raise ValueError("frames and enqueued differ in length")
         t0 = time.perf_counter()
-        results = self.runner.run_batch(frames)
+        # ChainRunner runs a batch together; a runner without run_batch (worker
+        # processes, which hand over one frame at a time) runs the frames one by one.
+        run_batch = getattr(self.runner, "run_batch", None)
+        results = run_batch(frames) if run_batch else [self.runner.run(f) for f in frames]
         seg_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(frames))
         return [
             self._segmented(f, r, seg_ms, e) for f, r, e in zip(frames, results, when, strict=True)
@@ -380,4 +407,7 @@ class FrameProcessor:
             out["consumer_errors"] = failing
         if self.runner.timeouts:
             out["step_timeouts"] = self.runner.timeouts
+        restarts = int(getattr(self.runner, "restarts", 0))
+        if restarts:
+            out["worker_restarts"] = restarts
         return out
