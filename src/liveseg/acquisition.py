@@ -107,6 +107,23 @@ class FrameQueue:
             item.spool = None
         return item
 
+    def get_ready(self, n: int) -> list[QueueItem]:
+        """Up to ``n`` more frames that are waiting now, without waiting for any.
+
+        For batching a backlog under ``all`` (which never skips); empty under ``latest``,
+        where only the newest frame is ever segmented.
+        """
+        out: list[QueueItem] = []
+        while self.policy == "all" and len(out) < n:
+            with self._cond:
+                if not self._items:
+                    break
+            item = self.get(timeout=0)
+            if item is None:  # another worker took it
+                break
+            out.append(item)
+        return out
+
     def backlog(self) -> int:
         """Frames waiting (in memory or spooled)."""
         with self._cond:
