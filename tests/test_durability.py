@@ -185,7 +185,9 @@ FAST_CHAIN = [
 ]
 
 
-def _two_position_config(tmp_path: Path, loops: int = 100) -> Path:
+def _two_position_config(
+    tmp_path: Path, loops: int = 100, index_interval_s: float | None = None
+) -> Path:
     """200 frames: 2 positions × 100 time points of a small, fast demo camera."""
     import yaml
 
@@ -209,6 +211,8 @@ def _two_position_config(tmp_path: Path, loops: int = 100) -> Path:
         "pipeline": {"steps": FAST_CHAIN},
         "backlog": {"policy": "all", "queue_size": 4},
     }
+    if index_interval_s is not None:
+        data["storage"] = {"index_interval_s": index_interval_s}
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -314,13 +318,17 @@ POSIX_SIGNALS = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal
 
 @pytest.mark.slow
 @POSIX_SIGNALS
-def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
+@pytest.mark.parametrize("index_interval_s", [None, 60.0], ids=["default", "index-held-back"])
+def test_sigkill_at_a_random_moment_loses_no_image(tmp_path, index_interval_s):
+    """With the index held back for the whole run, every image without a segmentation
+    row must be found from the image store."""
     import random
     import signal
     import time
 
     moment = random.uniform(0.2, 3.0)
-    child = _Child(_two_position_config(tmp_path), tmp_path / "run")
+    config = _two_position_config(tmp_path, index_interval_s=index_interval_s)
+    child = _Child(config, tmp_path / "run")
     try:
         child.wait_for_frames(1)
         time.sleep(moment)
@@ -331,6 +339,43 @@ def test_sigkill_at_a_random_moment_loses_no_image(tmp_path):
     planes = _assert_every_plane_reachable(tmp_path / "run")
     assert planes > 0, f"killed {moment:.2f} s in"
     _resegment_labels_everything(tmp_path / "run")
+
+
+@pytest.mark.hardware
+def test_images_without_a_frame_row_are_recovered_from_the_store(tmp_path):
+    """The state a kill inside the index's batching window leaves: planes on disk, no
+    rows for them, run.json at ``running`` with nobody holding the lock."""
+
+    run_dir = tmp_path / "run"
+    config = _two_position_config(tmp_path, loops=8)
+    done = subprocess.run(
+        [sys.executable, "-m", "liveseg", "run", str(config), "-o", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    frames = run_dir / "frames.csv"
+    with frames.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16
+    with frames.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:5])
+    info = json.loads((run_dir / "run.json").read_text())
+    info["status"] = "running"
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+    run = liveseg.open_run(run_dir)
+    assert run.status == "interrupted"
+    assert len(run.frames()) == 16
+    recovered = [r for r in run.frames() if r.get("recovered")]
+    assert len(recovered) == 11 and {r["status"] for r in recovered} == {"acquired"}
+    assert [r["index"] for r in recovered] == list(range(5, 16))
+    assert _assert_every_plane_reachable(run_dir) == 16
+    _resegment_labels_everything(run_dir)
+    assert not [r for r in liveseg.open_run(run_dir).frames() if r.get("recovered")]
 
 
 @pytest.mark.slow

@@ -128,9 +128,13 @@ class StorageConfig(_Model):
 
     ``max_write_failures``: consecutive failed image writes (a full or vanished disk)
     after which the acquisition stops instead of imaging into the void.
+    ``index_interval_s``: how long written images' frame-index rows may wait to be
+    appended to ``frames.csv`` together (a kill inside the window loses no image: the
+    reader recovers them from the image store).
     """
 
     max_write_failures: int = Field(default=3, ge=1)
+    index_interval_s: float = Field(default=0.05, ge=0, le=60)
 
 
 class PluginsConfig(_Model):

@@ -291,6 +291,7 @@ class Session:
                 max_failures=cfg.storage.max_write_failures,
                 on_stop=self.core.mda.cancel,
                 pixel_size_um=pixel_size,
+                index_interval_s=cfg.storage.index_interval_s,
             )
         except BaseException:
             store.close()

@@ -13,6 +13,7 @@ import numpy as np
 from liveseg.errors import LivesegError
 from liveseg.store.layout import image_group, run_is_live
 from liveseg.store.tables import (
+    ACQUIRED,
     IMAGES,
     TRIGGERED,
     _class_summary,
@@ -37,6 +38,7 @@ class RunReader:
             raise LivesegError(f"run directory not found: {self.path}")
         if not (self.path / "run.json").exists() and not (self.path / "frames.csv").exists():
             raise LivesegError(f"{self.path} is not a liveseg run (no run.json, no frames.csv)")
+        self._recovered_rows: list[dict[str, Any]] | None = None
 
     @property
     def run_info(self) -> dict[str, Any]:
@@ -72,6 +74,79 @@ class RunReader:
             r = _convert(row)
             r.update(_class_summary(r.get("class_summary")))
             out.append(r)
+        if self.status == "interrupted":
+            known = {int(r["index"]) for r in out}
+            out += [r for r in self._recovered(out) if r["index"] not in known]
+        return out
+
+    def _recovered(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Rows for base planes on disk that no frame row names (computed once).
+
+        The image writer appends index rows in batches (see :mod:`liveseg.image_writer`),
+        so a run killed inside a batch's window has a few images without a row. They
+        are found from the image store's chunks, get indices after the last indexed
+        frame (ordered by time point, then position, channel, z), and read as
+        ``acquired`` with unknown time and stage position: reachable, and segmented by
+        ``resegment``.
+        """
+        if self._recovered_rows is not None:
+            return self._recovered_rows
+        import zarr
+
+        named: set[tuple[int, ...]] = set()
+        for r in rows:
+            if str(r.get("series") or "base") != "base":
+                continue
+            idx = json.loads(r["event_index"]) if r.get("event_index") else {}
+            named.add((int(r["position"]), *(int(idx.get(d, 0)) for d in ("t", "c", "z"))))
+        found: list[tuple[tuple[int, ...], dict[str, int]]] = []
+        images = self.path / IMAGES
+        position = 0
+        while (image_group(images, position) / "0" / "zarr.json").exists():
+            array_dir = image_group(images, position) / "0"
+            arr = zarr.open_array(str(array_dir), mode="r")
+            dims = list(arr.metadata.dimension_names or [])
+            chunks = arr.chunks
+            for key in np.ndindex(*arr.shape[:-2]):
+                idx = dict(zip(dims[:-2], (int(k) for k in key), strict=True))
+                plane = (position, *(idx.get(d, 0) for d in ("t", "c", "z")))
+                if plane in named:
+                    continue
+                coords = (*(k // c for k, c in zip(key, chunks, strict=False)), 0, 0)
+                chunk = array_dir / arr.metadata.encode_chunk_key(coords)
+                if chunk.exists() and np.asarray(arr[key]).any():
+                    found.append((plane, idx))
+            if image_group(images, position) == images:
+                break  # a single-position store: one image at the root
+            position += 1
+        first = max((int(r["index"]) for r in rows), default=-1) + 1
+        out: list[dict[str, Any]] = []
+        for i, (plane, idx) in enumerate(
+            sorted(found, key=lambda f: (f[0][1], f[0][0], *f[0][2:]))
+        ):
+            p, t, c, z = plane
+            out.append(
+                {
+                    "index": first + i,
+                    "time_s": float("nan"),
+                    "position": p,
+                    "t": t,
+                    "c": c,
+                    "z": z,
+                    "stage_x_um": float("nan"),
+                    "stage_y_um": float("nan"),
+                    "status": ACQUIRED,
+                    "series": "base",
+                    "event_index": json.dumps({**idx, "p": p}),
+                    "trigger": "",
+                    "trigger_frame": "",
+                    "trigger_label": "",
+                    "recovered": True,
+                }
+            )
+        if out:
+            log.warning("%s: %d written images had no frame row; recovered", self.path, len(out))
+        self._recovered_rows = out
         return out
 
     def frame(self, index: int) -> dict[str, Any]:

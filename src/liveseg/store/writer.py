@@ -103,6 +103,10 @@ class RunStore:
         """Append one frame row (see :data:`FRAME_COLUMNS`)."""
         self._frames.write([row])
 
+    def frame_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append several frame rows with one write (one flush)."""
+        self._frames.write(rows)
+
     def object_rows(self, frame_index: int, columns: Mapping[str, np.ndarray]) -> None:
         """Append the per-object rows of one frame (columns of equal length)."""
         if not columns or len(columns.get("label", ())) == 0:
