@@ -48,6 +48,9 @@ def _config(sequence, triggers=()):
         sequence=sequence,
         pipeline=KMEANS,
         triggers=list(triggers),
+        # On a loaded machine the k-means chain may lag the camera: the triggers wait
+        # for every base frame to be evaluated rather than give up after 10 s.
+        selection={"drain_timeout_s": 120},
     )
 
 
