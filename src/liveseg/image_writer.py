@@ -249,6 +249,8 @@ class ImageWriter:
 
     def close(self, *_: Any) -> None:
         """Flush and close the image store (idempotent); a failure is recorded."""
+        if self._triggered is not None:
+            self._triggered.close()  # its OME-XML, written behind the acquisition
         with self._lock:
             ready, self._ready = self._ready, False
             try:

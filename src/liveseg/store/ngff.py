@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from yaozarrs import v05
 
 __all__ = [
+    "OmeXml",
     "image_metadata",
     "label_image",
     "mend_scales",
@@ -48,6 +52,8 @@ __all__ = [
     "write_label_image",
     "write_ome_xml",
 ]
+
+log = logging.getLogger("liveseg.store")
 
 UM = "micrometer"
 SECOND = "second"
@@ -307,8 +313,9 @@ def series_paths(root: Path) -> list[str]:
 def register_series(root: Path, series: str) -> None:
     """Make ``root`` a bioformats2raw collection listing image ``series``.
 
-    Writes the root's ``bioformats2raw.layout``, adds ``series`` to ``OME/zarr.json``
-    and rewrites ``OME/METADATA.ome.xml``. Call it once the series' image array exists.
+    Writes the root's ``bioformats2raw.layout`` and adds ``series`` to
+    ``OME/zarr.json``; ``OME/METADATA.ome.xml`` is :class:`OmeXml`'s. Call it once the
+    series' image array exists.
     """
     from yaozarrs import v05
     from yaozarrs.v05._bf2raw import Series
@@ -324,51 +331,59 @@ def register_series(root: Path, series: str) -> None:
     names = series_paths(root)
     if series not in names:
         _set_ome(root / "OME", Series(series=[*names, series]))
-    write_ome_xml(root, series_paths(root))
 
 
 def write_ome_xml(root: Path, series: Sequence[str]) -> None:
-    """Write ``<root>/OME/METADATA.ome.xml`` describing the images ``series``.
+    """Write ``<root>/OME/METADATA.ome.xml`` describing the images ``series`` now.
 
-    One ``Image`` per series (ID ``Image:<path>``, as bioformats2raw and napari-ome-zarr
-    expect), its pixels ``MetadataOnly`` with sizes, type and physical sizes read from
-    the series' array and OME-NGFF scale. Series without an array yet are left out.
+    See :func:`ome_xml_image`; series without an array yet are left out.
+    """
+    images = [img for img in (ome_xml_image(root, path) for path in series) if img is not None]
+    _write_xml(root, images)
+
+
+def ome_xml_image(root: Path, path: str) -> Any:
+    """The OME-XML ``Image`` of the collection's image ``path`` (None without an array).
+
+    Its ID is ``Image:<path>``, as bioformats2raw writes and napari-ome-zarr reads; its
+    pixels are ``MetadataOnly`` (the spec's rule for this layout) with sizes and type
+    from the array and physical sizes from the OME-NGFF scale of axes with a unit.
     """
     from ome_types import model as ome
 
-    images = []
-    for path in series:
-        arr_meta = root / path / "0" / "zarr.json"
-        if not arr_meta.exists():
-            continue
-        arr = json.loads(arr_meta.read_text(encoding="utf-8"))
-        dims = list(arr.get("dimension_names") or [])
-        sizes = dict(zip(dims, arr["shape"], strict=False))
-        img = image_metadata(root / path)
-        scale: dict[str, float] = {}
-        if img is not None:
-            ms = img.multiscales[0]
-            factors = ms.datasets[0].coordinateTransformations[0]
-            scale = dict(
-                zip([a.name for a in ms.axes], getattr(factors, "scale", []), strict=False)
-            )
-        px: dict[str, Any] = {
-            "dimension_order": "XYZCT",
-            "type": _OME_TYPES.get(
-                np.dtype(arr["data_type"]).name, np.dtype(arr["data_type"]).name
-            ),
-            "size_x": int(sizes.get("x", arr["shape"][-1])),
-            "size_y": int(sizes.get("y", arr["shape"][-2])),
-            "size_z": int(sizes.get("z", 1)),
-            "size_c": int(sizes.get("c", 1)),
-            "size_t": int(sizes.get("t", 1)),
-            "metadata_only": ome.MetadataOnly(),
-        }
-        for ax in ("x", "y", "z"):
-            if ax in scale and img is not None and _has_unit(img, ax):
-                px[f"physical_size_{ax}"] = float(scale[ax])
-        images.append(ome.Image(id=f"Image:{path}", name=path, pixels=ome.Pixels(**px)))
-    xml = ome.OME(images=images, creator="liveseg").to_xml()
+    arr_meta = root / path / "0" / "zarr.json"
+    if not arr_meta.exists():
+        return None
+    arr = json.loads(arr_meta.read_text(encoding="utf-8"))
+    shape = list(arr["shape"])
+    sizes = dict(zip(list(arr.get("dimension_names") or []), shape, strict=False))
+    img = image_metadata(root / path)
+    scale: dict[str, float] = {}
+    if img is not None:
+        ms = img.multiscales[0]
+        factors = getattr(ms.datasets[0].coordinateTransformations[0], "scale", [])
+        scale = {a.name: float(f) for a, f in zip(ms.axes, factors, strict=False) if a.unit}
+    dtype = np.dtype(arr["data_type"]).name
+    px: dict[str, Any] = {
+        "dimension_order": "XYZCT",
+        "type": _OME_TYPES.get(dtype, dtype),
+        "size_x": int(sizes.get("x", shape[-1])),
+        "size_y": int(sizes.get("y", shape[-2])),
+        "size_z": int(sizes.get("z", 1)),
+        "size_c": int(sizes.get("c", 1)),
+        "size_t": int(sizes.get("t", 1)),
+        "metadata_only": ome.MetadataOnly(),
+    }
+    for ax in ("x", "y", "z"):
+        if ax in scale:
+            px[f"physical_size_{ax}"] = scale[ax]
+    return ome.Image(id=f"Image:{path}", name=path, pixels=ome.Pixels(**px))
+
+
+def _write_xml(root: Path, images: Sequence[Any]) -> None:
+    from ome_types import model as ome
+
+    xml = ome.OME(images=list(images), creator="liveseg").to_xml()
     target = root / "OME" / "METADATA.ome.xml"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".part")
@@ -376,5 +391,78 @@ def write_ome_xml(root: Path, series: Sequence[str]) -> None:
     os.replace(tmp, target)
 
 
-def _has_unit(img: v05.Image, axis: str) -> bool:
-    return any(a.name == axis and getattr(a, "unit", None) for a in img.multiscales[0].axes)
+class OmeXml:
+    """Keeps a growing collection's ``OME/METADATA.ome.xml`` current, off the caller's thread.
+
+    Serialising the XML grows with the number of images (about 1 ms per image), too
+    slow for the acquisition thread once a run has triggered hundreds of series. Each
+    :meth:`update` computes one image's entry and wakes a writer thread, which rewrites
+    the file at most every ``delay_s`` (or ten times as long as the last write took,
+    whichever is longer); :meth:`close` writes what is left and stops it. A run killed
+    in between has an XML that may lack its last series (``OME/zarr.json`` lists them
+    all; napari-ome-zarr then opens the others).
+    """
+
+    def __init__(self, root: Path, delay_s: float = 1.0) -> None:
+        self.root = Path(root)
+        self.delay_s = delay_s
+        self._images: dict[str, Any] = {}
+        self._cv = threading.Condition()
+        self._dirty = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._wait = delay_s
+
+    def update(self, path: str) -> None:
+        """(Re)describe image ``path`` (its array and scale as they are on disk now)."""
+        entry = ome_xml_image(self.root, path)
+        if entry is None:
+            return
+        with self._cv:
+            self._images[path] = entry
+            self._dirty = True
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._loop, name="liveseg-ome-xml", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._dirty or self._closed)
+                if self._closed:
+                    return
+                deadline = time.monotonic() + self._wait  # gather what comes meanwhile
+                while not self._closed and (left := deadline - time.monotonic()) > 0:
+                    self._cv.wait(timeout=left)
+                if self._closed:
+                    return
+                self._dirty = False
+                images = list(self._images.values())
+            self._write(images)
+
+    def _write(self, images: Sequence[Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            _write_xml(self.root, images)
+            # Never more than a tenth of the time spent writing it: the acquisition
+            # thread shares the interpreter with this one.
+            self._wait = max(self.delay_s, 10 * (time.perf_counter() - t0))
+        except Exception as exc:  # the images and their NGFF metadata are written anyway
+            log.warning("could not write %s/OME/METADATA.ome.xml: %r", self.root, exc)
+
+    def close(self) -> None:
+        """Stop the writer thread and write the XML if anything changed since its last write."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+        with self._cv:
+            dirty, self._dirty = self._dirty, False
+            images = list(self._images.values())
+        if dirty:
+            self._write(images)

@@ -45,6 +45,7 @@ class TriggeredStore:
         self._pixel_size: dict[str, float] = {}
         self._image_label: dict[str, dict[str, Any]] = {}
         self._label_meta: dict[tuple[str, str], Any] = {}
+        self._xml = ngff.OmeXml(self.path)
 
     def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
         """Record a series' shape and what triggered it (before any frame arrives)."""
@@ -122,6 +123,7 @@ class TriggeredStore:
                     overwrite=True,
                 )
                 ngff.register_series(self.path, series)
+                self._xml.update(series)
             else:
                 meta = self._label_meta[key]
                 arr = ngff.open_label_array(
@@ -158,6 +160,7 @@ class TriggeredStore:
                     self._scaled.add(series)
                     self._z_steps[series] = step
                     self._set_scale(series, "image", self._pixel_size.get(series, 1.0), step)
+                    self._xml.update(series)
                     for kind in ("labels", CLASSES):
                         if (series, kind) in self._arrays:
                             self._set_scale(series, kind, self._pixel_size.get(series, 1.0), step)
@@ -173,3 +176,7 @@ class TriggeredStore:
                 series, CLASSES, classes.shape[-2:], CLASS_DTYPE, self._pixel_size.get(series, 1.0)
             )
             arr[key] = np.asarray(classes, dtype=CLASS_DTYPE)
+
+    def close(self) -> None:
+        """Write the collection's OME-XML as it ends (see :class:`ngff.OmeXml`)."""
+        self._xml.close()
