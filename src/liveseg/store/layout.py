@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveseg.errors import LivesegError
 from liveseg.store.ngff import (
-    image_metadata,
+    image_multiscale,
     label_image,
     multiscale,
     open_label_array,
@@ -118,12 +118,8 @@ def create_label_array(
     """
     group = image_group(images, position)
     shape, dims = _image_array_meta(group)
-    img = image_metadata(group)
-    if img is not None and len(img.multiscales[0].axes) == len(shape):
-        ms = img.multiscales[0].model_copy(
-            update={"datasets": img.multiscales[0].datasets[:1], "name": None}
-        )
-    else:
+    ms = image_multiscale(group, len(shape)) if shape else None
+    if ms is None:
         if not shape:
             shape, dims = [1, *plane], ["t", "y", "x"]
         ms = multiscale(dims, pixel_size_um=pixel_size_um)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OmeXml",
     "image_metadata",
+    "image_multiscale",
     "label_image",
     "mend_scales",
     "multiscale",
@@ -71,7 +72,8 @@ def multiscale(
 
     ``y``/``x`` are space axes in µm scaled by ``pixel_size_um``, ``z`` in µm by
     ``z_step_um``, ``t`` in seconds by ``t_step_s``, ``c`` a channel axis; any other
-    name is a custom axis (never mislabelled as time). A scale that is unknown or not
+    name is a custom axis (never mislabelled as time; the spec orders axes
+    ``[time,] [channel,] space``, which the model enforces). A scale that is unknown or not
     positive is 1 and its axis carries no unit, so no number claims a size it does not
     know.
     """
@@ -119,6 +121,19 @@ def image_metadata(group: Path) -> v05.Image | None:
     ome = json.loads(json.dumps(ome))  # a deep copy to mend
     mend_scales(ome)
     return v05.Image.model_validate(ome)
+
+
+def image_multiscale(group: Path, ndim: int) -> v05.Multiscale | None:
+    """The full-resolution ``multiscales`` entry of an image group with ``ndim`` axes.
+
+    What a label image beside the image takes so the two overlay (None when the group
+    is no OME-NGFF image, or its axes do not match).
+    """
+    img = image_metadata(group)
+    if img is None or len(img.multiscales[0].axes) != ndim:
+        return None
+    ms = img.multiscales[0]
+    return ms.model_copy(update={"datasets": ms.datasets[:1], "name": None})
 
 
 def mend_scales(ome: dict[str, Any]) -> bool:
@@ -246,12 +261,8 @@ def write_label_image(
 
     image = Path(image)
     ndim = len(array.shape)
-    img = image_metadata(image)
-    if img is not None and len(img.multiscales[0].axes) == ndim:
-        ms = img.multiscales[0].model_copy(
-            update={"datasets": img.multiscales[0].datasets[:1], "name": None}
-        )
-    else:
+    ms = image_multiscale(image, ndim)
+    if ms is None:
         names = list(dims) if dims is not None else ["t", "c", "z", "y", "x"][-ndim:]
         ms = multiscale(names, pixel_size_um=pixel_size_um)
     labels = image / "labels"
