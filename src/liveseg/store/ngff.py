@@ -182,12 +182,11 @@ class _LabelModels:
     def __init__(self) -> None:
         from pydantic import ConfigDict, Field
         from yaozarrs import v05
-        from yaozarrs.v05._labels import LabelColor, LabelProperty
 
-        class Property(LabelProperty):
+        class Property(v05.LabelProperty):
             model_config = ConfigDict(extra="allow")
 
-        class Color(LabelColor):
+        class Color(v05.LabelColor):
             label_value: int = Field(alias="label-value")  # type: ignore[assignment]
 
         class Block(v05.ImageLabel):
@@ -329,7 +328,6 @@ def register_series(root: Path, series: str) -> None:
     series' image array exists.
     """
     from yaozarrs import v05
-    from yaozarrs.v05._bf2raw import Series
 
     root_meta = root / "zarr.json"
     attrs = (
@@ -341,7 +339,7 @@ def register_series(root: Path, series: str) -> None:
         _set_ome(root, v05.Bf2Raw.model_validate({"bioformats2raw.layout": 3}))
     names = series_paths(root)
     if series not in names:
-        _set_ome(root / "OME", Series(series=[*names, series]))
+        _set_ome(root / "OME", v05.Series(series=[*names, series]))
 
 
 def write_ome_xml(root: Path, series: Sequence[str]) -> None:
