@@ -23,7 +23,8 @@ from liveseg.processing.processor import ConsumerSpec, FrameProcessor
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from liveseg.config import LivesegConfig, StepConfig
+    from liveseg.config import LivesegConfig, StepConfig, WorkersConfig
+    from liveseg.processing.worker_process import ProcessChainRunner
 
 __all__ = ["Assembly", "assemble", "build_host", "build_pipeline"]
 
@@ -52,7 +53,11 @@ def build_pipeline(
 
 @dataclass
 class Assembly:
-    """The parts built from one config; ``close`` releases the backends."""
+    """The parts built from one config; ``close`` releases the backends.
+
+    ``plugins_dir`` and ``steps`` are what :func:`assemble` was given, so that a worker
+    process builds the same chain.
+    """
 
     config: LivesegConfig
     home: Path
@@ -60,6 +65,9 @@ class Assembly:
     pipeline: Pipeline
     flag_policies: list[tuple[str, Any]] = field(default_factory=list)
     sinks: list[ConsumerSpec] = field(default_factory=list)
+    plugins_dir: str | None = None
+    steps: Sequence[StepConfig] | None = None
+    _workers: ProcessChainRunner | None = field(default=None, init=False, repr=False)
 
     def _context(self, name: str) -> StepContext:
         return StepContext(
@@ -100,16 +108,43 @@ class Assembly:
         record: Callable[..., None] | None = None,
         measure: bool = True,
         sinks: bool = True,
+        workers: WorkersConfig | None = None,
+        frame_shape: tuple[int, int] | None = None,
     ) -> FrameProcessor:
-        """A frame processor over this chain: ``consumers`` then (``sinks``) the plugin sinks."""
+        """A frame processor over this chain: ``consumers`` then (``sinks``) the plugin sinks.
+
+        ``workers`` of kind ``process`` (a live run's ``backlog.workers``) run the chain in
+        worker processes, warmed up on a ``frame_shape`` frame of noise when the processor
+        is set up and kept warm for the next processor until :meth:`close`; otherwise it
+        runs on threads of this process.
+        """
         chosen = [*consumers, *(self.sinks if sinks else [])]
+        timeout = self.config.pipeline.step_timeout_s
+        runner = None
+        if workers is not None and workers.kind == "process":
+            from liveseg.processing.worker_process import ProcessChainRunner, WorkerSpec
+
+            if self._workers is None:
+                spec = WorkerSpec.of(
+                    self.config,
+                    self.home,
+                    plugins_dir=self.plugins_dir,
+                    steps=self.steps,
+                    warmup_shape=frame_shape,
+                )
+                self._workers = ProcessChainRunner(
+                    spec, workers.count, timeout, record, keep_warm=True
+                )
+            runner = self._workers
+            runner.record = record or runner.record
         return FrameProcessor(
             self.pipeline,
             self.host,
             chosen,
             record=record,
-            step_timeout_s=self.config.pipeline.step_timeout_s,
+            step_timeout_s=timeout,
             measure=measure,
+            runner=runner,
         )
 
     def record_plugin_failures(self, record: Callable[..., None]) -> None:
@@ -131,7 +166,10 @@ class Assembly:
         }
 
     def close(self) -> None:
-        """Release the chain's backends."""
+        """Release the chain's backends and end the worker processes."""
+        if self._workers is not None:
+            self._workers.shutdown()
+            self._workers = None
         self.pipeline.close()
 
 
@@ -180,7 +218,7 @@ def assemble(
     root = resolve_home(home or config.home)
     host = host or build_host(config, plugins_dir)
     pipeline = build_pipeline(config, host, root, steps)
-    parts = Assembly(config, Path(root), host, pipeline)
+    parts = Assembly(config, Path(root), host, pipeline, plugins_dir=plugins_dir, steps=steps)
     try:
         if flags:
             parts.flag_policies = _flag_policies(config, host, parts._context)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from liveseg.errors import ConfigError
 
@@ -30,6 +30,7 @@ __all__ = [
     "StepConfig",
     "StorageConfig",
     "TriggerConfig",
+    "WorkersConfig",
     "apply_overrides",
     "load_config",
     "load_yaml",
@@ -68,17 +69,41 @@ class SinkConfig(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class WorkersConfig(_Model):
+    """Who runs the chain of a live run: ``count`` workers of one ``kind``.
+
+    ``thread``: worker threads in the run's process. ``process``: each worker thread
+    hands its frames to a worker process of its own (pixels and labels through shared
+    memory), so inference never holds the acquisition's GIL; a worker process that
+    dies fails the frame it held and is restarted. Live runs only: ``segment``,
+    ``batch`` and ``resegment`` run the chain as before.
+    """
+
+    kind: Literal["thread", "process"] = "thread"
+    count: int = Field(default=1, ge=1, le=16)
+
+
 class BacklogConfig(_Model):
     """What to do when segmentation is slower than the camera.
 
     ``all``: every frame is segmented, late if need be (frames wait in a spool on disk
     when the in-memory queue is full, so nothing is lost). ``latest``: live mode, only
     the newest frame is segmented; skipped frames are recorded as ``skipped``.
+    ``workers``: :class:`WorkersConfig`, or a number (the count of thread workers, as
+    configs written before worker processes say).
     """
 
     policy: Literal["all", "latest"] = "all"
     queue_size: int = Field(default=16, ge=1)
-    workers: int = Field(default=1, ge=1, le=16)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _count_alone(cls, value: Any) -> Any:
+        """``workers: 2`` is ``workers: {count: 2}`` (the default kind)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        return value
 
 
 class SampleObject(_Model):
@@ -284,11 +309,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = raw
         node: Any = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             if isinstance(node, list):
                 node = node[int(part)]
             else:
                 node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):  # e.g. backlog.workers: 1, then .kind=…
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"--set {key}: {where} is {node!r}, not a mapping; set {where} as a whole"
+                )
         last = parts[-1]
         if isinstance(node, list):
             node[int(last)] = value

@@ -118,6 +118,20 @@ class ModelVersion:
         return self.path / str(self.card.get("weights", "weights.pt"))
 
     @property
+    def source(self) -> dict[str, Any] | None:
+        """Where an imported version came from, or ``None`` for one made here.
+
+        ``{"kind": "bioimageio", "source": path, "id", "name", "rdf_sha256", ...}`` for a
+        BioImage Model Zoo package (:mod:`liveseg.models_bioimageio`), ``{"kind":
+        "folder", "source": path}`` for a model folder (``import_dir``).
+        """
+        zoo = self.card.get("bioimageio")
+        if isinstance(zoo, dict):
+            return {"kind": "bioimageio", **zoo}
+        where = self.card.get("imported_from")
+        return {"kind": "folder", "source": str(where)} if where else None
+
+    @property
     def parent(self) -> str | None:
         """``name@N`` of the version this one was cloned or fine-tuned from."""
         parent = self.card.get("parent")
@@ -442,12 +456,18 @@ class ModelRegistry:
     def clone(self, spec: str, *, name: str | None = None, note: str = "") -> ModelVersion:
         """Copy a version to a new one (same name by default); the parent stays untouched."""
         parent = self.resolve(spec)
+        extra: dict[str, Path] = {}
+        if isinstance(parent.card.get("bioimageio"), dict):  # a Zoo package: all its files
+            skip = {parent.weights_path.name, "model.json"}
+            files = [p for p in parent.path.iterdir() if p.is_file()]
+            extra = {p.name: p for p in files if p.name not in skip}
         return self.add_version(
             name or parent.name,
             parent.weights_path,
             backend=parent.backend,
             parent=parent,
             card={"note": note or f"clone of {parent.spec}", "metrics": []},
+            extra_files=extra,
         )
 
     def import_dir(
@@ -558,6 +578,32 @@ class ModelRegistry:
             if p.is_file():
                 shutil.copyfile(p, dest / p.name)
         return dest
+
+    def export_bioimageio(
+        self, spec: str, out: str | os.PathLike[str], *, make_zip: bool = False
+    ) -> Path:
+        """Write a version as a BioImage Model Zoo package into ``out``; the rdf's path.
+
+        The backend that loads the version writes the package (its factory's
+        ``export_bioimageio(model_dir, out, spec=..., make_zip=...)``; ``unet`` has one).
+
+        Raises
+        ------
+        ModelError
+            When the backend cannot export to the Zoo format.
+        """
+        from liveseg.assembly import build_host
+        from liveseg.config import LivesegConfig
+
+        mv = self.resolve(spec)
+        factory = build_host(LivesegConfig()).backends().get(mv.backend)
+        export = getattr(factory, "export_bioimageio", None)
+        if export is None:
+            raise ModelError(
+                f"model {mv.spec} (backend {mv.backend!r}) cannot be exported as a BioImage "
+                f"Model Zoo package: its backend has no Zoo export (unet and bioimageio have one)"
+            )
+        return Path(export(mv.path, Path(out), spec=mv.spec, make_zip=make_zip))
 
 
 def _prepare_for_backend(staging: Path, backend: str) -> bool:

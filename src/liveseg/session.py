@@ -303,7 +303,12 @@ class Session:
         self.writer = writer
         self._stop_requested = 0
         self._stop_status = "interrupted"
-        processor = self.parts.processor(self._consumers(store, triggers), record=self.record)
+        processor = self.parts.processor(
+            self._consumers(store, triggers),
+            record=self.record,
+            workers=cfg.backlog.workers,
+            frame_shape=(self.core.getImageHeight(), self.core.getImageWidth()),
+        )
         self.processor = processor
         controller = Controller(self.core, queue, writer)
         self.controller = controller
@@ -323,13 +328,20 @@ class Session:
             )
         self._check_space(store, sequence)
         self.parts.record_plugin_failures(self.record)
-        processor.setup(self.parts.run_info("run", run_dir))
+        try:
+            processor.setup(self.parts.run_info("run", run_dir))  # starts worker processes
+        except BaseException as exc:
+            self.record("error", error=f"{type(exc).__name__}: {exc}")
+            store.finish({"error": str(exc)}, "aborted")
+            store.close()
+            self._store = None
+            raise
         self.events.run_started.emit(str(run_dir))
         workers = [
             threading.Thread(
                 target=self._work, args=(queue, processor), name=f"liveseg-worker-{i}"
             )
-            for i in range(cfg.backlog.workers)
+            for i in range(cfg.backlog.workers.count)
         ]
         self._bar = None
         if progress:
@@ -370,6 +382,7 @@ class Session:
                 max_backlog=queue.max_backlog,
                 frames_spooled=queue.spooled,
                 backlog_policy=cfg.backlog.policy,
+                worker_kind=cfg.backlog.workers.kind,
                 chain=self.pipeline.step_names,
                 run_dir=str(run_dir),
                 pixel_size_um=pixel_size,

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from liveseg.pipeline import failed_result
 
@@ -24,7 +24,30 @@ if TYPE_CHECKING:
     from liveseg.pipeline import Pipeline
     from liveseg.types import Frame, FrameResult
 
-__all__ = ["ChainRunner"]
+__all__ = ["ChainRunner", "Runner"]
+
+
+class Runner(Protocol):
+    """What the processor needs to run the chain: this module's threads, or worker processes.
+
+    ``start`` before the first frame (a worker process builds and warms up its chain),
+    ``run`` per frame (never raises for a plugin's failure or a timeout), ``close`` at the
+    end; ``timeouts`` counts frames over ``pipeline.step_timeout_s``.
+    """
+
+    timeouts: int
+
+    def start(self) -> None:
+        """Be ready for the first frame."""
+        ...
+
+    def run(self, frame: Frame) -> FrameResult:
+        """Segment one frame."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``start`` and ``run`` took."""
+        ...
 
 
 @dataclass
@@ -85,6 +108,9 @@ class ChainRunner:
                 self._lanes.append(lane)
             self._local.lane = lane
         return lane
+
+    def start(self) -> None:
+        """Nothing to start: a worker's helper thread starts with its first frame."""
 
     def run(self, frame: Frame) -> FrameResult:
         """Segment ``frame``; a chain over the limit gives a ``FAILED`` result."""

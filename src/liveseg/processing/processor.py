@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from liveseg.pipeline import Pipeline
     from liveseg.plugins import PluginHost
+    from liveseg.processing.chain_runner import Runner
     from liveseg.types import Frame
 
 __all__ = [
@@ -145,6 +146,10 @@ class FrameProcessor:
         A chain that takes longer fails the frame (see :class:`ChainRunner`).
     measure
         False skips measuring (scoring a model needs labels only).
+    runner
+        Runs the chain (default: :class:`ChainRunner`, threads in this process; a live
+        run with ``backlog.workers: {kind: process}`` hands in a
+        :class:`~liveseg.processing.worker_process.ProcessChainRunner`).
     """
 
     def __init__(
@@ -156,13 +161,14 @@ class FrameProcessor:
         record: Callable[..., None] | None = None,
         step_timeout_s: float | None = None,
         measure: bool = True,
+        runner: Runner | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.host = host
         self.consumers = list(consumers)
         self.record = record or _no_record
         self.measure = measure
-        self.runner = ChainRunner(pipeline, step_timeout_s)
+        self.runner: Runner = runner or ChainRunner(pipeline, step_timeout_s)
         self.reports = {c.name: ConsumerReport(c.name) for c in self.consumers}
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
@@ -176,7 +182,12 @@ class FrameProcessor:
 
     # -- lifecycle --------------------------------------------------------------------
     def setup(self, run: Mapping[str, Any]) -> None:
-        """Call every consumer's ``setup``; a consumer that raises gets no frames."""
+        """Start the runner, then each consumer's ``setup`` (one that raises gets no frames).
+
+        A runner that cannot start (a worker process that cannot build the chain) raises:
+        no frame could be segmented.
+        """
+        self.runner.start()
         kept = []
         for spec in self.consumers:
             try:
@@ -355,4 +366,7 @@ class FrameProcessor:
             out["consumer_errors"] = failing
         if self.runner.timeouts:
             out["step_timeouts"] = self.runner.timeouts
+        restarts = int(getattr(self.runner, "restarts", 0))
+        if restarts:
+            out["worker_restarts"] = restarts
         return out

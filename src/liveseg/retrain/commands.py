@@ -351,6 +351,7 @@ def models_list(as_json: bool, home: str | None) -> None:
                     "parent": mv.parent,
                     "created": mv.card.get("created"),
                     "aliases": tags,
+                    "source": mv.source,
                 }
             )
     if as_json:
@@ -365,7 +366,7 @@ def models_list(as_json: bool, home: str | None) -> None:
     for r in rows:
         alias = f"  [{', '.join(r['aliases'])}]" if r["aliases"] else ""
         parent = f"  ← {r['parent']}" if r["parent"] else ""
-        click.echo(f"{r['spec']:<20} {r['backend']:<9} {r['created']}{parent}{alias}")
+        click.echo(f"{r['spec']:<20} {r['backend']:<10} {r['created']}{parent}{alias}")
 
 
 @models_group.command("show")
@@ -401,25 +402,52 @@ def models_promote(spec: str, alias: str, reason: str, home: str | None) -> None
 @models_group.command("export")
 @click.argument("spec")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["liveseg", "bioimageio"]),
+    default="liveseg",
+    show_default=True,
+    help="liveseg: the version folder; bioimageio: a BioImage Model Zoo package.",
+)
+@click.option("--zip", "make_zip", is_flag=True, help="bioimageio: also write OUTPUT.zip.")
 @_home_option
-def models_export(spec: str, output: str, home: str | None) -> None:
-    """Copy a version (weights + model.json) to a folder."""
+def models_export(spec: str, output: str, fmt: str, make_zip: bool, home: str | None) -> None:
+    """Copy a version (weights + model.json) to a folder, or write it as a Zoo package."""
+    if fmt == "bioimageio":
+        rdf = _registry(home).export_bioimageio(spec, output, make_zip=make_zip)
+        click.echo(f"exported {spec} as a BioImage Model Zoo package: {rdf}")
+        return
     out = _registry(home).export(spec, output)
     click.echo(f"exported {spec} to {out}")
 
 
 @models_group.command("import")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("--name", help="Registry name (default: from model.json).")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--name", help="Registry name (default: from model.json or the rdf).")
 @click.option("--backend", help="Backend, when model.json does not say.")
+@click.option("--decoder", help="Zoo package: how to decode its output (default: from it).")
 @click.option("--promote", is_flag=True, help="Make it prod when the name has no prod yet.")
 @_home_option
 def models_import(
-    directory: str, name: str | None, backend: str | None, promote: bool, home: str | None
+    source: str,
+    name: str | None,
+    backend: str | None,
+    decoder: str | None,
+    promote: bool,
+    home: str | None,
 ) -> None:
-    """Register a model directory (an export, or a fine-tuned cellpose model)."""
-    mv = _registry(home).import_dir(directory, name=name, backend=backend, promote=promote)
-    click.echo(f"imported {directory} as {mv.spec}")
+    """Register a model folder (an export, a cellpose model) or a Zoo package (RDF|DIR|ZIP)."""
+    from liveseg.models_bioimageio import import_package, is_package
+
+    if is_package(source):
+        mv = import_package(_registry(home), source, name=name, decoder=decoder, promote=promote)
+        click.echo(f"imported {source} as {mv.spec} (decoder {mv.card['decoder']['name']})")
+        return
+    if Path(source).is_file():
+        raise click.UsageError(f"{source}: import takes a model folder, an rdf.yaml or a .zip")
+    mv = _registry(home).import_dir(source, name=name, backend=backend, promote=promote)
+    click.echo(f"imported {source} as {mv.spec}")
 
 
 @models_group.command("import-default")

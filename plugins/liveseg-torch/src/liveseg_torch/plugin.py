@@ -231,6 +231,19 @@ class UnetBackend:
 
         return export_onnx(model_dir) if onnxruntime_available() else None
 
+    @staticmethod
+    def export_bioimageio(
+        model_dir: Path, out: Path, *, spec: str = "", make_zip: bool = False
+    ) -> Path:
+        """Write a BioImage Model Zoo package of a model directory; the rdf's path.
+
+        For ``liveseg models export SPEC --format bioimageio``; see
+        :func:`liveseg_torch.bioimageio.export_package`.
+        """
+        from liveseg_torch.bioimageio import export_package
+
+        return export_package(model_dir, out, spec=spec, make_zip=make_zip)
+
     def close(self) -> None:
         """Drop the model (frees its memory, and GPU memory when on CUDA)."""
         if self.predictor is not None:
@@ -266,8 +279,11 @@ def finetune(
 
 @hookimpl
 def register_backends(register: Register) -> None:
-    """Register the ``unet`` backend."""
+    """Register the ``unet`` backend and ``bioimageio`` (imported Zoo packages)."""
+    from liveseg_torch.zoo import ZooBackend
+
     register("unet", UnetBackend)
+    register("bioimageio", ZooBackend)
 
 
 @hookimpl
