@@ -320,13 +320,8 @@ def series_paths(root: Path) -> list[str]:
     return [str(s) for s in (attrs.get("ome") or {}).get("series") or []]
 
 
-def register_series(root: Path, series: str) -> None:
-    """Make ``root`` a bioformats2raw collection listing image ``series``.
-
-    Writes the root's ``bioformats2raw.layout`` and adds ``series`` to
-    ``OME/zarr.json``; ``OME/METADATA.ome.xml`` is :class:`OmeXml`'s. Call it once the
-    series' image array exists.
-    """
+def start_collection(root: Path) -> None:
+    """Mark ``root`` a bioformats2raw collection (``bioformats2raw.layout``), once."""
     from yaozarrs import v05
 
     root_meta = root / "zarr.json"
@@ -337,6 +332,18 @@ def register_series(root: Path, series: str) -> None:
     )
     if "bioformats2raw.layout" not in (attrs.get("ome") or {}):
         _set_ome(root, v05.Bf2Raw.model_validate({"bioformats2raw.layout": 3}))
+
+
+def register_series(root: Path, series: str) -> None:
+    """Make ``root`` a bioformats2raw collection listing image ``series``.
+
+    Writes the root's ``bioformats2raw.layout`` and adds ``series`` to
+    ``OME/zarr.json``; ``OME/METADATA.ome.xml`` is :class:`OmeXml`'s. Call it once the
+    series' image array exists (a listed series must be an image).
+    """
+    from yaozarrs import v05
+
+    start_collection(root)
     names = series_paths(root)
     if series not in names:
         _set_ome(root / "OME", v05.Series(series=[*names, series]))

@@ -50,6 +50,8 @@ class TriggeredStore:
     def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
         """Record a series' shape and what triggered it (before any frame arrives)."""
         with self._lock:
+            if not self._sizes:  # the first series: the store is a collection from now on
+                ngff.start_collection(self.path)
             link_attrs = {"series": series, "sizes": dict(sizes), **dict(link)}
             ngff.set_attributes(self.path / series, {"liveseg": link_attrs})
             self._sizes[series] = {"c": int(sizes.get("c", 1)), "z": int(sizes.get("z", 1))}
@@ -111,8 +113,7 @@ class TriggeredStore:
             self._set_scale(series, kind, pixel_size_um, self._z_steps.get(series, 0.0))
             shape = (sizes["c"], sizes["z"], *plane)
             if kind == "image":
-                # The array is its own store root: zarr writes no parent group's
-                # metadata over the collection's (it would, creating it from a Group).
+                # Opened at its own path: the groups above are the store's to write.
                 arr = zarr.create_array(
                     str(self.path / series / "0"),
                     shape=shape,
