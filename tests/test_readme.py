@@ -136,6 +136,9 @@ def workspace(tmp_path, monkeypatch):
             if folder == "ref":
                 tifffile.imwrite(ws / folder / f"n{seed}_labels.tif", lab)
     _ome_zarr_plate(ws / "plate.ome.zarr")
+    from liveseg.synthetic.mosaic import write_nuclei_mosaic
+
+    write_nuclei_mosaic(ws / "slide.ome.zarr", (512, 768), chunk=256)
     monkeypatch.chdir(ws)
     monkeypatch.setenv("LIVESEG_HOME", str(ws / "home"))
     return ws

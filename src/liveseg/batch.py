@@ -533,7 +533,7 @@ def _run_dask(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # None still binds 8787 (a busy port warns)
         )
         client = Client(cluster)  # type: ignore[no-untyped-call]
     records: list[dict[str, Any]] = []

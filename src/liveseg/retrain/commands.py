@@ -1,7 +1,7 @@
 """CLI of the retraining loop.
 
-Commands: ``flag``, ``queue``, ``annotate``, ``models``, ``retrain``, ``validate`` and
-``batch``.
+Commands: ``flag``, ``queue``, ``annotate``, ``models``, ``retrain``, ``validate``,
+``batch`` and ``mosaic``.
 
 Every command takes ``--home`` (else ``$LIVESEG_HOME``, else the platform's user data
 directory), where the queue and the model registry live.
@@ -612,6 +612,40 @@ def retrain_cmd(
 
 
 # -- batch -------------------------------------------------------------------------------
+def offline_chain(
+    config: str | None, spec: str | None, plugins_dir: str | None, home: str | None
+) -> tuple[Any, str | None, list[Any], str | None]:
+    """The config, plugins folder, chain and pinned model version of ``batch``/``mosaic``.
+
+    The chain is the config's (or pipeline file's), with ``--model`` pinned to its exact
+    version ``name@N`` for the whole run; without either, the default chain.
+    """
+    from liveseg.assembly import build_host
+    from liveseg.config import LivesegConfig
+    from liveseg.configfile import load_config_file
+    from liveseg.defaults import default_steps
+    from liveseg.retrain.validate import model_steps
+
+    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
+    pdir = plugins_dir or cfg.plugins.dir
+    host = build_host(cfg, pdir)  # the config's allow/deny hold offline too
+    factories = host.backends()
+    steps = list(cfg.pipeline.steps)
+    resolved = None
+    if spec:
+        mv = _registry(home).resolve(spec, verify=False)  # the backend checks the weights
+        resolved = mv.spec  # pin the exact version for the whole run
+        if steps and any(s.backend == mv.backend for s in steps):
+            for s in steps:
+                if s.backend == mv.backend:
+                    s.params = {**s.params, "model": mv.spec}
+        else:
+            steps = model_steps(mv, factories)
+    if not steps:
+        steps = default_steps(factories)
+    return cfg, pdir, steps, resolved
+
+
 @click.command("batch")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
@@ -636,31 +670,10 @@ def batch_cmd(
     home: str | None,
 ) -> None:
     """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
-    from liveseg.assembly import build_host
     from liveseg.batch import run_batch, summary_line
-    from liveseg.config import LivesegConfig
-    from liveseg.configfile import load_config_file
-    from liveseg.defaults import default_steps
-    from liveseg.retrain.validate import model_steps
 
     h = _home(home)
-    cfg = load_config_file(config) if config else LivesegConfig()  # config or pipeline file
-    pdir = plugins_dir or cfg.plugins.dir
-    host = build_host(cfg, pdir)  # the config's allow/deny hold in batch too
-    factories = host.backends()
-    steps = list(cfg.pipeline.steps)
-    resolved = None
-    if spec:
-        mv = _registry(home).resolve(spec, verify=False)  # the backend checks the weights
-        resolved = mv.spec  # pin the exact version for the whole batch
-        if steps and any(s.backend == mv.backend for s in steps):
-            for s in steps:
-                if s.backend == mv.backend:
-                    s.params = {**s.params, "model": mv.spec}
-        else:
-            steps = model_steps(mv, factories)
-    if not steps:
-        steps = default_steps(factories)
+    cfg, pdir, steps, resolved = offline_chain(config, spec, plugins_dir, home)
     summary = run_batch(
         source,
         output,
@@ -684,6 +697,66 @@ def batch_cmd(
         sys.exit(1)
 
 
+# -- mosaic ------------------------------------------------------------------------------
+@click.command("mosaic")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(), help="New OUT.ome.zarr.")
+@click.option("--block", type=int, default=2048, show_default=True, help="Tile edge (px).")
+@click.option("--overlap", default="auto", show_default=True, help="Halo (px) or auto.")
+@click.option("--model", "spec", help="Model for the chain's model step (e.g. nuclei@prod).")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="Chain config.")
+@click.option("--workers", type=int, help="Dask LocalCluster on 127.0.0.1 with N workers.")
+@click.option("--scheduler", help="Address of an existing Dask scheduler.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--plugins-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@_home_option
+def mosaic_cmd(
+    source: str,
+    output: str,
+    block: int,
+    overlap: str,
+    spec: str | None,
+    config: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    threads: int,
+    plugins_dir: str | None,
+    as_json: bool,
+    home: str | None,
+) -> None:
+    """Segment one large image (or a grid run) in tiles into one stitched label image.
+
+    SOURCE is an OME-Zarr, zarr array, TIFF/PNG, or a liveseg run directory of a grid
+    acquisition (stitched by stage position); OUT is a new OME-Zarr holding the image and
+    its labels in labels/cells.
+    """
+    from liveseg.errors import ConfigError
+    from liveseg.mosaic import segment_mosaic, summary_line
+
+    if overlap != "auto" and not overlap.isdigit():
+        raise ConfigError(f"--overlap must be a number of pixels or auto, got {overlap!r}")
+    cfg, pdir, steps, resolved = offline_chain(config, spec, plugins_dir, home)
+    summary = segment_mosaic(
+        source,
+        output,
+        steps=steps,
+        home=_home(home),
+        block=block,
+        overlap=None if overlap == "auto" else int(overlap),
+        model=resolved,
+        plugins_dir=pdir,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        config=cfg,
+    )
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(summary_line(summary))
+
+
 commands: list[click.Command] = [
     flag_cmd,
     queue_group,
@@ -692,4 +765,5 @@ commands: list[click.Command] = [
     validate_cmd,
     retrain_cmd,
     batch_cmd,
+    mosaic_cmd,
 ]
