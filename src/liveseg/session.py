@@ -38,7 +38,7 @@ from liveseg.processing import (
     TablesConsumer,
     TriggerConsumer,
 )
-from liveseg.store import WRITE_FAILED, RunStore
+from liveseg.store import WRITE_FAILED, RunStore, image_series_index
 from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult
 
@@ -311,6 +311,7 @@ class Session:
         )
         self.processor = processor
         controller = Controller(self.core, queue, writer)
+        controller.image_series = image_series_index(sequence)
         self.controller = controller
         store.start(
             {

@@ -19,7 +19,13 @@ ignored.
 from __future__ import annotations
 
 from liveseg.store import ngff
-from liveseg.store.layout import check_output_dir, create_label_array, image_group, run_is_live
+from liveseg.store.layout import (
+    check_output_dir,
+    create_label_array,
+    image_group,
+    image_series_index,
+    run_is_live,
+)
 from liveseg.store.ngff import write_label_image
 from liveseg.store.reader import RunReader
 from liveseg.store.tables import (
@@ -52,6 +58,7 @@ __all__ = [
     "compact_frames",
     "create_label_array",
     "image_group",
+    "image_series_index",
     "latest_frame_rows",
     "ngff",
     "run_is_live",

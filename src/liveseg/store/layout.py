@@ -97,6 +97,38 @@ def image_group(images: Path, position: int) -> Path:
     return images / str(position)
 
 
+def image_series_index(sequence: Any) -> dict[tuple[int, int], int]:
+    """``(p, g)`` of a grid acquisition's events → the index of its image group.
+
+    ome-writers stores every grid tile of every stage position as an image of its own
+    (positions first, each with its grid, unless the axis order puts the grid first);
+    a frame's ``position`` is that image's index, so its labels and every reader find
+    it. Empty for an acquisition without a grid (there ``position`` is ``p``).
+    """
+    from useq import Axis, MDASequence
+
+    if not isinstance(sequence, MDASequence):
+        return {}
+    global_grid = list(sequence.grid_plan) if sequence.grid_plan else []
+    positions = list(sequence.stage_positions)
+    if not positions:
+        return {(0, g): g for g in range(len(global_grid))}
+    order = sequence.axis_order
+    if global_grid and Axis.GRID in order and Axis.POSITION in order:
+        if order.index(Axis.GRID) < order.index(Axis.POSITION):
+            n = len(positions)
+            return {(p, g): g * n + p for g in range(len(global_grid)) for p in range(n)}
+    out: dict[tuple[int, int], int] = {}
+    has_grid = False
+    for p, pos in enumerate(positions):
+        sub = getattr(pos, "sequence", None)
+        grid = list(sub.grid_plan) if sub is not None and sub.grid_plan else global_grid
+        has_grid = has_grid or bool(grid)
+        for g in range(max(len(grid), 1)):
+            out[(p, g)] = len(out)
+    return out if has_grid else {}
+
+
 def create_label_array(
     images: Path,
     position: int,
