@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,gui,dask,napari]' $(foreach p,$(dir $(PLUGINS)),-e $(p))
+	$(PY) -m pip install -q -e '.[test,gui,dask,napari,formats]' $(foreach p,$(dir $(PLUGINS)),-e $(p))
 	@touch $@
 
 demo: $(STAMP)

@@ -49,7 +49,7 @@ def test_batch_outputs_and_per_file_errors(tmp_path):
     summary = run_batch(src, out, steps=STEPS, home=tmp_path / "home", progress=False)
     assert summary["total"] == 6 and summary["ok"] == 4 and summary["failed"] == 2
     assert "broken" in summary["errors"] and "cannot read image" in summary["errors"]["broken"]
-    assert "2-D" in summary["errors"]["rgb"]
+    assert "RGB image" in summary["errors"]["rgb"]
     for k in range(4):
         labels = tifffile.imread(out / f"img{k:03d}_labels.tif")
         assert labels.dtype == np.uint32 and labels.shape == (96, 96)

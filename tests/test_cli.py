@@ -57,7 +57,7 @@ def test_segment_writes_labels_and_tables(runner, tmp_path, classical_yaml):
     [
         (np.ones((32, 32), dtype=bool), "unsupported pixel type bool"),
         (np.ones((32, 32), dtype=np.complex64), "unsupported pixel type complex64"),
-        (np.ones((3, 4, 32, 32), dtype=np.uint16), "expected a single-channel 2-D image"),
+        (np.ones((3, 4, 32, 32), dtype=np.uint16), "has 3 channels (indices 0-2)"),
     ],
     ids=["bool", "complex", "4d"],
 )

@@ -19,7 +19,7 @@ def test_imagej_tiff_resolution_and_unit(tmp_path, unit):
     p = tmp_path / "fiji.tif"
     tifffile.imwrite(p, IMG, imagej=True, resolution=(1 / 0.5, 1 / 0.5), metadata={"unit": unit})
     size = read_pixel_size(p)
-    assert size is not None and size.source == "imagej"
+    assert size is not None and size.source == "tifffile"
     assert size.x_um == pytest.approx(0.5) and size.y_um == pytest.approx(0.5)
 
 
@@ -121,3 +121,20 @@ def test_png_and_unreadable_metadata(tmp_path):
     assert read_pixel_size(png) is None
     data = read_image_data(png)
     assert data.pixel_size_um is None and data.source is None
+
+
+def test_fiji_hyperstack_plane_and_pixel_size(tmp_path):
+    from liveseg.imageio import ImageError, ImageSelection
+
+    # What Fiji saves for a T×Z×C hyperstack with a calibration (Image ▸ Properties).
+    data = (np.arange(2 * 4 * 3 * 32 * 32) % 60000).astype(np.uint16).reshape(2, 4, 3, 32, 32)
+    p = tmp_path / "hyper.tif"
+    meta = {"axes": "TZCYX", "unit": "um"}
+    tifffile.imwrite(p, data, imagej=True, resolution=(1 / 0.5, 1 / 0.5), metadata=meta)
+    got = read_image_data(p, ImageSelection(channel=1, timepoint=1, z=2))
+    np.testing.assert_array_equal(got.array, data[1, 2, 1])
+    assert got.pixel_size_um == pytest.approx(0.5) and got.source == "tifffile"
+    got = read_image_data(p, ImageSelection(channel=2, timepoint=0, z="max"))
+    np.testing.assert_array_equal(got.array, data[0, :, 2].max(axis=0))
+    with pytest.raises(ImageError, match=r"has 3 channels \(indices 0-2\)"):
+        read_image_data(p)

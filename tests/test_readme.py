@@ -139,6 +139,14 @@ def workspace(tmp_path, monkeypatch):
     from liveseg.synthetic.mosaic import write_nuclei_mosaic
 
     write_nuclei_mosaic(ws / "slide.ome.zarr", (512, 768), chunk=256)
+    movie = np.stack([np.stack([_nuclei(40 + t)[0]] * 2) for t in range(3)])  # (t, c, y, x)
+    meta = {"axes": "TCYX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65}
+    tifffile.imwrite(
+        ws / "movie.ome.tif",
+        movie,
+        ome=True,
+        metadata=meta | {"Channel": {"Name": ["DAPI", "GFP"]}},
+    )
     monkeypatch.chdir(ws)
     monkeypatch.setenv("LIVESEG_HOME", str(ws / "home"))
     return ws

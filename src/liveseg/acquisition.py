@@ -107,6 +107,23 @@ class FrameQueue:
             item.spool = None
         return item
 
+    def get_ready(self, n: int) -> list[QueueItem]:
+        """Up to ``n`` more frames that are waiting now, without waiting for any.
+
+        For batching a backlog under ``all`` (which never skips); empty under ``latest``,
+        where only the newest frame is ever segmented.
+        """
+        out: list[QueueItem] = []
+        while self.policy == "all" and len(out) < n:
+            with self._cond:
+                if not self._items:
+                    break
+            item = self.get(timeout=0)
+            if item is None:  # another worker took it
+                break
+            out.append(item)
+        return out
+
     def backlog(self) -> int:
         """Frames waiting (in memory or spooled)."""
         with self._cond:
@@ -231,6 +248,7 @@ class Controller:
         self.geometry_md: dict[str, Any] = {}
         self._affine: tuple[float, float, float, float, float, float] | None = None
         self._pixel_size = 1.0
+        self.image_series: dict[tuple[int, int], int] = {}  # grid runs: (p, g) → image
 
     def prepare(self) -> None:
         """Read camera geometry once (not per frame)."""
@@ -255,6 +273,13 @@ class Controller:
         affine = tuple(float(v) for v in core.getPixelSizeAffine())
         self._affine = affine if len(affine) == 6 else None  # type: ignore[assignment]
 
+    def _position(self, event: useq.MDAEvent) -> int:
+        """The index of the image group the frame's pixels go to (see image_series_index)."""
+        p = int(event.index.get("p", 0))
+        if not self.image_series:
+            return p
+        return self.image_series.get((p, int(event.index.get("g", 0))), p)
+
     def on_frame(self, image: np.ndarray, event: useq.MDAEvent, meta: Any = None) -> None:
         """FrameReady handler: O(1) — wrap and enqueue, nothing else."""
         x, y = event.x_pos, event.y_pos
@@ -270,7 +295,7 @@ class Controller:
             image=image,
             event=event,
             time_s=time.perf_counter() - self._t0,
-            position=int(event.index.get("p", 0)),
+            position=self._position(event),
             stage_xy=(float(x), float(y)) if x is not None and y is not None else None,
             stage_z=event.z_pos,
             pixel_size_um=self._pixel_size,

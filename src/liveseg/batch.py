@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from liveseg.config import LivesegConfig, StepConfig
+    from liveseg.imageio import ImageSelection
     from liveseg.types import FrameResult
 
 __all__ = ["BatchFiles", "BatchInput", "discover_inputs", "process_chunk", "run_batch"]
@@ -64,19 +65,22 @@ class BatchInput:
     path: str
     array: str | None = None  # path of the array inside the zarr store
     index: tuple[int, ...] = ()  # leading (non-YX) indices of the plane
+    selection: ImageSelection | None = None  # scene/channel/time/z of a file (bioio)
 
     def pixel_size(self, override: float | None = None) -> tuple[float, str | None]:
         """The pixel size (µm) and its source: the config, the file (or store), or none."""
         from liveseg.imageio import resolve_pixel_size
 
-        return resolve_pixel_size(self.path, override)
+        # A plane of a store: its own image group states the size (positions may differ).
+        where = Path(self.path) / Path(self.array).parent if self.array else Path(self.path)
+        return resolve_pixel_size(where, override, self.selection)
 
     def read(self) -> np.ndarray:
         """The 2-D image (errors name the file and say what is wrong)."""
         from liveseg.imageio import check_image, read_image
 
         if self.array is None:
-            return read_image(self.path)
+            return read_image(self.path, self.selection)
         import zarr
 
         arr = zarr.open_array(str(Path(self.path) / self.array), mode="r")
@@ -85,10 +89,9 @@ class BatchInput:
 
 
 def _strip(name: str) -> str:
-    for suffix in (".ome.zarr", ".ome.tif", ".ome.tiff", ".tiff", ".tif", ".png", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    from liveseg.imageio import image_stem
+
+    return image_stem(name)
 
 
 def _multiscale_arrays(group: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
@@ -114,8 +117,13 @@ def _multiscale_arrays(group: Any, prefix: str = "") -> list[tuple[str, list[str
     return found
 
 
-def discover_inputs(source: str | os.PathLike[str]) -> list[BatchInput]:
-    """Every image of a folder (TIFF/PNG, not ``_labels``/``_valid``) or OME-Zarr plane.
+def discover_inputs(
+    source: str | os.PathLike[str], selection: ImageSelection | None = None
+) -> list[BatchInput]:
+    """Every image of a folder (not ``_labels``/``_valid``) or OME-Zarr plane.
+
+    ``selection`` picks the plane of every multi-dimensional file; with a choice, an
+    OME-Zarr store is one input (the chosen plane) rather than one input per plane.
 
     Raises
     ------
@@ -130,15 +138,16 @@ def discover_inputs(source: str | os.PathLike[str]) -> list[BatchInput]:
         or (src / "zarr.json").is_file()
         or (src / ".zgroup").is_file()
     )
-    if not is_zarr:
-        if not src.is_dir():
-            return [BatchInput(_strip(src.name), str(src))]
-        from liveseg.imageio import list_images
+    chosen = selection if selection is not None and selection.describe() else None
+    if not is_zarr or chosen is not None:
+        if not src.is_dir() or is_zarr:
+            return [BatchInput(_strip(src.name), str(src), selection=chosen)]
+        from liveseg.imageio import IMAGE_SUFFIXES, list_images
 
         files = list_images(src)
         if not files:
-            raise ConfigError(f"batch input {src} holds no .tif/.tiff/.png images")
-        return [BatchInput(_strip(p.name), str(p)) for p in files]
+            raise ConfigError(f"batch input {src} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        return [BatchInput(_strip(p.name), str(p), selection=chosen) for p in files]
     import zarr
 
     node = zarr.open(str(src), mode="r")
@@ -425,8 +434,11 @@ def run_batch(
     progress: bool = True,
     provenance: dict[str, Any] | None = None,
     config: LivesegConfig | None = None,
+    selection: ImageSelection | None = None,
 ) -> dict[str, Any]:
     """Segment every input of ``source`` into ``out_dir``; returns the summary.
+
+    ``selection`` picks the scene/channel/time point/z-plane of multi-dimensional files.
 
     ``steps`` is the chain (already carrying the exact model version). ``config`` gives
     the plugin allow/deny lists and the ``sinks:`` (its own chain is not used). Finished
@@ -441,7 +453,7 @@ def run_batch(
     out = Path(out_dir)
     check_output_dir(out, "batch", own=lambda info: _same_batch(info, source))
     out.mkdir(parents=True, exist_ok=True)
-    inputs = discover_inputs(source)
+    inputs = discover_inputs(source, selection)
     names = [i.name for i in inputs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -459,6 +471,7 @@ def run_batch(
         "started": _dt.datetime.now(_dt.UTC).isoformat(),
         "plugins": build_host(cfg, plugins_dir).versions(),
         "dask": {"workers": workers, "scheduler": scheduler},
+        **({"selection": selection.describe()} if selection and selection.describe() else {}),
         **(provenance or {}),
     }
     _write_json(out / "run.json", {**info, "status": "running"})

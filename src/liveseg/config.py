@@ -96,6 +96,13 @@ class BacklogConfig(_Model):
     policy: Literal["all", "latest"] = "all"
     queue_size: int = Field(default=16, ge=1)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    batch: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="under 'all', up to this many frames already waiting are segmented "
+        "together (a step with segment_batch shares forward passes); 1: one at a time",
+    )
 
     @field_validator("workers", mode="before")
     @classmethod

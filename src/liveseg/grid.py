@@ -58,12 +58,19 @@ class GridTile:
         return np.asarray(arr[self.plane] if self.plane else arr[...])
 
 
+def _stage_position(row: dict[str, Any]) -> int:
+    """The stage position ``p`` of a frame (its ``position`` is its image: one per tile)."""
+    import json
+
+    idx = json.loads(row["event_index"]) if row.get("event_index") else {}
+    return int(idx.get("p", 0))
+
+
 def _frame_array(run: Path, row: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
     """Where one base frame's pixels are: its array and plane in ``images.ome.zarr``.
 
-    ome-writers stores a grid acquisition as one image group per grid tile, named
-    ``<g:04d>_<row>_<col>`` (``g`` from the frame's ``event_index``); other runs keep
-    one image per position (:func:`liveseg.store.layout.image_group`).
+    ome-writers stores a grid acquisition as one image group per grid tile; a frame's
+    ``position`` is the index of that image (:func:`liveseg.store.image_series_index`).
     """
     import json
 
@@ -71,15 +78,8 @@ def _frame_array(run: Path, row: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
 
     from liveseg.store.layout import image_group
 
-    images = run / "images.ome.zarr"
     idx = json.loads(row["event_index"]) if row.get("event_index") else {}
-    if "g" in idx:
-        found = sorted(images.glob(f"{int(idx['g']):04d}_*"))
-        if len(found) != 1:
-            raise ConfigError(f"{run}: no single image group for grid tile g={idx['g']}")
-        group = found[0]
-    else:
-        group = image_group(images, int(row["position"]))
+    group = image_group(run / "images.ome.zarr", int(row["position"]))
     arr = zarr.open_array(str(group / "0"), mode="r")
     dims = list(arr.metadata.dimension_names or [])  # type: ignore[union-attr]
     plane = tuple(int(idx.get(d, row.get(d) or 0)) for d in dims[:-2])
@@ -114,7 +114,7 @@ def grid_layout(
         for r in reader.frames()
         if r.get("series") in (None, "", "base")
         and r.get("status") in ("ok", "skipped", "failed", "acquired")
-        and (r.get("position"), r.get("t"), r.get("c"), r.get("z")) == (position, t, c, z)
+        and (_stage_position(r), r.get("t"), r.get("c"), r.get("z")) == (position, t, c, z)
     ]
     if not rows:
         raise ConfigError(f"{run_dir}: no frames of position {position} (t={t}, c={c}, z={z})")

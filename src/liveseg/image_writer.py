@@ -174,10 +174,36 @@ class ImageWriter:
                 self._setup_error = f"{type(exc).__name__}: {exc}"
                 self.store.event(WRITE_FAILED, frame=None, error=self._setup_error)
                 return
+            self._complete_metadata()
         self._flusher = threading.Thread(
             target=self._flush_loop, name="liveseg-frame-index", daemon=True
         )
         self._flusher.start()
+
+    def _complete_metadata(self) -> None:
+        """Finish what ome-writers leaves out of the store's OME-NGFF metadata.
+
+        A time scale of 0 (``interval: 0``) becomes 1 without a unit, through the
+        stream's own metadata update (so ome-writers' later flushes keep it), and a
+        multi-position store gets ``OME/METADATA.ome.xml`` naming its images, which
+        napari-ome-zarr needs to open the root. Images are written either way: a
+        failure here is recorded, not raised.
+        """
+        from liveseg.store import ngff
+
+        try:
+            stream: Any = getattr(self._sink, "_stream", None)
+            if stream is not None:
+                attrs = stream.get_metadata()
+                mended = {p: a for p, a in attrs.items() if ngff.mend_scales(a.get("ome") or {})}
+                if mended:
+                    stream.update_metadata(mended)
+            series = ngff.series_paths(self.store.images_path)
+            if series:
+                ngff.write_ome_xml(self.store.images_path, series)
+        except Exception as exc:
+            log.warning("could not complete the image store's OME metadata: %r", exc)
+            self.store.event("metadata_incomplete", error=f"{type(exc).__name__}: {exc}")
 
     def frame(self, frame: Frame, meta: Mapping[str, Any] | None = None) -> None:
         """Write one frame (runner thread); never raises.
@@ -223,6 +249,8 @@ class ImageWriter:
 
     def close(self, *_: Any) -> None:
         """Flush and close the image store (idempotent); a failure is recorded."""
+        if self._triggered is not None:
+            self._triggered.close()  # its OME-XML, written behind the acquisition
         with self._lock:
             ready, self._ready = self._ready, False
             try:

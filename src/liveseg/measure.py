@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from liveseg.coords import CameraGeometry, pixel_to_stage
 from liveseg.types import label_ids
@@ -65,10 +64,18 @@ def frame_geometry(frame: Frame) -> CameraGeometry:
 
 
 def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
-    """Standard per-object columns for ``result.labels`` measured on the raw image."""
+    """Standard per-object columns for ``result.labels`` measured on the raw image.
+
+    Only foreground pixels are visited after one pass that finds them: on a 512² frame
+    about a third of the pixels, so every sum below costs a third of a full-frame one.
+    Each object's sums add the same pixels in the same (raster) order as a full-frame
+    ``bincount`` would, so the values are bit-for-bit those of measuring every pixel.
+    """
     labels = result.labels
-    image = np.asarray(frame.image, dtype=np.float64)
-    ids = label_ids(labels)
+    h, w = labels.shape
+    flat_all = np.asarray(labels).ravel()
+    where = np.flatnonzero(flat_all)
+    ids = label_ids(flat_all[where]) if where.size else np.zeros(0, dtype=np.int64)
     n = ids.size
     if n == 0:
         return {c: np.zeros(0) for c in OBJECT_COLUMNS}
@@ -76,27 +83,33 @@ def measure_objects(frame: Frame, result: FrameResult) -> dict[str, np.ndarray]:
     # Compact ids to 1..n so bincount arrays stay small even for sparse label values.
     lut = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
     lut[ids] = np.arange(1, n + 1)
-    lab = lut[labels]
-    flat = lab.ravel()
-    rows, cols = np.indices(labels.shape, dtype=np.float64)
+    flat = lut[flat_all[where]]
+    ri, ci = np.divmod(where, w)
+    rows, cols = ri.astype(np.float64), ci.astype(np.float64)
     area = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    sum_r = np.bincount(flat, rows.ravel(), minlength=n + 1)[1:]
-    sum_c = np.bincount(flat, cols.ravel(), minlength=n + 1)[1:]
+    sum_r = np.bincount(flat, rows, minlength=n + 1)[1:]
+    sum_c = np.bincount(flat, cols, minlength=n + 1)[1:]
     cr, cc = sum_r / area, sum_c / area
-    srr = np.bincount(flat, (rows * rows).ravel(), minlength=n + 1)[1:] / area - cr * cr
-    scc = np.bincount(flat, (cols * cols).ravel(), minlength=n + 1)[1:] / area - cc * cc
-    src = np.bincount(flat, (rows * cols).ravel(), minlength=n + 1)[1:] / area - cr * cc
+    srr = np.bincount(flat, rows * rows, minlength=n + 1)[1:] / area - cr * cr
+    scc = np.bincount(flat, cols * cols, minlength=n + 1)[1:] / area - cc * cc
+    src = np.bincount(flat, rows * cols, minlength=n + 1)[1:] / area - cr * cc
     tr, det = srr + scc, srr * scc - src * src
     disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0))
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
     ecc = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / np.where(l1 > 0, l1, 1), 0, 1)), 0.0)
-    integrated = np.bincount(flat, image.ravel(), minlength=n + 1)[1:]
+    values = np.asarray(frame.image).ravel()[where].astype(np.float64)
+    integrated = np.bincount(flat, values, minlength=n + 1)[1:]
     maxi = np.full(n + 1, -np.inf)
-    np.maximum.at(maxi, flat, image.ravel())  # ~10x cheaper than ndi.maximum's sort
+    np.maximum.at(maxi, flat, values)  # ~10x cheaper than ndi.maximum's sort
     maxi = maxi[1:]
-    slices = ndi.find_objects(lab)
-    bbox = np.array([(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in slices], dtype=int)
-    h, w = labels.shape
+    # Bounding boxes from the extreme rows and columns of each object's pixels.
+    rmin, cmin = np.full(n + 1, h, dtype=np.int64), np.full(n + 1, w, dtype=np.int64)
+    rmax, cmax = np.zeros(n + 1, dtype=np.int64), np.zeros(n + 1, dtype=np.int64)
+    np.minimum.at(rmin, flat, ri)
+    np.minimum.at(cmin, flat, ci)
+    np.maximum.at(rmax, flat, ri)
+    np.maximum.at(cmax, flat, ci)
+    bbox = np.stack([rmin[1:], cmin[1:], rmax[1:] + 1, cmax[1:] + 1], axis=1)
     edge = (bbox[:, 0] == 0) | (bbox[:, 1] == 0) | (bbox[:, 2] == h) | (bbox[:, 3] == w)
     geom = frame_geometry(frame)
     x_um, y_um = pixel_to_stage(cr, cc, geom)

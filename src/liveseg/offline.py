@@ -19,7 +19,7 @@ from tqdm import tqdm
 from liveseg.assembly import assemble
 from liveseg.config import LivesegConfig, parse_config
 from liveseg.errors import LivesegError
-from liveseg.imageio import read_image, resolve_pixel_size
+from liveseg.imageio import ImageSelection, image_stem, read_image_data
 from liveseg.processing import (
     ConsumerSpec,
     LabelsConsumer,
@@ -37,11 +37,7 @@ UNLABELLED = ("acquired", "skipped", "failed")
 
 
 def _image_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".ome.tif", ".ome.tiff", ".tiff", ".tif", ".png", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    return image_stem(path.name)
 
 
 def _relative_names(paths: list[Path]) -> list[str]:
@@ -58,8 +54,12 @@ def segment_files(
     *,
     home: str | Path | None = None,
     progress: bool = True,
+    selection: ImageSelection | None = None,
 ) -> dict[str, Any]:
     """Segment image files into ``out_dir``; a bad file is reported, the rest go on.
+
+    ``selection`` picks the scene/channel/time point/z-plane of multi-dimensional files
+    (the same for every file); the pixel size comes from the config, else the file.
 
     Labels go to ``<out>/<relative path>_labels.tif``, the path relative to the inputs'
     common folder, so two inputs of the same name (``s1/x.tif``, ``s2/x.tif``) never
@@ -84,23 +84,43 @@ def segment_files(
         record=store.event,
     )
     cfg = config.model_dump(mode="json")
-    store.start({"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]})
+    sel = selection or ImageSelection()
+    info: dict[str, Any] = {"kind": "segment", "config": cfg, "inputs": [str(p) for p in paths]}
+    if sel.describe():
+        info["selection"] = sel.describe()
+    store.start(info)
     parts.record_plugin_failures(store.event)
     processor.setup(parts.run_info("segment", out_dir))
     errors: dict[str, str] = {}
+    pixel_sizes: dict[str, dict[str, Any]] = {}
     ok = 0
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
+    # Up to backlog.batch readable files are segmented together (Pipeline.run_batch);
+    # an unreadable one is dispatched after the files before it, so sinks see input order.
+    pending: list[tuple[Path, Frame]] = []
+
+    def flush() -> int:
+        done = processor.process_batch([f for _, f in pending])
+        for (p, _), result in zip(pending, done, strict=True):
+            if result.status.value != "ok":
+                errors[str(p)] = str(result.error)
+        pending.clear()
+        return sum(r.status.value == "ok" for r in done)
+
     try:
         for i, path in enumerate(tqdm(paths, desc="segment", unit="img", disable=not progress)):
             name = rel_names[i]
             try:
-                image = read_image(path)
+                data = read_image_data(path, sel)
             except LivesegError as exc:
+                ok += flush()
                 errors[str(path)] = str(exc)
                 processor.unreadable(i, name, str(exc), file=str(path))
                 continue
-            px, px_source = resolve_pixel_size(path, config.hardware.pixel_size_um)
+            image = data.array
+            px, px_source = data.measure_with(config.hardware.pixel_size_um)
+            pixel_sizes[name] = {"um": px, "source": px_source}
             if px_source is None:
                 store.event(
                     "pixel_size",
@@ -115,19 +135,24 @@ def segment_files(
                 pixel_size_um=px,
                 metadata={"pixel_size_source": px_source},
             )
-            result = processor.process(frame)
-            if result.status.value == "ok":
-                ok += 1
-            else:
-                errors[str(path)] = str(result.error)
+            pending.append((path, frame))
+            if len(pending) >= config.backlog.batch:
+                ok += flush()
+        ok += flush()
     finally:
         summary = processor.summary(time.perf_counter() - t0)
-        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok)
+        summary.update(total=len(paths), ok=ok, failed=len(paths) - ok, pixel_sizes=pixel_sizes)
         store.finish(summary)
         processor.finish(summary)
         store.close()
         parts.close()
-    return {"total": len(paths), "ok": ok, "failed": len(paths) - ok, "errors": errors}
+    return {
+        "total": len(paths),
+        "ok": ok,
+        "failed": len(paths) - ok,
+        "errors": errors,
+        "pixel_sizes": pixel_sizes,
+    }
 
 
 def resegment_run(
@@ -183,25 +208,33 @@ def resegment_run(
     pixel_size = float(info.get("pixel_size_um") or hw.get("pixel_size_um") or 1.0)
     ok = failed = 0
     try:
-        for row in tqdm(todo, desc="resegment", unit="frame", disable=not progress):
-            idx = json.loads(row["event_index"]) if row.get("event_index") else {"t": row["t"]}
-            sx, sy = row.get("stage_x_um"), row.get("stage_y_um")
-            frame = Frame(
-                index=int(row["index"]),
-                image=reader.image(int(row["index"])),
-                event=useq.MDAEvent(index=idx),
-                time_s=float(row.get("time_s") or 0.0),
-                position=int(row.get("position") or 0),
-                stage_xy=(float(sx), float(sy))
-                if isinstance(sx, int | float) and isinstance(sy, int | float)
-                else None,
-                pixel_size_um=pixel_size,
-            )
-            result = processor.process(frame)
-            if result.status.value == "ok":
-                ok += 1
-            else:
-                failed += 1
+        n = config.backlog.batch  # frames segmented together (Pipeline.run_batch)
+        bar = tqdm(total=len(todo), desc="resegment", unit="frame", disable=not progress)
+        for k in range(0, len(todo), n):
+            frames = []
+            for row in todo[k : k + n]:
+                idx = json.loads(row["event_index"]) if row.get("event_index") else {"t": row["t"]}
+                sx, sy = row.get("stage_x_um"), row.get("stage_y_um")
+                frames.append(
+                    Frame(
+                        index=int(row["index"]),
+                        image=reader.image(int(row["index"])),
+                        event=useq.MDAEvent(index=idx),
+                        time_s=float(row.get("time_s") or 0.0),
+                        position=int(row.get("position") or 0),
+                        stage_xy=(float(sx), float(sy))
+                        if isinstance(sx, int | float) and isinstance(sy, int | float)
+                        else None,
+                        pixel_size_um=pixel_size,
+                    )
+                )
+            for result in processor.process_batch(frames):
+                if result.status.value == "ok":
+                    ok += 1
+                else:
+                    failed += 1
+            bar.update(len(frames))
+        bar.close()
         store.event("resegment", frames=len(todo), ok=ok, failed=failed)
         # Spooled frames of an interrupted run: their images are in the OME-Zarr store
         # (written before they were queued) and have just been segmented from there.

@@ -155,19 +155,99 @@ class Pipeline:
         for step in self._steps:
             if on_step is not None:
                 on_step(step.name)
-            t0 = time.perf_counter()
-            try:
-                result = step.backend.segment(frame, upstream)
-                _check_result(step.name, frame, result)
-            except Exception as exc:
-                timings[step.name] = (time.perf_counter() - t0) * 1e3
-                log.warning("step %r failed on frame %d: %r", step.name, frame.index, exc)
-                return failed_result(frame, step.name, f"{type(exc).__name__}: {exc}", timings)
-            timings[step.name] = (time.perf_counter() - t0) * 1e3
+            result = self._segment_one(step, frame, upstream, timings)
+            if result.status is FrameStatus.FAILED:
+                return result
             upstream = result
         if upstream is None:
             return FrameResult(labels=empty_labels(frame.shape), timings_ms=timings)
         return upstream.replace(timings_ms=timings)
+
+    def run_batch(
+        self, frames: Sequence[Frame], on_step: Callable[[str], None] | None = None
+    ) -> list[FrameResult]:
+        """:meth:`run` for several frames; a step with ``segment_batch`` gets them at once.
+
+        A backend may offer ``segment_batch(frames, upstreams)`` (the unet and cellpose
+        steps do: frames share forward passes). Each step gets the frames still running;
+        a step without it segments them one by one. When a batch call raises, that step
+        runs frame by frame for the batch, so only the frame that fails is failed, with
+        the message :meth:`run` would give. The results equal :meth:`run`'s, in order;
+        a step's ``timings_ms`` is its batch time divided by the frames.
+        """
+        if len(frames) <= 1 or not any(
+            callable(getattr(s.backend, "segment_batch", None)) for s in self._steps
+        ):
+            return [self.run(f, on_step) for f in frames]
+        out: list[FrameResult | None] = [None] * len(frames)
+        ups: list[FrameResult | None] = [None] * len(frames)
+        timings: list[dict[str, float]] = [{} for _ in frames]
+        live = []
+        for i, frame in enumerate(frames):
+            shape = np.asarray(frame.image).shape
+            if len(shape) != 2:
+                out[i] = failed_result(frame, "chain", f"expected a 2-D image, got shape {shape}")
+            else:
+                live.append(i)
+        for step in self._steps:
+            if on_step is not None:
+                on_step(step.name)
+            batch = getattr(step.backend, "segment_batch", None)
+            done: dict[int, FrameResult] = {}
+            if callable(batch) and len(live) > 1:
+                t0 = time.perf_counter()
+                try:
+                    got = list(batch([frames[i] for i in live], [ups[i] for i in live]))
+                    if len(got) != len(live):
+                        raise ValueError(f"returned {len(got)} results for {len(live)} frames")
+                    for i, r in zip(live, got, strict=True):
+                        _check_result(step.name, frames[i], r)
+                        done[i] = r
+                except Exception as exc:
+                    log.info(
+                        "step %r: batch of %d failed (%r); frame by frame",
+                        step.name,
+                        len(live),
+                        exc,
+                    )
+                    done = {}
+                else:
+                    ms = (time.perf_counter() - t0) * 1e3 / len(live)
+                    for i in live:
+                        timings[i][step.name] = ms
+            for i in live:
+                if i not in done:
+                    r = self._segment_one(step, frames[i], ups[i], timings[i])
+                    if r.status is FrameStatus.FAILED:
+                        out[i] = r
+                        continue
+                    done[i] = r
+                ups[i] = done[i]
+            live = [i for i in live if out[i] is None]
+        for i in live:
+            up = ups[i]
+            out[i] = (
+                FrameResult(labels=empty_labels(frames[i].shape), timings_ms=timings[i])
+                if up is None
+                else up.replace(timings_ms=timings[i])
+            )
+        return [r for r in out if r is not None]
+
+    def _segment_one(
+        self, step: _Step, frame: Frame, upstream: FrameResult | None, timings: dict[str, float]
+    ) -> FrameResult:
+        """One step on one frame, timed into ``timings``; a failure gives a failed result."""
+        t0 = time.perf_counter()
+        try:
+            result = step.backend.segment(frame, upstream)
+            _check_result(step.name, frame, result)
+        except Exception as exc:
+            timings[step.name] = (time.perf_counter() - t0) * 1e3
+            log.warning("step %r failed on frame %d: %r", step.name, frame.index, exc)
+            msg = f"{type(exc).__name__}: {exc}"
+            return failed_result(frame, step.name, msg, timings)
+        timings[step.name] = (time.perf_counter() - t0) * 1e3
+        return result
 
     def backend_of(self, step: str) -> str:
         """The backend name of step ``step`` (``step`` itself when there is none)."""

@@ -38,7 +38,7 @@ from liveseg.processing import (
     TablesConsumer,
     TriggerConsumer,
 )
-from liveseg.store import WRITE_FAILED, RunStore
+from liveseg.store import WRITE_FAILED, RunStore, image_series_index
 from liveseg.triggers import TriggerController, build_trigger_controller
 from liveseg.types import Flag, Frame, FrameResult
 
@@ -311,6 +311,7 @@ class Session:
         )
         self.processor = processor
         controller = Controller(self.core, queue, writer)
+        controller.image_series = image_series_index(sequence)
         self.controller = controller
         store.start(
             {
@@ -339,7 +340,9 @@ class Session:
         self.events.run_started.emit(str(run_dir))
         workers = [
             threading.Thread(
-                target=self._work, args=(queue, processor), name=f"liveseg-worker-{i}"
+                target=self._work,
+                args=(queue, processor, cfg.backlog.batch),
+                name=f"liveseg-worker-{i}",
             )
             for i in range(cfg.backlog.workers.count)
         ]
@@ -452,24 +455,37 @@ class Session:
             while w.is_alive():
                 w.join(0.2)
 
-    def _work(self, queue: FrameQueue, processor: FrameProcessor) -> None:
-        """A worker: hand every queued frame to the processor (never dies on a frame)."""
+    def _work(self, queue: FrameQueue, processor: FrameProcessor, batch: int = 1) -> None:
+        """A worker: hand every queued frame to the processor (never dies on a frame).
+
+        Frames waiting under ``all`` go ``batch`` at a time (``process_batch``) when
+        :attr:`FrameProcessor.can_batch`.
+        """
         while True:
             item: QueueItem | None = queue.get()
             if item is None:
                 return
+            # A backlog under 'all' is segmented backlog.batch frames at a time, when the
+            # chain can segment frames together.
+            more = batch - 1 if processor.can_batch and not item.skipped else 0
+            items = [item, *queue.get_ready(more)]
             try:
-                self.events.frame_acquired.emit(item.frame)
+                for it in items:
+                    self.events.frame_acquired.emit(it.frame)
                 if item.skipped:
                     processor.skipped(item.frame)
-                else:
+                elif len(items) == 1:
                     processor.process(item.frame, item.enqueued)
+                else:
+                    processor.process_batch(
+                        [it.frame for it in items], [it.enqueued for it in items]
+                    )
             except Exception as exc:  # never let one frame kill the worker
                 log.exception("processing frame %d failed", item.frame.index)
                 self.record("error", frame=item.frame.index, error=repr(exc))
             finally:
                 if self._bar is not None:
-                    self._bar.update(1)
+                    self._bar.update(len(items))
 
     def _provenance(self, sequence: Any) -> dict[str, Any]:
         from liveseg.provenance import provenance

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from liveseg.commands.options import image_selection_options
 from liveseg.commands.plugins import plugins_cmd
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from liveseg.imageio import ImageSelection
 
 __all__ = ["commands"]
 
@@ -235,15 +238,20 @@ def _stop_on_signals(session: Any) -> Iterator[list[int]]:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--home", type=click.Path(file_okay=False))
 @_model_option
+@image_selection_options
 def segment_cmd(
     images: tuple[str, ...],
     output: str,
     config: str | None,
     overrides: tuple[str, ...],
     home: str | None,
+    selection: ImageSelection,
     model: str | None,
 ) -> None:
-    """Segment image files offline (TIFF/PNG/OME-Zarr) with the config's (or default) chain.
+    """Segment image files offline with the config's (or default) chain.
+
+    IMAGES: TIFF, OME-TIFF, PNG, OME-Zarr, and CZI/ND2/LIF with the ``formats`` extra;
+    --channel/--scene/-t/--z pick the plane of a multi-dimensional file.
 
     ``--model cells`` (or ``bacteria``, ``transmitted``, ``nuclei``, ``classical``,
     ``name@N``, a model folder or weights file) runs that model instead.
@@ -255,14 +263,20 @@ def segment_cmd(
     from liveseg.offline import segment_files
 
     cfg = _with_model(_load(config, overrides), model, home, None)
-    result = segment_files([Path(p) for p in images], Path(output), cfg, home=home)
+    result = segment_files(
+        [Path(p) for p in images], Path(output), cfg, home=home, selection=selection
+    )
     click.echo(
         f"segmented {result['ok']} of {result['total']} images "
         f"({result['failed']} failed) -> {output}"
     )
+    sizes = {(s["um"], s["source"]) for s in result["pixel_sizes"].values()}
+    for um, source in sorted(sizes, key=str):
+        said = f"from {source}" if source else "the file states none: µm columns are pixels"
+        click.echo(f"pixel size {um:g} µm ({said})")
     if result["failed"]:
         for name, err in result["errors"].items():
-            click.echo(f"  {name}: {err}", err=True)
+            click.echo(f"  {err}" if err.startswith(name) else f"  {name}: {err}", err=True)
         raise SystemExit(1)
 
 

@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
+from liveseg.commands.options import image_selection_options
 from liveseg.errors import ConfigError, LivesegError
 
 if TYPE_CHECKING:
     from liveseg.config import StepConfig
+    from liveseg.imageio import ImageSelection
 
 __all__ = [
     "CLASSICAL",
@@ -169,11 +171,14 @@ def _image_name(path: Path) -> str:
     return name_of(path)
 
 
-def collect_images(paths: list[Path]) -> list[tuple[str, np.ndarray]]:
+def collect_images(
+    paths: list[Path], selection: ImageSelection | None = None
+) -> list[tuple[str, np.ndarray]]:
     """(name, image) for image files, OME-Zarr stores, run directories and plain folders.
 
     A run directory contributes its raw frames (``<run>_f<index>``); a folder that is
-    neither a run nor a zarr store contributes its image files.
+    neither a run nor a zarr store contributes its image files. ``selection`` picks the
+    plane of multi-dimensional files (not of run frames, which are 2-D already).
     """
     from liveseg.imageio import list_images, read_image
 
@@ -187,9 +192,9 @@ def collect_images(paths: list[Path]) -> list[tuple[str, np.ndarray]]:
                 idx = int(row["index"])
                 out.append((f"{p.name}_f{idx}", reader.image(idx)))
         elif p.is_dir() and not p.name.lower().endswith(".zarr"):
-            out.extend((_image_name(f), read_image(f)) for f in list_images(p))
+            out.extend((_image_name(f), read_image(f, selection)) for f in list_images(p))
         else:
-            out.append((_image_name(p), read_image(p)))
+            out.append((_image_name(p), read_image(p, selection)))
     if not out:
         raise ConfigError(f"no images found in {', '.join(str(p) for p in paths)}")
     return out
@@ -409,6 +414,7 @@ def try_models(
     models: list[str] | None = None,
     home: str | Path | None = None,
     progress: bool = True,
+    selection: ImageSelection | None = None,
 ) -> dict[str, Any]:
     """Run the classical chain and each model on the images; write sheet and tables.
 
@@ -427,6 +433,8 @@ def try_models(
         Data directory (registry specs).
     progress : bool
         Show a progress bar.
+    selection : ImageSelection, optional
+        Scene/channel/time point/z-plane of multi-dimensional files.
 
     Returns
     -------
@@ -440,7 +448,7 @@ def try_models(
     inputs = list(paths) or ([ref] if ref is not None else [])
     if not inputs:
         raise ConfigError("give at least one image (or --ref with images in it)")
-    images = collect_images(inputs)
+    images = collect_images(inputs, selection)
     refs = _reference(ref, [n for n, _ in images]) if ref is not None else {}
     if ref is not None and not refs:
         raise ConfigError(f"--ref {ref}: no <name>_labels.tif matches any input image")
@@ -481,17 +489,20 @@ def try_models(
     help="Compare only these (repeatable): classical, a shipped name, name@N or a path.",
 )
 @click.option("--home", type=click.Path(file_okay=False))
+@image_selection_options
 def try_cmd(
     images: tuple[str, ...],
     output: str,
     ref: str | None,
     models: tuple[str, ...],
     home: str | None,
+    selection: ImageSelection,
 ) -> None:
     """Run every installed model on IMAGES and say which one to start from.
 
-    IMAGES are TIFF/PNG/OME-Zarr files, run directories or folders. Writes sheet.png
-    (outlines, counts, size distributions), summary.csv/.md and per_image.csv to -o.
+    IMAGES are image files (TIFF/PNG/OME-Zarr/CZI/ND2/LIF), run directories or folders.
+    Writes sheet.png (outlines, counts, size distributions), summary.csv/.md and
+    per_image.csv to -o.
     """
     report = try_models(
         [Path(p) for p in images],
@@ -499,6 +510,7 @@ def try_cmd(
         ref=Path(ref) if ref else None,
         models=list(models) or None,
         home=home,
+        selection=selection,
     )
     for row in report["rows"]:
         ap = f", AP@0.5 {row['ap@0.5']}" if row["ap@0.5"] != "" else ""

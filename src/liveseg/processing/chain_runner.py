@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 from liveseg.pipeline import failed_result
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from liveseg.pipeline import Pipeline
     from liveseg.types import Frame, FrameResult
 
@@ -55,6 +57,8 @@ class _Job:
     frame: Frame
     done: threading.Event = field(default_factory=threading.Event)
     result: FrameResult | None = None
+    batch: Sequence[Frame] = ()  # when set: the frames of one run_batch (frame is the first)
+    results: list[FrameResult] = field(default_factory=list)
     error: BaseException | None = None
 
 
@@ -81,7 +85,10 @@ class _Lane:
             self.busy_since = time.perf_counter()
             self.busy = job
             try:
-                job.result = self.pipeline.run(job.frame, on_step=self._set_step)
+                if job.batch:
+                    job.results = self.pipeline.run_batch(job.batch, on_step=self._set_step)
+                else:
+                    job.result = self.pipeline.run(job.frame, on_step=self._set_step)
             except BaseException as exc:  # handed to the caller, which re-raises
                 job.error = exc
             finally:
@@ -143,6 +150,40 @@ class ChainRunner:
             raise job.error
         assert job.result is not None
         return job.result
+
+    def run_batch(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """:meth:`run` for several frames at once (``Pipeline.run_batch``), in order.
+
+        The limit is ``step_timeout_s`` per frame (the batch's frames run one after
+        another in the end); over it, every frame of the batch fails with the step that
+        hung, as :meth:`run` fails one.
+        """
+        if len(frames) <= 1:
+            return [self.run(f) for f in frames]
+        if self.timeout_s is None:
+            return self.pipeline.run_batch(frames)
+        lane = self._lane()
+        if lane.busy is not None:
+            return [self.run(f) for f in frames]  # each fails at once with the reason
+        job = _Job(frames[0], batch=list(frames))
+        lane.jobs.put(job)
+        limit = self.timeout_s * len(frames)
+        if not job.done.wait(limit):
+            with self._lock:
+                self.timeouts += 1
+            return [
+                failed_result(
+                    f,
+                    lane.step or "chain",
+                    f"step {lane.step!r} took longer than pipeline.step_timeout_s = "
+                    f"{self.timeout_s:g} s per frame on a batch of {len(frames)} frames",
+                    timed_out=True,
+                )
+                for f in frames
+            ]
+        if job.error is not None:
+            raise job.error
+        return job.results
 
     def close(self) -> None:
         """Let the helper threads end (a hung one ends when its call returns)."""

@@ -219,7 +219,48 @@ class FrameProcessor:
         """
         t0 = time.perf_counter()
         result = self.runner.run(frame)
-        seg_ms = (time.perf_counter() - t0) * 1e3
+        return self._segmented(frame, result, (time.perf_counter() - t0) * 1e3, enqueued)
+
+    @property
+    def can_batch(self) -> bool:
+        """Whether :meth:`process_batch` segments frames together (else one by one).
+
+        True when the runner runs batches (the thread runner does; worker processes take
+        one frame at a time) and a step of the chain has ``segment_batch``. A live worker
+        takes several waiting frames only then, so frames are not held back from other
+        workers for nothing.
+        """
+        return callable(getattr(self.runner, "run_batch", None)) and any(
+            callable(getattr(b, "segment_batch", None)) for b in self.pipeline.backends
+        )
+
+    def process_batch(
+        self, frames: Sequence[Frame], enqueued: Sequence[float | None] | None = None
+    ) -> list[FrameResult]:
+        """:meth:`process` for several frames, segmented together (``Pipeline.run_batch``).
+
+        For a backlog (``backlog: all`` with frames waiting) and offline work: a step with
+        ``segment_batch`` sees the frames at once. Each frame is then measured and
+        dispatched in order exactly as :meth:`process` does it, with the same labels;
+        ``segment_ms`` is the batch's chain time divided by its frames.
+        """
+        when: Sequence[float | None] = enqueued or [None] * len(frames)
+        if len(when) != len(frames):
+            raise ValueError("frames and enqueued differ in length")
+        t0 = time.perf_counter()
+        # ChainRunner runs a batch together; a runner without run_batch (worker
+        # processes, which hand over one frame at a time) runs the frames one by one.
+        run_batch = getattr(self.runner, "run_batch", None)
+        results = run_batch(frames) if run_batch else [self.runner.run(f) for f in frames]
+        seg_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(frames))
+        return [
+            self._segmented(f, r, seg_ms, e) for f, r, e in zip(frames, results, when, strict=True)
+        ]
+
+    def _segmented(
+        self, frame: Frame, result: FrameResult, seg_ms: float, enqueued: float | None
+    ) -> FrameResult:
+        """Measure and dispatch a frame the chain has segmented (or failed)."""
         objects = empty_objects()
         if result.status is FrameStatus.FAILED:
             step = str(result.extra.get("failed_step", ""))

@@ -57,6 +57,7 @@ __all__ = [
     "read_seg_npy",
     "relabel_sequential",
     "renumber_labels",
+    "seg_outlines",
     "write_seg_npy",
 ]
 
@@ -308,22 +309,104 @@ def read_seg_npy(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def write_seg_npy(path: str | Path, image: np.ndarray, labels: np.ndarray, filename: str) -> None:
-    """Write ``labels`` as a Cellpose GUI ``_seg.npy`` (``masks``, ``outlines``, ``img``)."""
-    from skimage.segmentation import find_boundaries
+def seg_outlines(labels: np.ndarray) -> np.ndarray:
+    """Outline pixels of each object, valued with its label, as the Cellpose GUI draws them.
+
+    With cellpose installed these are ``cellpose.utils.masks_to_outlines`` (each object's
+    outer contour from OpenCV, image-edge pixels included, holes not outlined). Without
+    it, the same pixels from numpy/scipy: an object's pixels with a 4-neighbour outside
+    the hole-filled object, the image edge counting as outside.
+    """
+    import importlib.util
 
     lab = np.asarray(labels)
-    dtype = np.uint16 if lab.max(initial=0) < 2**16 - 1 else np.uint32
-    outlines = np.where(find_boundaries(lab, mode="inner"), lab, 0)
-    dat = {
-        "masks": lab.astype(dtype),
-        "outlines": outlines.astype(dtype),
-        "img": np.asarray(image),
+    if importlib.util.find_spec("cellpose") is not None:
+        from cellpose.utils import masks_to_outlines
+
+        return np.where(masks_to_outlines(lab), lab, 0)
+    from scipy import ndimage as ndi
+
+    out = np.zeros_like(lab)
+    for i, box in enumerate(ndi.find_objects(lab.astype(np.intp)), start=1):
+        if box is None:
+            continue
+        grown = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+        solid = np.pad(ndi.binary_fill_holes(lab[grown] == i), 1)
+        edge = solid & ~ndi.binary_erosion(solid, border_value=0)
+        out[grown][edge[1:-1, 1:-1] & (lab[grown] == i)] = i
+    return out
+
+
+def _seg_colors(n: int) -> np.ndarray:
+    """``n`` distinct bright RGB colours (uint8), the same for the same labels every time."""
+    import colorsys
+
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    rgb = [colorsys.hsv_to_rgb(float(h), 0.85, 1.0) for h in hues]
+    return (np.asarray(rgb, dtype=float).reshape(n, 3) * 255).astype(np.uint8)
+
+
+def _seg_flows(masks: np.ndarray) -> list[Any] | None:
+    """The GUI's ``flows`` entry from the masks (cellpose's training target, on the CPU).
+
+    ``[flow RGB, cell probability, z-flow, [], dP+cellprob]`` as
+    ``cellpose.io.masks_flows_to_seg`` stores them; ``None`` without cellpose (the GUI
+    then opens the file without a flow view).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("cellpose") is None:
+        return None
+    from cellpose import dynamics, plot
+
+    dp = np.asarray(dynamics.masks_to_flows_gpu(masks.astype(np.int64))[0], dtype=np.float32)
+    inside = masks > 0
+    cellprob = np.where(inside, 5.0, -5.0).astype(np.float32)
+    rgb = np.asarray(plot.dx_to_circ(dp), dtype=np.uint8)
+    prob8 = np.where(inside, 255, 0).astype(np.uint8)
+    return [
+        rgb[np.newaxis],
+        prob8[np.newaxis],
+        np.zeros((1, *rgb.shape), np.uint8),
+        [],
+        np.concatenate([dp, cellprob[np.newaxis]], axis=0),
+    ]
+
+
+def _gui_image(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3:
+        return image
+    rgb = np.zeros((*image.shape, 3), image.dtype)
+    rgb[..., 0] = image
+    return rgb
+
+
+def write_seg_npy(path: str | Path, image: np.ndarray, labels: np.ndarray, filename: str) -> None:
+    """Write ``labels`` as a Cellpose GUI ``_seg.npy`` that the GUI opens and edits.
+
+    The keys are those ``cellpose.io.masks_flows_to_seg`` and the GUI's own save write:
+    ``masks``, ``outlines`` (:func:`seg_outlines`), ``colors``, ``flows`` (when cellpose
+    is installed), ``chan_choose``, ``ismanual``, ``filename``, ``diameter``, plus ``img``
+    so the GUI shows the image even when ``filename`` is not beside the file (shaped
+    Y×X×3, the image in channel 0, as the GUI's ``imread_2D`` gives a grayscale file).
+    """
+    lab = np.asarray(labels)
+    n = int(lab.max(initial=0))
+    dtype = np.uint16 if n < 2**16 - 1 else np.uint32
+    masks = lab.astype(dtype)
+    dat: dict[str, Any] = {
+        "masks": masks,
+        "outlines": seg_outlines(masks).astype(dtype),
+        "colors": _seg_colors(n),
+        "img": _gui_image(np.asarray(image)),
         "filename": filename,
         "chan_choose": [0, 0],
-        "ismanual": np.ones(int(lab.max(initial=0)), bool),
+        "ismanual": np.ones(n, bool),
         "diameter": float("nan"),
     }
+    flows = _seg_flows(masks)
+    if flows is not None:
+        dat["flows"] = flows
     np.save(Path(path), np.array(dat, dtype=object), allow_pickle=True)
 
 

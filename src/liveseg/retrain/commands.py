@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from liveseg.commands.options import image_selection_options
+
+if TYPE_CHECKING:
+    from liveseg.imageio import ImageSelection
 
 __all__ = ["commands"]
 
@@ -505,6 +510,7 @@ def models_import_default(name: str, home: str | None) -> None:
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Extra *.py plugins.")
 @click.option("--json", "as_json", is_flag=True)
 @_home_option
+@image_selection_options
 def validate_cmd(
     ref_dir: str,
     specs: tuple[str, ...],
@@ -512,6 +518,7 @@ def validate_cmd(
     plugins_dir: str | None,
     as_json: bool,
     home: str | None,
+    selection: ImageSelection,
 ) -> None:
     """Score model(s) on a reference set (AP@0.5/0.75/0.9, matched IoU) and write a report."""
     from liveseg.assembly import build_host
@@ -521,7 +528,7 @@ def validate_cmd(
     host = build_host(LivesegConfig(), plugins_dir)
     h = _home(home)
     reg = _registry(home)
-    refs = load_reference_set(ref_dir)
+    refs = load_reference_set(ref_dir, selection)
     results = []
     last = ""
     for spec in specs:
@@ -712,6 +719,7 @@ def offline_chain(
 @click.option("--plugins-dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 @_home_option
+@image_selection_options
 def batch_cmd(
     source: str,
     output: str,
@@ -723,8 +731,12 @@ def batch_cmd(
     plugins_dir: str | None,
     as_json: bool,
     home: str | None,
+    selection: ImageSelection,
 ) -> None:
-    """Segment a folder of TIFF/PNG or an OME-Zarr into OUT (resumable)."""
+    """Segment a folder of images (TIFF/PNG/CZI/ND2/LIF) or an OME-Zarr into OUT (resumable).
+
+    --channel/--scene/-t/--z pick the plane of every multi-dimensional file.
+    """
     from liveseg.batch import run_batch, summary_line
 
     h = _home(home)
@@ -741,6 +753,7 @@ def batch_cmd(
         threads=threads,
         progress=not as_json,
         config=cfg,
+        selection=selection,
     )
     if as_json:
         _echo_json(summary)

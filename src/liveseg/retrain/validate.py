@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from liveseg.config import LivesegConfig, StepConfig
+    from liveseg.imageio import ImageSelection
     from liveseg.metrics import APResult
     from liveseg.models import ModelVersion
     from liveseg.plugins import PluginHost
@@ -68,8 +69,12 @@ class RefImage:
     """The class map (``<name>_classes.tif``), when the set scores semantic models."""
 
 
-def load_reference_set(folder: str | Path) -> list[RefImage]:
+def load_reference_set(
+    folder: str | Path, selection: ImageSelection | None = None
+) -> list[RefImage]:
     """Read a reference folder; every image must have its ``_labels`` file.
+
+    ``selection`` picks the plane of multi-dimensional images (OME-TIFF, CZI, …).
 
     An optional ``<name>_classes.tif`` (class values) adds per-class IoU to the scores.
 
@@ -80,7 +85,7 @@ def load_reference_set(folder: str | Path) -> list[RefImage]:
     """
     import tifffile
 
-    from liveseg.imageio import list_images, read_image
+    from liveseg.imageio import image_stem, list_images, read_image
     from liveseg.retrain.annotate import check_labels, check_valid, read_labels_file
 
     root = Path(folder)
@@ -88,7 +93,7 @@ def load_reference_set(folder: str | Path) -> list[RefImage]:
         raise ConfigError(f"reference set {root} is not a directory")
     refs = []
     for path in list_images(root):
-        name = path.name[: -len(path.suffix)]
+        name = image_stem(path.name)
         labels_path = next(
             (
                 root / f"{name}_labels{s}"
@@ -102,7 +107,7 @@ def load_reference_set(folder: str | Path) -> list[RefImage]:
                 f"reference set {root}: {path.name} has no {name}_labels.tif; every image "
                 f"needs ground truth (or move it out of the folder)"
             )
-        image = read_image(path)
+        image = read_image(path, selection)
         labels = check_labels(
             read_labels_file(labels_path), image.shape, str(labels_path), relabel=True
         )

@@ -3,6 +3,7 @@
 ```
 <run>/images.ome.zarr               raw frames, written by pymmcore-plus's own sink
 <run>/images.ome.zarr/<p>/labels/   OME-NGFF label images beside each position's image
+<run>/triggered.ome.zarr/<series>/  one image (c, z, y, x) per triggered series, with labels
 <run>/frames.csv                    one row per frame attempt (append-only log)
 <run>/objects.csv                   one row per object per frame (+ objects.parquet at end)
 <run>/events.jsonl                  errors, skips, triggers, flags
@@ -17,7 +18,15 @@ ignored.
 
 from __future__ import annotations
 
-from liveseg.store.layout import check_output_dir, create_label_array, image_group, run_is_live
+from liveseg.store import ngff
+from liveseg.store.layout import (
+    check_output_dir,
+    create_label_array,
+    image_group,
+    image_series_index,
+    run_is_live,
+)
+from liveseg.store.ngff import write_label_image
 from liveseg.store.reader import RunReader
 from liveseg.store.tables import (
     ACQUIRED,
@@ -49,7 +58,10 @@ __all__ = [
     "compact_frames",
     "create_label_array",
     "image_group",
+    "image_series_index",
     "latest_frame_rows",
+    "ngff",
     "run_is_live",
     "write_json_atomic",
+    "write_label_image",
 ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from liveseg.store import ngff
 from liveseg.store.tables import CLASSES, TRIGGERED
 from liveseg.types import CLASS_DTYPE, LABEL_DTYPE
 
@@ -22,6 +23,10 @@ log = logging.getLogger("liveseg.store")
 class TriggeredStore:
     """``<run>/triggered.ome.zarr``: one OME-Zarr image group per triggered series.
 
+    The store is a bioformats2raw collection (like a multi-position ``images.ome.zarr``):
+    each series is listed in ``OME/zarr.json`` and ``OME/METADATA.ome.xml`` once its
+    image array exists, so napari-ome-zarr opens the root with every series.
+
     Each series ``<name>/0`` is a ``(c, z, y, x)`` array (its sizes are declared when the
     proposal is accepted; y and x come with the first frame) with its labels in
     ``<name>/labels/segmentation/0``; the group's ``liveseg`` attributes link it to the
@@ -34,64 +39,44 @@ class TriggeredStore:
         self._lock = threading.Lock()
         self._sizes: dict[str, dict[str, int]] = {}
         self._arrays: dict[tuple[str, str], Any] = {}
-        self._root: Any = None
         self._z_um: dict[str, dict[int, float]] = {}
         self._scaled: set[str] = set()
         self._z_steps: dict[str, float] = {}
         self._pixel_size: dict[str, float] = {}
         self._image_label: dict[str, dict[str, Any]] = {}
+        self._label_meta: dict[tuple[str, str], Any] = {}
+        self._xml = ngff.OmeXml(self.path)
 
     def declare(self, series: str, sizes: Mapping[str, int], link: Mapping[str, Any]) -> None:
         """Record a series' shape and what triggered it (before any frame arrives)."""
-        import zarr
-
         with self._lock:
-            if self._root is None:
-                self._root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
-            grp = self._root.require_group(series)
-            grp.attrs["liveseg"] = {"series": series, "sizes": dict(sizes), **dict(link)}
+            if not self._sizes:  # the first series: the store is a collection from now on
+                ngff.start_collection(self.path)
+            link_attrs = {"series": series, "sizes": dict(sizes), **dict(link)}
+            ngff.set_attributes(self.path / series, {"liveseg": link_attrs})
             self._sizes[series] = {"c": int(sizes.get("c", 1)), "z": int(sizes.get("z", 1))}
 
     def _set_scale(self, series: str, kind: str, pixel_size_um: float, z_step_um: float) -> None:
-        """Write the OME-NGFF metadata of a series' image or labels with its µm scale."""
-        assert self._root is not None
-        grp = self._root.require_group(series)
-        um = "micrometer"
-        multiscales = [
-            {
-                "axes": [
-                    {"name": "c", "type": "channel"},
-                    {"name": "z", "type": "space", "unit": um},
-                    {"name": "y", "type": "space", "unit": um},
-                    {"name": "x", "type": "space", "unit": um},
-                ],
-                "datasets": [
-                    {
-                        "path": "0",
-                        "coordinateTransformations": [
-                            {
-                                "type": "scale",
-                                "scale": [1.0, z_step_um, pixel_size_um, pixel_size_um],
-                            }
-                        ],
-                    }
-                ],
-            }
-        ]
+        """Write the OME-NGFF metadata of a series' image or labels with its µm scale.
+
+        ``z_step_um`` 0 means not known yet (the z axis then has scale 1 and no unit).
+        """
+        group = self.path / series
+        ms = ngff.multiscale(
+            ["c", "z", "y", "x"], pixel_size_um=pixel_size_um, z_step_um=z_step_um or None
+        )
         if kind == "image":
-            grp.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
-        else:
-            name = self._label_group(kind)
-            labels = grp.require_group("labels")
-            existing = list((labels.attrs.get("ome") or {}).get("labels", []))
-            if name not in existing:
-                labels.attrs["ome"] = {"version": "0.5", "labels": [*existing, name]}
-            extra = self._image_label.get(kind, {}) if kind == CLASSES else {}
-            labels.require_group(name).attrs["ome"] = {
-                "version": "0.5",
-                "multiscales": multiscales,
-                "image-label": {**extra, "version": "0.5", "source": {"image": "../../"}},
-            }
+            from yaozarrs import v05
+
+            ngff.set_image_metadata(group, v05.Image(multiscales=[ms]))
+            return
+        name = self._label_group(kind)
+        extra = self._image_label.get(kind, {}) if kind == CLASSES else {}
+        meta = ngff.label_image(ms, extra)
+        labels = group / "labels"
+        if (labels / name / "zarr.json").exists():
+            ngff.set_image_metadata(labels / name, meta)
+        self._label_meta[(series, kind)] = meta
 
     def _label_group(self, kind: str) -> str:
         """The label image a kind is stored in (``labels``: the instance label name)."""
@@ -123,23 +108,28 @@ class TriggeredStore:
                 return self._arrays[key]
             import zarr
 
-            if self._root is None:
-                self._root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
             sizes = self._sizes.get(series, {"c": 1, "z": 1})
             self._pixel_size[series] = pixel_size_um
-            self._set_scale(series, kind, pixel_size_um, self._z_steps.get(series, 1.0))
-            grp = self._root.require_group(series)
-            dims = ["c", "z", "y", "x"]
-            target = grp if kind == "image" else grp["labels"][self._label_group(kind)]
-            arr = target.create_array(
-                "0",
-                shape=(sizes["c"], sizes["z"], *plane),
-                chunks=(1, 1, *plane),
-                dtype=dtype,
-                fill_value=0,
-                dimension_names=dims,
-                overwrite=True,
-            )
+            self._set_scale(series, kind, pixel_size_um, self._z_steps.get(series, 0.0))
+            shape = (sizes["c"], sizes["z"], *plane)
+            if kind == "image":
+                # Opened at its own path: the groups above are the store's to write.
+                arr = zarr.create_array(
+                    str(self.path / series / "0"),
+                    shape=shape,
+                    chunks=(1, 1, *plane),
+                    dtype=dtype,
+                    fill_value=0,
+                    dimension_names=["c", "z", "y", "x"],
+                    overwrite=True,
+                )
+                ngff.register_series(self.path, series)
+                self._xml.update(series)
+            else:
+                meta = self._label_meta[key]
+                arr = ngff.open_label_array(
+                    self.path / series, self._label_group(kind), meta, shape, dtype
+                )
             self._arrays[key] = arr
             return arr
 
@@ -171,6 +161,7 @@ class TriggeredStore:
                     self._scaled.add(series)
                     self._z_steps[series] = step
                     self._set_scale(series, "image", self._pixel_size.get(series, 1.0), step)
+                    self._xml.update(series)
                     for kind in ("labels", CLASSES):
                         if (series, kind) in self._arrays:
                             self._set_scale(series, kind, self._pixel_size.get(series, 1.0), step)
@@ -186,3 +177,7 @@ class TriggeredStore:
                 series, CLASSES, classes.shape[-2:], CLASS_DTYPE, self._pixel_size.get(series, 1.0)
             )
             arr[key] = np.asarray(classes, dtype=CLASS_DTYPE)
+
+    def close(self) -> None:
+        """Write the collection's OME-XML as it ends (see :class:`ngff.OmeXml`)."""
+        self._xml.close()

@@ -70,7 +70,8 @@ def prepare_image(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np
         raise ValueError(f"expected a 2-D image, got shape {img.shape}")
     # normalize_image may return float64 (NumPy 2 scalar promotion); the net wants float32.
     out = np.asarray(normalize_image(img, low, high), dtype=np.float32)
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=_CLAMP[1], neginf=_CLAMP[0])
+    if img.dtype.kind not in "biu":  # integer frames (what cameras give) hold no NaN
+        np.nan_to_num(out, copy=False, nan=0.0, posinf=_CLAMP[1], neginf=_CLAMP[0])
     return np.clip(out, *_CLAMP, out=out)
 
 

@@ -17,6 +17,8 @@ than following Cellpose flow fields (see ``benchmarks/model_speed.py``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -95,31 +97,45 @@ def decode(
     h, w = prob.shape
     mask = prob > prob_threshold
     if scale == 1:
-        labels = _watershed(mask, distance, seed_threshold)
-    elif scale == 2:
-        ph, pw = h % 2, w % 2
-        if ph or pw:
-            mask_e = np.pad(mask, ((0, ph), (0, pw)), mode="edge")
-            dist_e = np.pad(distance, ((0, ph), (0, pw)), mode="edge")
-        else:
-            mask_e, dist_e = mask, distance
-        # 2x2 blocks by strided views: several times faster than reducing a reshaped
-        # (hh, 2, ww, 2) array over axes 1 and 3, and the same values.
-        m00, m01, m10, m11 = (mask_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
-        mask2 = m00 | m01 | m10 | m11
-        d00, d01, d10, d11 = (dist_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
-        dist2 = ((d00 + d01) + (d10 + d11)) * np.float32(0.25)
-        half = _watershed(mask2, dist2, seed_threshold).astype(np.int32)
-        # Every foreground pixel lies in a foreground block, so it gets that block's label.
-        full = np.zeros(mask_e.shape, dtype=np.int32)
-        for i in (0, 1):
-            for j in (0, 1):
-                full[i::2, j::2] = half
-        labels = full[:h, :w]
-        labels[~mask] = 0
-    else:
+        return _relabel(_watershed(mask, distance, seed_threshold), np.bincount, min_size)
+    if scale != 2:
         raise ValueError(f"scale must be 1 or 2, got {scale}")
-    areas = np.bincount(labels.ravel())
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        mask_e = np.pad(mask, ((0, ph), (0, pw)), mode="edge")
+        dist_e = np.pad(distance, ((0, ph), (0, pw)), mode="edge")
+        inside = np.pad(mask, ((0, ph), (0, pw)))  # padding is no object's area
+    else:
+        mask_e, dist_e, inside = mask, distance, mask
+    # 2x2 blocks by strided views: several times faster than reducing a reshaped
+    # (hh, 2, ww, 2) array over axes 1 and 3, and the same values.
+    m00, m01, m10, m11 = (mask_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
+    mask2 = m00 | m01 | m10 | m11
+    d00, d01, d10, d11 = (dist_e[i::2, j::2] for i in (0, 1) for j in (0, 1))
+    dist2 = ((d00 + d01) + (d10 + d11)) * np.float32(0.25)
+    half = _watershed(mask2, dist2, seed_threshold)
+    # Every foreground pixel lies in a foreground block and gets that block's label, so
+    # an object's full-resolution area is the sum of its blocks' foreground pixels:
+    # sizes and the relabelling table come from the quarter-size image, and only the
+    # final (uint32) labels are expanded to full resolution.
+    c00, c01, c10, c11 = (inside[i::2, j::2].view(np.uint8) for i in (0, 1) for j in (0, 1))
+    counts = ((c00 + c01) + (c10 + c11)).ravel()
+    small = _relabel(half, lambda x: np.bincount(x, weights=counts).astype(np.int64), min_size)
+    full = np.empty(mask_e.shape, dtype=np.uint32)
+    for i in (0, 1):
+        for j in (0, 1):
+            full[i::2, j::2] = small
+    out: np.ndarray = np.multiply(full[:h, :w], mask, dtype=np.uint32)
+    return out
+
+
+def _relabel(labels: np.ndarray, areas_of: Any, min_size: int) -> np.ndarray:
+    """``labels`` renumbered 1..n (``uint32``), objects under ``min_size`` pixels removed.
+
+    ``areas_of(flat_labels)`` gives each label's area in pixels (a plain ``bincount``,
+    or one weighted by how many full-resolution pixels a label's pixel stands for).
+    """
+    areas = areas_of(labels.ravel())
     keep = areas >= max(min_size, 1)
     keep[0] = False
     lut = np.zeros(areas.size, dtype=np.uint32)
@@ -133,7 +149,9 @@ def object_scores(labels: np.ndarray, prob: np.ndarray) -> dict[int, float]:
     n = int(labels.max())
     if n == 0:
         return {}
-    flat = labels.ravel()
-    sums = np.bincount(flat, weights=prob.ravel(), minlength=n + 1)
+    # Foreground pixels only: the same sums in the same order, a third of the work.
+    where = np.flatnonzero(labels)
+    flat = labels.ravel()[where]
+    sums = np.bincount(flat, weights=prob.ravel()[where], minlength=n + 1)
     counts = np.bincount(flat, minlength=n + 1)
     return {i: float(sums[i] / counts[i]) for i in range(1, n + 1) if counts[i] > 0}

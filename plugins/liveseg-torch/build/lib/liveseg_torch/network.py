@@ -1,0 +1,131 @@
+"""The network: a small U-Net working at half resolution, sized for a CPU.
+
+A stride-2 stem halves the frame at once (nuclei are 10-40 px across, so half resolution
+keeps enough detail), then three or four levels of 3x3 convolutions with ``c``, ``2c``,
+``4c`` (and ``8c``) channels follow, and the two output maps are upsampled bilinearly to
+full resolution. No normalisation layers in a saved network: the input is
+percentile-normalised, and batch statistics would make fine-tuning on a handful of crops
+unstable. Pretraining may put BatchNorm after each convolution (``batch_norm=True``,
+``pretrain --batch-norm``): it converges about four times faster, but ends at the same
+accuracy after the full 12 000 steps (``docs/model-experiments.md``).
+:func:`fold_batch_norm` folds the statistics into the convolutions, and checkpoints are
+always saved folded, so inference and fine-tuning never see BatchNorm.
+
+An optional fourth level (``levels=4``) works at 1/16 of the frame: it widens the
+receptive field to whole crowded neighbourhoods and holds most of the parameters, but
+costs little time because its maps are tiny. It did not raise AP@0.5 on the hard sets
+(``docs/model-experiments.md``), so the shipped weights use three levels. Measured on the
+2-core dev VM at 512x512 (forward pass only; ``benchmarks/model_speed.py`` end to end):
+3 levels, 143 k parameters, 86 ms on 1 thread / 36 ms on 2; 4 levels, 623 k parameters,
+87 ms / 46 ms; 3 levels at ``c = 24`` (322 k) 139 ms / 68 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["OUTPUTS", "NetConfig", "UNetLite", "fold_batch_norm"]
+
+OUTPUTS = ("foreground_logit", "distance_logit")
+"""Output channels, in order."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture hyperparameters stored inside every checkpoint."""
+
+    channels: int = 16
+    in_channels: int = 1
+    out_channels: int = len(OUTPUTS)
+    levels: int = 3
+    batch_norm: bool = False  # pretraining only; checkpoints are folded (fold_batch_norm)
+
+    def __post_init__(self) -> None:
+        if self.levels not in (3, 4):
+            raise ValueError(f"levels must be 3 or 4, got {self.levels}")
+        if self.channels < 1:
+            raise ValueError(f"channels must be positive, got {self.channels}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (what the checkpoint stores)."""
+        return asdict(self)
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return int(2**self.levels)
+
+
+def _conv(cin: int, cout: int, stride: int = 1, bn: bool = False) -> nn.Sequential:
+    norm = [nn.BatchNorm2d(cout)] if bn else []
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), *norm, nn.ReLU(inplace=True))
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0)
+
+
+class UNetLite(nn.Module):  # type: ignore[misc,unused-ignore]
+    """Half-resolution U-Net returning ``(N, 2, H, W)`` logits for ``(N, 1, H, W)`` input."""
+
+    def __init__(self, config: NetConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or NetConfig()
+        c, bn = cfg.channels, cfg.batch_norm
+        self.stem = _conv(cfg.in_channels, c, 2, bn)  # H/2
+        self.enc1 = _conv(c, c, 1, bn)
+        self.down2 = _conv(c, 2 * c, 2, bn)  # H/4
+        self.enc2 = _conv(2 * c, 2 * c, 1, bn)
+        self.down3 = _conv(2 * c, 4 * c, 2, bn)  # H/8
+        self.enc3 = nn.Sequential(_conv(4 * c, 4 * c, 1, bn), _conv(4 * c, 4 * c, 1, bn))
+        if cfg.levels == 4:
+            self.down4 = _conv(4 * c, 8 * c, 2, bn)  # H/16
+            self.enc4 = nn.Sequential(_conv(8 * c, 8 * c, 1, bn), _conv(8 * c, 8 * c, 1, bn))
+            self.dec3 = _conv(12 * c, 4 * c, 1, bn)
+        self.dec2 = _conv(6 * c, 2 * c, 1, bn)
+        self.dec1 = _conv(3 * c, c, 1, bn)
+        self.head = nn.Conv2d(c, cfg.out_channels, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's resolution (H and W must be multiples of ``multiple``)."""
+        a = self.enc1(self.stem(x))
+        b = self.enc2(self.down2(a))
+        z = self.enc3(self.down3(b))
+        if self.config.levels == 4:
+            q = self.enc4(self.down4(z))
+            z = self.dec3(torch.cat([_up(q), z], 1))
+        u = self.dec2(torch.cat([_up(z), b], 1))
+        u = self.dec1(torch.cat([_up(u), a], 1))
+        return F.interpolate(self.head(u), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def fold_batch_norm(model: UNetLite) -> UNetLite:
+    """The same function as ``model`` in eval mode, as a network without BatchNorm.
+
+    Each BatchNorm's running statistics and affine parameters are folded into the
+    convolution before it. A network without BatchNorm is returned unchanged.
+    """
+    if not model.config.batch_norm:
+        return model
+    plain = UNetLite(replace(model.config, batch_norm=False))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for name, block in model.named_modules():
+            if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
+                conv, bn = block[0], block[1]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                state[f"{name}.0.weight"] = conv.weight * scale.view(-1, 1, 1, 1)
+                state[f"{name}.0.bias"] = (conv.bias - bn.running_mean) * scale + bn.bias
+    plain.load_state_dict({k: state[k] for k in plain.state_dict()})
+    plain.eval()
+    return plain

@@ -1,0 +1,375 @@
+"""Regenerate the shipped weights from scratch: ``python -m liveseg_torch.pretrain --out DIR``.
+
+Steps: generate the synthetic training frames (``liveseg.synthetic``, style ``train``,
+seed 0), train :class:`~liveseg_torch.network.UNetLite` on random crops, pick the
+decoding thresholds on a validation set (same style, seed 1), score the held-out hard set
+(style ``test_hard``, seed 2), and write ``default.pt`` plus a ``model.json`` card to
+``DIR``. Everything is seeded; with the default ``--threads 2`` the result matches the
+shipped weights up to floating-point summation order (bit-reproducible with
+``--threads 1``, about 1.6x slower). On a 2-core CPU the defaults take about 20 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import liveseg_torch
+from liveseg_torch.evaluation import DATASETS, dataset, score
+from liveseg_torch.inference import Predictor
+from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
+from liveseg_torch.train import DISTANCE_WEIGHT, make_sample, train_steps
+from liveseg_torch.weights import REPRESENTATION, Checkpoint, save_checkpoint
+
+__all__ = ["USES", "kind_sets", "main", "measure_speed", "pretrain", "tune_decoding"]
+
+
+USES: dict[str, dict[str, str]] = {
+    "nuclei": {
+        "for": "fluorescent nuclei (DNA stains, H2B-FP), widefield or confocal, 10-40 px wide",
+        "not_for": "whole cells, cytoplasm stains, transmitted light, bacteria",
+    },
+    "cells": {
+        "for": "whole cells in fluorescence (cytoplasm stain or cytoplasmic FP with a "
+        "brighter nucleus), sparse to confluent, cells 20-60 px wide",
+        "not_for": "nuclei-only stains (use nuclei), transmitted light, bacteria",
+    },
+    "bacteria": {
+        "for": "rod-shaped bacteria in phase contrast (dark cells, bright halo) or "
+        "brightfield, sparse fields and micro-colonies, rods 3-25 px wide",
+        "not_for": "cocci chains, filamentous cells, eukaryotic cells, fluorescence",
+    },
+    "transmitted": {
+        "for": "unstained eukaryotic cells and emulsion droplets in brightfield, oblique or "
+        "DIC-like light, objects 8-80 px wide",
+        "not_for": "fluorescence, bacteria, phase contrast with strong halos",
+    },
+}
+"""What each shipped model is for and not for (copied into its ``model.json``)."""
+
+
+def measure_speed(predictor: Predictor, kind: str, repeats: int = 10) -> dict[str, Any]:
+    """End-to-end ``predict`` time on one 512x512 frame of ``kind``, median of ``repeats``."""
+    from liveseg.synthetic import generate_sample
+
+    img, _ = generate_sample(kind, 99, (512, 512), "train")
+    predictor.predict(img)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.predict(img)
+        times.append(time.perf_counter() - t0)
+    ms = float(np.median(times)) * 1e3
+    return {
+        "frame": "512x512",
+        "threads": torch.get_num_threads(),
+        "ms_per_frame": round(ms, 1),
+        "frames_per_s": round(1e3 / ms, 1),
+        "note": "median of 10, end to end (normalise, network, decode) on a shared 2-core VM",
+    }
+
+
+def tune_decoding(
+    predictor: Predictor, pairs: list[tuple[np.ndarray, np.ndarray]]
+) -> dict[str, float]:
+    """Grid-search the decoding thresholds for AP@0.5 on ``pairs`` (a validation set)."""
+    maps = [predictor.maps(img) for img, _ in pairs]
+    from liveseg.metrics import aggregate, average_precision
+    from liveseg_torch.representation import decode
+
+    best: tuple[float, float, float] = (-1.0, 0.5, 0.5)
+    for pt in (0.4, 0.5, 0.6):
+        for st in (0.3, 0.4, 0.5, 0.6, 0.7):
+            res = aggregate(
+                average_precision(lab, decode(p, d, prob_threshold=pt, seed_threshold=st))
+                for (p, d), (_, lab) in zip(maps, pairs, strict=True)
+            )
+            val = res.ap[0.5] + 0.5 * res.ap[0.75]
+            if val > best[0]:
+                best = (val, pt, st)
+    return {"prob_threshold": best[1], "seed_threshold": best[2], "min_size": 8}
+
+
+def pretrain(
+    out: Path,
+    *,
+    n_train: int = 1200,
+    steps: int = 12000,
+    batch_size: int = 8,
+    crop: int = 128,
+    learning_rate: float = 3e-3,
+    channels: int = 16,
+    levels: int = 3,
+    batch_norm: bool = False,
+    seed: int = 0,
+    threads: int = 1,
+    progress: bool = True,
+    kind: str = "nuclei",
+    init: Path | None = None,
+) -> dict[str, Any]:
+    """Train a model and write ``default.pt`` + ``model.json``.
+
+    ``kind`` picks the sample type (:data:`liveseg.synthetic.SAMPLE_TYPES`): ``nuclei``
+    uses the sets of :data:`~liveseg_torch.evaluation.DATASETS`; the other types train
+    on their ``train`` style (seed 0), pick thresholds on 16 more ``train`` frames (seed
+    1) and report their held-out ``test`` style (seed 2, 24 frames). ``init`` starts from
+    an existing checkpoint's weights (and architecture) instead of a random network.
+    """
+    t_start = time.perf_counter()
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = DATASETS["train"]
+    from liveseg.synthetic import SAMPLE_TYPES, generate_sample
+
+    if kind not in SAMPLE_TYPES:
+        raise ValueError(f"unknown sample type {kind!r}; known: {', '.join(SAMPLE_TYPES)}")
+    val_set, test_set = kind_sets(kind)
+    split = spec["style"] if kind == "nuclei" else "train"
+    samples = []
+    for i in tqdm(range(n_train), desc="synthetic frames", disable=not progress):
+        img, lab = generate_sample(kind, spec["seed"] * 1_000_003 + i, spec["shape"], split)
+        samples.append(make_sample(img, lab))
+    t_data = time.perf_counter() - t_start
+
+    torch.manual_seed(seed)
+    if init is not None:
+        from liveseg_torch.weights import load_checkpoint
+
+        model = load_checkpoint(init).model
+        channels, levels, batch_norm = model.config.channels, model.config.levels, False
+    else:
+        model = UNetLite(NetConfig(channels=channels, levels=levels, batch_norm=batch_norm))
+    bar = tqdm(total=steps, desc="pretraining", disable=not progress)
+    ema: list[float] = []
+
+    def on_step(i: int, loss: float) -> None:
+        ema.append(loss if not ema else 0.98 * ema[-1] + 0.02 * loss)
+        bar.update(1)
+        if i % 10 == 0:
+            bar.set_postfix(loss=f"{ema[-1]:.4f}")
+
+    losses = train_steps(
+        model,
+        samples,
+        steps=steps,
+        batch_size=batch_size,
+        crop=crop,
+        learning_rate=learning_rate,
+        seed=seed,
+        on_step=on_step,
+    )
+    bar.close()
+    t_train = time.perf_counter() - t_start - t_data
+    model = fold_batch_norm(model)  # what is scored below is exactly what is saved
+
+    ckpt = Checkpoint(model=model)
+    predictor = Predictor(ckpt, device="cpu")
+    ckpt.decode = tune_decoding(predictor, val_set)
+    test = score(lambda im: predictor.predict(im)[0], test_set)
+    val = score(lambda im: predictor.predict(im)[0], val_set)
+    seconds = time.perf_counter() - t_start
+    card: dict[str, Any] = {
+        "name": "default" if kind == "nuclei" else kind,
+        "description": f"liveseg-torch {kind} model: {SAMPLE_TYPES[kind]}",
+        "backend": "unet",
+        "weights": "default.pt",
+        "format": "liveseg-torch/unet",
+        "version": liveseg_torch.__version__,
+        "architecture": {
+            "type": f"UNetLite ({levels} levels, stride-2 stem, bilinear output upsampling)",
+            **model.config.as_dict(),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "representation": {
+            "name": REPRESENTATION,
+            "outputs": ["foreground probability", "per-object normalised distance"],
+            "decoding": "seeds = distance > seed_threshold inside foreground; watershed",
+            "defaults": ckpt.decode,
+        },
+        "input": {"normalize": "percentile 1 / 99.8 per frame, clamped to [-1, 8]"},
+        "training_data": {
+            "generator": "liveseg.synthetic.generate_sample",
+            "kind": kind,
+            "style": split,
+            "frames": n_train,
+            "shape": list(spec["shape"]),
+            "seeds": f"{spec['seed']} * 1000003 + i, i < {n_train}",
+            "description": (
+                "synthetic fluorescence nuclei: varied size, elongation, outline, texture, "
+                "brightness and density (sparse to touching), mitotic and apoptotic "
+                "objects, unlabelled out-of-focus nuclei, uneven illumination, haze, "
+                "blur, Poisson + read noise, 8/12/16-bit and float encodings"
+            )
+            if kind == "nuclei"
+            else f"see the liveseg.synthetic.{kind} module docstring",
+        },
+        "training": {
+            "seed": seed,
+            "steps": steps,
+            "batch_size": batch_size,
+            "crop": crop,
+            "optimizer": "AdamW (wd 1e-4), linear warm-up then cosine decay",
+            "learning_rate": learning_rate,
+            "loss": f"masked BCE(foreground) + {DISTANCE_WEIGHT} * MSE(distance)",
+            "augmentation": "random crops, flips, 90-degree rotations, intensity jitter",
+            "batch_norm": (
+                "after every convolution while training, then folded into the convolutions"
+                if batch_norm
+                else "none"
+            ),
+            "final_loss_mean_last_100": float(np.mean(losses[-100:])),
+            "threads": threads,
+            "seconds": {
+                "data": round(t_data, 1),
+                "train": round(t_train, 1),
+                "total": round(seconds, 1),
+            },
+            "machine": f"{platform.machine()} {platform.processor()}".strip(),
+            "torch": torch.__version__,
+        },
+        "intended_use": USES[kind],
+        "metrics": {"test_hard" if kind == "nuclei" else "test": test, "val": val},
+        "speed": measure_speed(predictor, kind),
+        "command": (
+            f"python -m liveseg_torch.pretrain --out DIR --kind {kind} --steps {steps} "
+            f"--n-train {n_train} --batch-size {batch_size} --crop {crop} --lr {learning_rate} "
+            f"--channels {channels} --levels {levels} --seed {seed} --threads {threads}"
+            + (" --batch-norm" if batch_norm else "")
+            + (f" --init {init}" if init is not None else "")
+        ),
+    }
+    ckpt.meta = {"card": "model.json", "trained_steps": steps, "seed": seed}
+    save_checkpoint(ckpt, out / "default.pt")
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def kind_sets(
+    kind: str,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    """The validation and held-out test sets of a sample type (frames, labels)."""
+    if kind == "nuclei":
+        return dataset("val"), dataset("test_hard")
+    from liveseg.synthetic import iter_samples
+
+    return (
+        list(iter_samples(kind, 16, 1, (256, 256), "train")),
+        list(iter_samples(kind, 24, 2, (256, 256), "test")),
+    )
+
+
+def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dict[str, Any]:
+    """Re-pick decoding thresholds and re-score ``out/default.pt``; update both files.
+
+    For a changed decoder or evaluation set, without retraining. The sample type comes
+    from the card (``training_data.kind``, default nuclei). ``decode_scale`` 1 makes the
+    model's step decode at full resolution (recorded as ``step_params`` in the card,
+    which :func:`liveseg.commands.try_models.resolve_model_spec` passes to the step);
+    thin touching objects (rods 3-8 px wide) need it, at the cost of speed.
+    """
+    from liveseg_torch.weights import load_checkpoint
+
+    torch.set_num_threads(threads)
+    card: dict[str, Any] = json.loads((out / "model.json").read_text())
+    kind = str(card.get("training_data", {}).get("kind", "nuclei"))
+    if decode_scale is None:
+        decode_scale = int(card.get("step_params", {}).get("decode_scale", 2))
+    ckpt = load_checkpoint(out / "default.pt")
+    predictor = Predictor(ckpt, device="cpu", decode_scale=decode_scale)
+    val_set, test_set = kind_sets(kind)
+    ckpt.decode = tune_decoding(predictor, val_set)
+    card["representation"]["defaults"] = ckpt.decode
+    card["metrics"] = {
+        "test_hard" if kind == "nuclei" else "test": score(
+            lambda im: predictor.predict(im)[0], test_set
+        ),
+        "val": score(lambda im: predictor.predict(im)[0], val_set),
+    }
+    if decode_scale != 2:
+        card["step_params"] = {"decode_scale": decode_scale}
+    else:
+        card.pop("step_params", None)
+    if kind in USES:
+        card["intended_use"] = USES[kind]
+        card["speed"] = measure_speed(predictor, kind)
+    save_checkpoint(ckpt, out / "default.pt")
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(
+        prog="python -m liveseg_torch.pretrain", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--out", type=Path, required=True, help="directory for default.pt + model.json")
+    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--n-train", type=int, default=1200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument(
+        "--levels", type=int, default=3, choices=(3, 4), help="U-Net depth (see network.py)"
+    )
+    p.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="train with BatchNorm, folded away before saving (converges faster; try --lr 1e-2)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--kind",
+        default="nuclei",
+        help="sample type to train for: nuclei, cells, bacteria, transmitted",
+    )
+    p.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.add_argument(
+        "--decode-scale",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="with --rescore: 1 = full-resolution watershed (thin rods), 2 = live default",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads (1 = bit-reproducible, ~1.6x slower)"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--rescore", action="store_true", help="only re-tune decoding and re-score DIR/default.pt"
+    )
+    a = p.parse_args(argv)
+    if a.rescore:
+        card = rescore(a.out, a.threads, a.decode_scale)
+        print(json.dumps({"metrics": card["metrics"]}))
+        return 0
+    card = pretrain(
+        a.out,
+        n_train=a.n_train,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        crop=a.crop,
+        learning_rate=a.lr,
+        channels=a.channels,
+        levels=a.levels,
+        batch_norm=a.batch_norm,
+        seed=a.seed,
+        threads=a.threads,
+        progress=not a.no_progress,
+        kind=a.kind,
+        init=a.init,
+    )
+    print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
