@@ -16,7 +16,6 @@ cellpose and StarDist packages leave instance decoding to their own libraries.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import zipfile
@@ -25,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from liveseg.errors import ModelError
+from liveseg.models import file_sha256
 
 if TYPE_CHECKING:
     import os
@@ -78,14 +78,6 @@ class ZooPackage:
     rdf_sha256: str
     files: tuple[str, ...]
     source: Path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_package(source: str | os.PathLike[str]) -> bool:
@@ -236,7 +228,7 @@ def read_package(source: str | os.PathLike[str], workdir: str | os.PathLike[str]
         if not path.is_file():
             raise BioimageioError(f"{rdf_path}: {where} names {name!r}, which is missing")
         if sha is not None:
-            actual = _sha256(path)
+            actual = file_sha256(path)
             if actual != sha:
                 raise BioimageioError(
                     f"{path}: sha256 {actual} differs from {sha} in {rdf_path.name} "
@@ -248,7 +240,7 @@ def read_package(source: str | os.PathLike[str], workdir: str | os.PathLike[str]
         root=root,
         rdf_path=rdf_path,
         rdf=rdf,
-        rdf_sha256=_sha256(rdf_path),
+        rdf_sha256=file_sha256(rdf_path),
         files=tuple(names),
         source=src,
     )

@@ -22,7 +22,6 @@ An imported package runs in the ``bioimageio`` backend (:mod:`liveseg_torch.zoo`
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import shutil
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from liveseg.errors import ModelError
+from liveseg.models import file_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -65,12 +65,6 @@ the package validates offline without a single connection."""
 
 
 # -- export ------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _torchscript(model: Any, multiple: int, path: Path) -> None:
@@ -291,7 +285,7 @@ def export_package(
             opset=OPSET,
             torch_version=str(torch.__version__).split("+")[0],
             onnx_diff=diff,
-            weights_sha256=_sha256(weights),
+            weights_sha256=file_sha256(weights),
         )
         (staging / RDF_NAME).write_text(
             yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -325,7 +319,7 @@ def _rdf(
     """The ``rdf.yaml`` content (model description format :data:`FORMAT_VERSION`)."""
 
     def file(name: str) -> dict[str, str]:
-        return {"source": name, "sha256": _sha256(staging / name)}
+        return {"source": name, "sha256": file_sha256(staging / name)}
 
     return {
         "type": "model",
