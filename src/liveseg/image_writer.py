@@ -158,6 +158,7 @@ class ImageWriter:
         self.close_error: str | None = None
         self.index_interval_s = index_interval_s
         self._rows: list[dict[str, Any]] = []  # index rows waiting for the flusher
+        self._futures: list[Any] | None = None  # the tensorstore backend's write futures
         self._rows_cv = threading.Condition()
         self._closing = False
         self._flusher: threading.Thread | None = None
@@ -174,6 +175,9 @@ class ImageWriter:
                 self._setup_error = f"{type(exc).__name__}: {exc}"
                 self.store.event(WRITE_FAILED, frame=None, error=self._setup_error)
                 return
+            backend = getattr(getattr(self._sink, "_stream", None), "_backend", None)
+            futures = getattr(backend, "_futures", None)
+            self._futures = futures if isinstance(futures, list) else None
             self._complete_metadata()
         self._flusher = threading.Thread(
             target=self._flush_loop, name="liveseg-frame-index", daemon=True
@@ -219,9 +223,8 @@ class ImageWriter:
             if not self._ready:
                 self._failed(frame, self._setup_error or "the image store is not open")
                 return
-            backend = getattr(getattr(self._sink, "_stream", None), "_backend", None)
-            futures = getattr(backend, "_futures", None)
-            n_before = len(futures) if isinstance(futures, list) else -1
+            futures = self._futures
+            n_before = len(futures) if futures is not None else -1
             event: Any = frame.event
             frame_meta: Any = dict(meta or _meta(frame))
             try:
@@ -229,7 +232,7 @@ class ImageWriter:
             except Exception as exc:
                 self._failed(frame, f"{type(exc).__name__}: {exc}")
                 return
-        if isinstance(futures, list) and len(futures) > n_before:
+        if futures is not None and len(futures) > n_before:
             # tensorstore: the bytes are stored when the future completes.
             with self._state:
                 self._pending += 1
@@ -306,7 +309,7 @@ class ImageWriter:
                 self._state.notify_all()
 
     def _written(self, frame: Frame) -> None:
-        row = index_row(frame, ACQUIRED)
+        row = index_row(frame, ACQUIRED)  # not the frame: its image must not wait here
         with self._rows_cv:
             self._rows.append(row)
             if len(self._rows) == 1:

@@ -33,11 +33,15 @@ class Runner(Protocol):
     """What the processor needs to run the chain: this module's threads, or worker processes.
 
     ``start`` before the first frame (a worker process builds and warms up its chain),
-    ``run`` per frame (never raises for a plugin's failure or a timeout), ``close`` at the
-    end; ``timeouts`` counts frames over ``pipeline.step_timeout_s``.
+    ``run`` per frame (never raises for a plugin's failure or a timeout), ``run_batch``
+    for frames that wait together (``batches``: whether it segments them in one call,
+    else one by one), ``close`` at the end; ``timeouts`` counts frames over
+    ``pipeline.step_timeout_s``, ``restarts`` workers that had to be replaced.
     """
 
     timeouts: int
+    restarts: int
+    batches: bool
 
     def start(self) -> None:
         """Be ready for the first frame."""
@@ -45,6 +49,10 @@ class Runner(Protocol):
 
     def run(self, frame: Frame) -> FrameResult:
         """Segment one frame."""
+        ...
+
+    def run_batch(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """Segment frames that wait together, one result per frame in order."""
         ...
 
     def close(self) -> None:
@@ -103,6 +111,8 @@ class ChainRunner:
         self.pipeline = pipeline
         self.timeout_s = timeout_s
         self.timeouts = 0
+        self.restarts = 0  # threads are never replaced
+        self.batches = True
         self._local = threading.local()
         self._lanes: list[_Lane] = []
         self._lock = threading.Lock()

@@ -169,6 +169,12 @@ class FrameProcessor:
         self.record = record or _no_record
         self.measure = measure
         self.runner: Runner = runner or ChainRunner(pipeline, step_timeout_s)
+        # Whether process_batch segments frames together: the runner batches (worker
+        # processes take one frame at a time) and a step has segment_batch. A live worker
+        # takes several waiting frames only then, so none are held back for nothing.
+        self.can_batch = self.runner.batches and any(
+            callable(getattr(b, "segment_batch", None)) for b in pipeline.backends
+        )
         self.reports = {c.name: ConsumerReport(c.name) for c in self.consumers}
         self.latencies_ms: list[float] = []
         self.segment_ms: list[float] = []
@@ -221,19 +227,6 @@ class FrameProcessor:
         result = self.runner.run(frame)
         return self._segmented(frame, result, (time.perf_counter() - t0) * 1e3, enqueued)
 
-    @property
-    def can_batch(self) -> bool:
-        """Whether :meth:`process_batch` segments frames together (else one by one).
-
-        True when the runner runs batches (the thread runner does; worker processes take
-        one frame at a time) and a step of the chain has ``segment_batch``. A live worker
-        takes several waiting frames only then, so frames are not held back from other
-        workers for nothing.
-        """
-        return callable(getattr(self.runner, "run_batch", None)) and any(
-            callable(getattr(b, "segment_batch", None)) for b in self.pipeline.backends
-        )
-
     def process_batch(
         self, frames: Sequence[Frame], enqueued: Sequence[float | None] | None = None
     ) -> list[FrameResult]:
@@ -248,10 +241,7 @@ class FrameProcessor:
         if len(when) != len(frames):
             raise ValueError("frames and enqueued differ in length")
         t0 = time.perf_counter()
-        # ChainRunner runs a batch together; a runner without run_batch (worker
-        # processes, which hand over one frame at a time) runs the frames one by one.
-        run_batch = getattr(self.runner, "run_batch", None)
-        results = run_batch(frames) if run_batch else [self.runner.run(f) for f in frames]
+        results = self.runner.run_batch(frames)
         seg_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(frames))
         return [
             self._segmented(f, r, seg_ms, e) for f, r, e in zip(frames, results, when, strict=True)
@@ -407,7 +397,6 @@ class FrameProcessor:
             out["consumer_errors"] = failing
         if self.runner.timeouts:
             out["step_timeouts"] = self.runner.timeouts
-        restarts = int(getattr(self.runner, "restarts", 0))
-        if restarts:
-            out["worker_restarts"] = restarts
+        if self.runner.restarts:
+            out["worker_restarts"] = self.runner.restarts
         return out

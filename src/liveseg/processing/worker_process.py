@@ -484,6 +484,7 @@ class ProcessChainRunner:
         self.timeout_s = timeout_s
         self.timeouts = 0
         self.restarts = 0
+        self.batches = False  # a worker takes one frame at a time
         self.record = record or (lambda kind, **fields: log.info("%s: %s", kind, fields))
         self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
@@ -577,6 +578,10 @@ class ProcessChainRunner:
             self._local.worker = None
             return str(exc)
         return ""
+
+    def run_batch(self, frames: Sequence[Frame]) -> list[FrameResult]:
+        """One frame after another through :meth:`run` (the wire carries one frame)."""
+        return [self.run(f) for f in frames]
 
     def run(self, frame: Frame) -> FrameResult:
         """Segment ``frame`` in this thread's worker; a dead or hung worker fails the frame."""
