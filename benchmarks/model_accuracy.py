@@ -14,9 +14,11 @@ used to choose anything. They are skipped cleanly when absent.
 
 ``--extra SPEC`` (repeatable: a model folder, ``name@N``...) scores a candidate beside
 the shipped models, e.g. a fresh ``pretrain --out DIR`` before it replaces one.
+``--kinds cells,transmitted`` scores only those sample types' synthetic sets (every
+model still runs on each), for a quicker look at the models being worked on.
 
 Usage: ``python benchmarks/model_accuracy.py [--n 24] [--size 256] [--realdev DIR]
-[--no-realdev] [--extra SPEC]...``. Prints JSON.
+[--no-realdev] [--extra SPEC]... [--kinds K,K]``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -85,7 +87,14 @@ def main() -> None:
     p.add_argument("--realdev", type=Path, default=Path("../shared/realdev"))
     p.add_argument("--no-realdev", action="store_true")
     p.add_argument("--extra", action="append", default=[], help="another model to score")
+    p.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated sample types to score"
+    )
     a = p.parse_args()
+    kinds = [k for k in a.kinds.split(",") if k]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        p.error(f"unknown sample type(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
 
     import torch
 
@@ -112,7 +121,7 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "model_accuracy", "frames_per_set": a.n}
     synthetic: dict[str, object] = {}
     targets: dict[str, object] = {}
-    for kind in KINDS:
+    for kind in kinds:
         pairs = list(iter_samples(kind, a.n, 2, (a.size, a.size), "test"))
         b = block(pairs)
         b["style"] = "test_hard" if kind == "nuclei" else "test"
@@ -130,7 +139,7 @@ def main() -> None:
     # styles also draw photon-starved frames (20-200) that phase contrast and brightfield
     # never produce, where even the outlines are invisible to a person.
     bright: dict[str, object] = {}
-    for kind in ("bacteria", "transmitted"):
+    for kind in [k for k in ("bacteria", "transmitted") if k in kinds]:
         from liveseg.synthetic import (
             BACTERIA_STYLES,
             TRANSMITTED_STYLES,

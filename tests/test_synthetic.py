@@ -162,6 +162,34 @@ def test_cells_in_the_test_style_touch_their_neighbours():
     assert len(touching) >= 0.6 * lab.max()
 
 
+def test_confluent_cell_frames_are_seeded_and_crowded():
+    from liveseg.synthetic import CELL_STYLES, generate_cells
+
+    wide = CELL_STYLES["train"].replace(density=(1.0, 9.0), packing=(0.45, 1.1))
+    confluent = wide.replace(confluent=1.0)
+    a_img, a_lab = generate_cells(5, (128, 128), confluent)
+    b_img, b_lab = generate_cells(5, (128, 128), confluent)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    # Confluent frames draw from the crowded halves (density 5-9, packing 0.45-0.775);
+    # the complementary halves, never confluent, give far fewer cells per frame.
+    sparse = wide.replace(density=(1.0, 5.0), packing=(0.775, 1.1), confluent=0.0)
+    crowded = [int(generate_cells(s, (128, 128), confluent)[1].max()) for s in range(8)]
+    loose = [int(generate_cells(s, (128, 128), sparse)[1].max()) for s in range(8)]
+    assert np.mean(crowded) > 1.8 * np.mean(loose)
+
+
+@pytest.mark.parametrize("kind", ["cells", "transmitted"])
+def test_val_style_is_its_own_set(kind):
+    from liveseg.synthetic import generate_sample
+
+    val = generate_sample(kind, 1_000_003, (96, 96), "val")
+    assert val[1].max() > 0
+    for split in ("train", "test"):
+        other = generate_sample(kind, 1_000_003, (96, 96), split)
+        assert not np.array_equal(val[1], other[1])
+
+
 def test_phase_contrast_bacteria_are_dark_with_bright_halo():
     from scipy import ndimage as ndi
 
