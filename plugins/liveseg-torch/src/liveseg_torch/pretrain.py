@@ -25,7 +25,7 @@ from tqdm import tqdm
 import liveseg_torch
 from liveseg_torch.evaluation import DATASETS, dataset, score
 from liveseg_torch.inference import Predictor
-from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
+from liveseg_torch.network import DECODERS, NetConfig, UNetLite, fold_batch_norm
 from liveseg_torch.train import DISTANCE_WEIGHT, make_sample, train_steps
 from liveseg_torch.weights import REPRESENTATION, Checkpoint, save_checkpoint
 
@@ -109,6 +109,7 @@ def pretrain(
     channels: int = 16,
     levels: int = 3,
     batch_norm: bool = False,
+    decoder: str = "concat",
     seed: int = 0,
     threads: int = 1,
     progress: bool = True,
@@ -122,6 +123,7 @@ def pretrain(
     on their ``train`` style (seed 0), pick thresholds on 16 more ``train`` frames (seed
     1) and report their held-out ``test`` style (seed 2, 24 frames). ``init`` starts from
     an existing checkpoint's weights (and architecture) instead of a random network.
+    ``decoder`` picks how the U-Net's skips join (:data:`~liveseg_torch.network.DECODERS`).
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -145,8 +147,11 @@ def pretrain(
 
         model = load_checkpoint(init).model
         channels, levels, batch_norm = model.config.channels, model.config.levels, False
+        decoder = model.config.decoder
     else:
-        model = UNetLite(NetConfig(channels=channels, levels=levels, batch_norm=batch_norm))
+        model = UNetLite(
+            NetConfig(channels=channels, levels=levels, batch_norm=batch_norm, decoder=decoder)
+        )
     bar = tqdm(total=steps, desc="pretraining", disable=not progress)
     ema: list[float] = []
 
@@ -184,7 +189,8 @@ def pretrain(
         "format": "liveseg-torch/unet",
         "version": liveseg_torch.__version__,
         "architecture": {
-            "type": f"UNetLite ({levels} levels, stride-2 stem, bilinear output upsampling)",
+            "type": f"UNetLite ({levels} levels, stride-2 stem, {decoder} skips, bilinear "
+            "output upsampling)",
             **model.config.as_dict(),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         },
@@ -243,6 +249,7 @@ def pretrain(
             f"--n-train {n_train} --batch-size {batch_size} --crop {crop} --lr {learning_rate} "
             f"--channels {channels} --levels {levels} --seed {seed} --threads {threads}"
             + (" --batch-norm" if batch_norm else "")
+            + (f" --decoder {decoder}" if decoder != "concat" else "")
             + (f" --init {init}" if init is not None else "")
         ),
     }
@@ -325,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train with BatchNorm, folded away before saving (converges faster; try --lr 1e-2)",
     )
+    p.add_argument(
+        "--decoder",
+        default="concat",
+        choices=DECODERS,
+        help="how skips join the decoder: concat (original) or add (about 1.5x faster)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--kind",
@@ -361,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         channels=a.channels,
         levels=a.levels,
         batch_norm=a.batch_norm,
+        decoder=a.decoder,
         seed=a.seed,
         threads=a.threads,
         progress=not a.no_progress,
