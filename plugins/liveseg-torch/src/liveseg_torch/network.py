@@ -18,6 +18,11 @@ costs little time because its maps are tiny. It did not raise AP@0.5 on the hard
 2-core dev VM at 512x512 (forward pass only; ``benchmarks/model_speed.py`` end to end):
 3 levels, 143 k parameters, 86 ms on 1 thread / 36 ms on 2; 4 levels, 623 k parameters,
 87 ms / 46 ms; 3 levels at ``c = 24`` (322 k) 139 ms / 68 ms.
+
+``decoder`` (:data:`DECODERS`) chooses how the decoder joins the skips: ``concat`` (the
+original U-Net, the default, so checkpoints saved before the field load unchanged) or
+``add`` (additive skips, about 0.65x the multiply-adds; ``benchmarks/model_speed.py``'s
+``decoder_variants`` times both).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def pretrain(
     channels: int = 16,
     levels: int = 3,
     batch_norm: bool = False,
-    decoder: str = "concat",
+    decoder: str | None = None,
     seed: int = 0,
     threads: int = 1,
     progress: bool = True,
@@ -123,7 +124,10 @@ def pretrain(
     on their ``train`` style (seed 0), pick thresholds on 16 more ``train`` frames (seed
     1) and report their held-out ``test`` style (seed 2, 24 frames). ``init`` starts from
     an existing checkpoint's weights (and architecture) instead of a random network.
-    ``decoder`` picks how the U-Net's skips join (:data:`~liveseg_torch.network.DECODERS`).
+    ``decoder`` picks how the U-Net's skips join (:data:`~liveseg_torch.network.DECODERS`;
+    default ``concat``, or the ``init`` checkpoint's). With ``init`` and another decoder
+    than the checkpoint's, the new network takes every tensor of the checkpoint whose
+    name and shape match (the encoder and the head) and starts its decoder at random.
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -147,8 +151,11 @@ def pretrain(
 
         model = load_checkpoint(init).model
         channels, levels, batch_norm = model.config.channels, model.config.levels, False
+        if decoder is not None and decoder != model.config.decoder:
+            model = _transplant(model, replace(model.config, decoder=decoder))
         decoder = model.config.decoder
     else:
+        decoder = decoder or "concat"
         model = UNetLite(
             NetConfig(channels=channels, levels=levels, batch_norm=batch_norm, decoder=decoder)
         )
@@ -259,6 +266,16 @@ def pretrain(
     return card
 
 
+def _transplant(source: UNetLite, config: NetConfig) -> UNetLite:
+    """A new ``config`` network holding every tensor of ``source`` that fits by name and shape."""
+    target = UNetLite(config)
+    own = target.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    own.update(shared)
+    target.load_state_dict(own)
+    return target
+
+
 def kind_sets(
     kind: str,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
@@ -334,9 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--decoder",
-        default="concat",
+        default=None,
         choices=DECODERS,
-        help="how skips join the decoder: concat (original) or add (about 1.5x faster)",
+        help="how skips join the decoder: concat (original, default) or add (about 1.5x "
+        "faster); with --init, the encoder and head come from the weights",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
