@@ -22,7 +22,9 @@ threads. ``decoder_variants`` times the forward pass of each ``NetConfig.decoder
 (``concat``, the original U-Net joins, and ``add``, additive skips) at the shipped width,
 ONNX Runtime fp32 at 1 and 2 threads, rounds interleaved so both see the same load, with
 each variant's multiply-adds; weights are random (speed does not depend on them).
-``issue16_targets`` checks issue 16's bars with the best two-core layout.
+``issue16_targets`` checks issue 16's bars with the best two-core layout, and gives the
+frame rates an idle machine would reach from the CPU time per frame
+(``cpu_bound_1thread_frames_per_s``, ``cpu_bound_2core_frames_per_s``).
 
 Cellpose-SAM has no weights here, so its network runs
 randomly initialised on one 256x256 tile (network forward only: a lower bound on its
@@ -594,6 +596,13 @@ def main() -> None:
         "2threads_30fps_best_layout": two >= 30,
         "best_2thread_frames_per_s": two,
         "best_2thread_layout": best,
+        # What an idle machine would do, from the CPU time per frame (all threads):
+        # on cores shared with other jobs the wall clock cannot show it.
+        "cpu_bound_1thread_frames_per_s": round(1e3 / float(u["cpu_ms_per_frame"]), 1),
+        "cpu_bound_2core_frames_per_s": round(
+            2e3 / min(float(result[k]["cpu_ms_per_frame"]) for k in two_keys),  # type: ignore[index]
+            1,
+        ),
         "agreement_ap_0.99": all(
             v["ap@0.5"] >= 0.99  # type: ignore[index]
             for v in result["agreement_torch_vs_onnx"].values()  # type: ignore[union-attr]
