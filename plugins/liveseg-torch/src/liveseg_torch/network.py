@@ -24,7 +24,8 @@ thinner than the half-resolution maps can draw (rods 3-8 px wide, the ``bacteria
 model): one 3x3 convolution of the input at full resolution (8 channels) plus a 1x1
 projection of the last decoder features, upsampled; their sum goes through one more
 3x3 convolution (8 channels) and the 1x1 output convolution, so the maps keep
-one-pixel seams. It adds about 1.2 k parameters and ~10% of the multiply-adds.
+one-pixel seams. It adds 784 parameters and ~10% of the multiply-adds (end to end with
+its full-resolution decoding, ~75% of the plain network's frames/s).
 """
 
 from __future__ import annotations
