@@ -144,3 +144,20 @@ def test_shipped_bacteria_model_gives_the_same_labels_in_onnx_and_torch(tmp_path
     pooled = aggregate(results)
     assert pooled.n_true > 100
     assert pooled.ap[0.5] >= 0.99
+
+
+def test_fine_tuning_a_rod_checkpoint_trains_its_own_representation(tmp_path):
+    """``finetune`` of a ``foreground+interior`` model: its loss falls, head and maps kept."""
+    from liveseg.types import TrainItem
+    from liveseg_torch.finetune import finetune
+    from liveseg_torch.train import evaluate_loss, make_sample
+
+    d = _rod_checkpoint(tmp_path)
+    items = [TrainItem(*generate_bacteria(s, (96, 96), "train"), name=f"r{s}") for s in (76, 79)]
+    res = finetune(d / "default.pt", items, tmp_path / "ft", epochs=3, seed=0, progress=False)
+    child = load_checkpoint(res.weights_path)
+    assert child.representation == FG_INTERIOR and child.model.config.full_res_head
+    samples = [make_sample(it.image, it.labels, representation=FG_INTERIOR) for it in items]
+    assert evaluate_loss(child.model, samples) < evaluate_loss(
+        load_checkpoint(d / "default.pt").model, samples
+    )
