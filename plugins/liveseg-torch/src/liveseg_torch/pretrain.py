@@ -12,6 +12,7 @@ shipped weights up to floating-point summation order (bit-reproducible with
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -116,7 +117,13 @@ def tune_decoding(
     from liveseg.metrics import aggregate, average_precision
     from liveseg_torch.representation import FG_INTERIOR, decode, decode_interior
 
-    dec = decode_interior if predictor.ckpt.representation == FG_INTERIOR else decode
+    # At the predictor's decode scale: thresholds picked at 2 and scored at 1 were not
+    # the best ones for what is scored (``rescore --decode-scale 1`` before this).
+    dec = (
+        decode_interior
+        if predictor.ckpt.representation == FG_INTERIOR
+        else functools.partial(decode, scale=predictor.decode_scale)
+    )
     best: tuple[float, float, float] = (-1.0, 0.5, 0.5)
     for pt in (0.4, 0.5, 0.6):
         for st in (0.3, 0.4, 0.5, 0.6, 0.7):
