@@ -18,7 +18,7 @@ Ratios are acquisition frames/s relative to the mean baseline at the same rate; 
 names the layout with the higher ratio at each rate.
 
 Usage: python benchmarks/acquisition_overhead.py [--frames 300] [--chain default|classical]
-       [--workers both|thread|process]
+       [--workers both|thread|process] [--modes paced_10ms,fastest,unpaced_beads]
 """
 
 from __future__ import annotations
@@ -172,7 +172,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--handler-frames", type=int, default=30)
     ap.add_argument("--workers", choices=["both", "thread", "process"], default="both")
+    ap.add_argument(
+        "--modes", default=",".join(MODES), help=f"camera rates to run, of {','.join(MODES)}"
+    )
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - set(MODES):
+        ap.error(f"unknown mode(s) {sorted(unknown)}; choose from {list(MODES)}")
     kinds = ["thread", "process"] if args.workers == "both" else [args.workers]
     tmp = Path(tempfile.mkdtemp(prefix="liveseg-bench-"))
     report: dict[str, Any] = {
@@ -184,8 +190,8 @@ def main() -> None:
         "modes": {},
     }
     try:
-        for name, mode in MODES.items():
-            entry = _measure(name, mode, kinds, args, tmp)
+        for name in modes:
+            entry = _measure(name, MODES[name], kinds, args, tmp)
             report["chain"] = entry.pop("chain")
             ratios = {k: entry[k]["ratio_worker_vs_baseline"] for k in kinds}
             entry["best"] = max(ratios, key=lambda k: ratios[k])

@@ -18,7 +18,13 @@ decoding overlaps the next one's network; its ``frames_per_s`` is throughput.
 quantisation, which is not shipped) with each one's AP@0.5 against torch's labels on
 the nuclei test set; ``shipped_models`` runs every shipped model (``nuclei``,
 ``cells``, ``bacteria``, ``transmitted``) end to end on its own sample type at 1 and 2
-threads. ``issue16_targets`` checks issue 16's bars with the best two-core layout.
+threads. ``decoder_variants`` times the forward pass of each ``NetConfig.decoder``
+(``concat``, the original U-Net joins, and ``add``, additive skips) at the shipped width,
+ONNX Runtime fp32 at 1 and 2 threads, rounds interleaved so both see the same load, with
+each variant's multiply-adds; weights are random (speed does not depend on them).
+``issue16_targets`` checks issue 16's bars with the best two-core layout, and gives the
+frame rates an idle machine would reach from the CPU time per frame
+(``cpu_bound_1thread_frames_per_s``, ``cpu_bound_2core_frames_per_s``).
 
 Cellpose-SAM has no weights here, so its network runs
 randomly initialised on one 256x256 tile (network forward only: a lower bound on its
@@ -26,7 +32,7 @@ cost). A last block times the two instance decoders on ideal maps built from the
 truth: seeded watershed on distance maps (ours) vs Cellpose flow following.
 
 Usage: ``python benchmarks/model_speed.py [--frames 8] [--repeats 30] [--no-cellpose]
-[--no-models] [--no-int8]``.
+[--no-models] [--no-int8] [--no-variants]``.
 Prints JSON.
 """
 
@@ -347,6 +353,67 @@ def _quantize(q, pre: Path, dst: Path, reader) -> None:
     )
 
 
+def _conv_macs(model, x) -> int:
+    """Multiply-adds of ``model``'s convolutions on input ``x`` (forward hooks)."""
+    import torch
+
+    total = [0]
+
+    def hook(mod, _inp, out) -> None:
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        total[0] += int(out.numel()) * k
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    with torch.inference_mode():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def _decoder_variants(size: int, repeats: int) -> dict[str, object]:
+    """Forward pass of each decoder variant (random weights), ONNX Runtime, 1 and 2 threads."""
+    import torch
+
+    from liveseg_torch.network import DECODERS, NetConfig, UNetLite
+    from liveseg_torch.runtime import OnnxEngine, _export_bytes
+    from liveseg_torch.weights import Checkpoint
+
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    out: dict[str, object] = {
+        "what": f"ms per {size}x{size} forward pass (p50, min), rounds interleaved"
+    }
+    engines: dict[tuple[str, int], OnnxEngine] = {}
+    for name in DECODERS:
+        torch.manual_seed(0)
+        model = UNetLite(NetConfig(decoder=name)).eval()
+        data, _ = _export_bytes(Checkpoint(model=model))
+        out[name] = {
+            "gmac": round(_conv_macs(model, torch.from_numpy(x)) / 1e9, 3),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        }
+        for threads in (1, 2):
+            engines[name, threads] = OnnxEngine.from_bytes(data, threads=threads)
+            engines[name, threads](x)  # warm-up
+    times: dict[tuple[str, int], list[float]] = {k: [] for k in engines}
+    for _ in range(repeats):
+        for key, engine in engines.items():
+            t0 = time.perf_counter()
+            engine(x)
+            times[key].append(time.perf_counter() - t0)
+    for (name, threads), ts in times.items():
+        arr = np.asarray(ts) * 1e3
+        row = out[name]
+        assert isinstance(row, dict)
+        row[f"onnx_{threads}thread"] = {
+            "p50": round(float(np.median(arr)), 2),
+            "min": round(float(arr.min()), 2),
+        }
+    return out
+
+
 def _shipped_models(size: int, n: int, repeats: int, home: Path) -> dict[str, object]:
     """Every shipped model end to end (``Pipeline.run``, ONNX Runtime), 1 and 2 threads."""
     from liveseg.synthetic import generate_sample
@@ -430,6 +497,7 @@ def main() -> None:
     p.add_argument("--no-cellpose", action="store_true")
     p.add_argument("--no-models", action="store_true", help="skip the four shipped models")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 quantisation row")
+    p.add_argument("--no-variants", action="store_true", help="skip the decoder variants")
     p.add_argument(
         "--cellpose-dtype",
         default="float32",
@@ -487,6 +555,8 @@ def main() -> None:
     result["unet_stages_ms"] = _stages(frames, a.repeats, home)
     if not a.no_int8:
         result["network_variants"] = _network_variants(frames, home, max(5, a.repeats // 2))
+    if not a.no_variants:
+        result["decoder_variants"] = _decoder_variants(a.size, max(10, a.repeats // 2))
     if not a.no_models:
         result["shipped_models"] = _shipped_models(a.size, 4, max(8, a.repeats // 2), home)
     result["agreement_torch_vs_onnx"] = _agreement(frames, home)
@@ -526,6 +596,13 @@ def main() -> None:
         "2threads_30fps_best_layout": two >= 30,
         "best_2thread_frames_per_s": two,
         "best_2thread_layout": best,
+        # What an idle machine would do, from the CPU time per frame (all threads):
+        # on cores shared with other jobs the wall clock cannot show it.
+        "cpu_bound_1thread_frames_per_s": round(1e3 / float(u["cpu_ms_per_frame"]), 1),
+        "cpu_bound_2core_frames_per_s": round(
+            2e3 / min(float(result[k]["cpu_ms_per_frame"]) for k in two_keys),  # type: ignore[index]
+            1,
+        ),
         "agreement_ap_0.99": all(
             v["ap@0.5"] >= 0.99  # type: ignore[index]
             for v in result["agreement_torch_vs_onnx"].values()  # type: ignore[union-attr]

@@ -161,8 +161,9 @@ class StorageConfig(_Model):
     ``max_write_failures``: consecutive failed image writes (a full or vanished disk)
     after which the acquisition stops instead of imaging into the void.
     ``index_interval_s``: how long written images' frame-index rows may wait to be
-    appended to ``frames.csv`` together (a kill inside the window loses no image: the
-    reader recovers them from the image store).
+    appended to ``frames.csv`` together, and processed frames' rows in frames.csv and
+    objects.csv to be flushed together (a kill inside the window loses no image: the
+    reader recovers them from the image store, and ``resegment`` fills in their labels).
     """
 
     max_write_failures: int = Field(default=3, ge=1)

@@ -48,8 +48,10 @@ class SignallingStore(RunStore):
     through the one store, so ``SessionEvents.event_recorded`` misses none of them.
     """
 
-    def __init__(self, path: Path, emit: Callable[[dict[str, Any]], Any]) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: Path, emit: Callable[[dict[str, Any]], Any], flush_interval_s: float = 0.0
+    ) -> None:
+        super().__init__(path, flush_interval_s=flush_interval_s)
         self._emit = emit
 
     def event(self, kind: str, **fields: Any) -> None:

@@ -270,7 +270,9 @@ class Session:
             self.install_simulation()
         run_dir = self.new_run_dir(output)
         pixel_size, pixel_source = apply_pixel_size(self.core, cfg.hardware.pixel_size_um)
-        store = SignallingStore(run_dir, self.events.event_recorded.emit)
+        store = SignallingStore(
+            run_dir, self.events.event_recorded.emit, cfg.storage.index_interval_s
+        )
         self._store = store
         self.run_dir = run_dir
         queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")

@@ -8,6 +8,7 @@ in a plugin.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "empty_labels",
     "input_image",
     "label_ids",
+    "shared_empty_labels",
 ]
 
 LABEL_DTYPE = np.dtype(np.uint32)
@@ -126,6 +128,18 @@ def label_ids(labels: np.ndarray) -> np.ndarray:
 def empty_labels(shape: tuple[int, int]) -> np.ndarray:
     """All-background label image of ``shape``."""
     return np.zeros(shape, dtype=LABEL_DTYPE)
+
+
+@functools.lru_cache(maxsize=8)
+def shared_empty_labels(shape: tuple[int, int]) -> np.ndarray:
+    """One read-only all-background label image per ``shape``, shared by every caller.
+
+    For results that only report "no labels" (skipped frames at camera rate): allocating
+    and freeing a fresh plane per frame costs more than the rest of such a frame's path.
+    """
+    labels = empty_labels(shape)
+    labels.flags.writeable = False
+    return labels
 
 
 def input_image(frame: Frame, upstream: FrameResult | None) -> np.ndarray:

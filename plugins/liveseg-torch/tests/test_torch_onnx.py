@@ -258,3 +258,66 @@ def test_registered_and_cloned_versions_carry_their_own_checked_export(tmp_path)
         assert backend.onnx_path == reg.resolve("default@2").path / "model.onnx"
     finally:
         backend.close()
+
+
+def test_additive_decoder_checkpoint_round_trips_through_onnx(tmp_path):
+    """A ``decoder: add`` network trained, saved, loaded, exported: ONNX matches torch.
+
+    What a person gets from ``pretrain --decoder add --batch-norm``: the checkpoint
+    keeps its decoder, loads the same function, and its export next to the weights is
+    hash-recorded and used, with maps within ATOL of torch's and the same labels.
+    """
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.runtime import ATOL, export_onnx
+    from liveseg_torch.train import make_sample, train_steps
+    from liveseg_torch.weights import Checkpoint, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = UNetLite(NetConfig(channels=4, batch_norm=True, decoder="add"))
+    samples = [make_sample(*generate(s, (64, 64))) for s in range(3)]
+    train_steps(model, samples, steps=4, batch_size=4, crop=32, learning_rate=1e-2, seed=0)
+    d = tmp_path / "model"
+    d.mkdir()
+    save_checkpoint(Checkpoint(model=model), d / "default.pt")
+    ckpt = load_checkpoint(d / "default.pt")
+    assert ckpt.model.config.decoder == "add" and ckpt.model.config.batch_norm is False
+    x = torch.from_numpy(samples[0].image[None, None].copy())
+    with torch.inference_mode():
+        torch.testing.assert_close(ckpt.model(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+    out = export_onnx(d)
+    card = json.loads((d / "model.json").read_text())
+    assert card["onnx"]["sha256"] == _sha(out)
+    home = tmp_path / "home"
+    onnx_b = _backend(home, model=str(d), runtime="onnx")
+    torch_b = _backend(home, model=str(d), runtime="torch")
+    assert onnx_b.onnx_path == out
+    img, _ = generate(60_300, (96, 160), "train")
+    diff = max(
+        float(np.abs(a - b).max())
+        for a, b in zip(onnx_b.predictor.maps(img), torch_b.predictor.maps(img), strict=True)
+    )
+    assert diff <= ATOL
+    frame = Frame(index=0, image=img)
+    np.testing.assert_array_equal(
+        onnx_b.segment(frame, None).labels, torch_b.segment(frame, None).labels
+    )
+
+
+def test_checkpoint_without_decoder_key_loads_as_concat(tmp_path):
+    """Checkpoints written before the ``decoder`` field hold the concatenating decoder."""
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.weights import Checkpoint, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(1)
+    model = UNetLite(NetConfig(channels=4)).eval()
+    path = save_checkpoint(Checkpoint(model=model), tmp_path / "old.pt")
+    raw = torch.load(path, weights_only=True)
+    del raw["arch"]["decoder"]
+    torch.save(raw, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model.config.decoder == "concat"
+    x = torch.rand(1, 1, 32, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(ckpt.model(x), model(x))
+    with pytest.raises(ValueError, match="decoder must be one of concat, add"):
+        NetConfig(decoder="sum")

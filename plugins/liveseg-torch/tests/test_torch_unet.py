@@ -226,6 +226,32 @@ def test_batch_norm_training_is_saved_as_an_equivalent_plain_network(tmp_path):
         torch.testing.assert_close(ckpt.model(x), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_pretrain_from_weights_with_another_decoder_keeps_their_encoder(tmp_path):
+    # `pretrain --init OLD.pt --decoder add`: the new network starts from the old one's
+    # encoder and head (same names and shapes) and a fresh decoder; the card says so.
+    import json
+
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.pretrain import main
+    from liveseg_torch.weights import Checkpoint
+
+    torch.manual_seed(0)
+    old = save_checkpoint(Checkpoint(model=UNetLite(NetConfig(channels=4))), tmp_path / "old.pt")
+    out = tmp_path / "new"
+    args = ["--out", str(out), "--steps", "2", "--n-train", "2", "--batch-size", "2"]
+    args += ["--crop", "32", "--lr", "1e-12", "--threads", "1", "--no-progress"]
+    assert main([*args, "--init", str(old), "--decoder", "add"]) == 0
+    new, before = load_checkpoint(out / "default.pt").model, load_checkpoint(old).model
+    assert new.config == NetConfig(channels=4, decoder="add")
+    for name in ("stem.0.weight", "enc1.0.weight", "enc3.1.0.weight", "head.weight"):
+        torch.testing.assert_close(new.state_dict()[name], before.state_dict()[name])
+    assert new.state_dict()["dec1.0.weight"].shape != before.state_dict()["dec1.0.weight"].shape
+    card = json.loads((out / "model.json").read_text())
+    assert card["architecture"]["decoder"] == "add"
+    assert "--decoder add" in card["command"] and f"--init {old}" in card["command"]
+
+
 def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)
@@ -291,6 +317,7 @@ def test_shipped_card_matches_weights(default_ckpt_path):
     assert (default_ckpt_path.parent / card["weights"]) == default_ckpt_path
     assert card["architecture"]["channels"] == ckpt.model.config.channels
     assert card["architecture"]["levels"] == ckpt.model.config.levels
+    assert card["architecture"].get("decoder", "concat") == ckpt.model.config.decoder
     assert card["representation"]["defaults"] == ckpt.decode
     assert default_ckpt_path.stat().st_size < 5 * 1024 * 1024
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from liveseg.measure import OBJECT_COLUMNS, measure_objects
 from liveseg.processing.chain_runner import ChainRunner
-from liveseg.types import FrameResult, FrameStatus, empty_labels
+from liveseg.types import FrameResult, FrameStatus, empty_labels, shared_empty_labels
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -101,9 +101,14 @@ class ConsumerReport:
     last_error: str = ""
 
 
+_NO_OBJECTS = np.zeros(0)
+_NO_OBJECTS.flags.writeable = False
+_SKIPPED_NOTE = "frames.csv has a skipped row for every frame skipped for this reason"
+
+
 def empty_objects() -> Objects:
-    """The per-object columns of a frame without objects."""
-    return {c: np.zeros(0) for c in OBJECT_COLUMNS}
+    """The per-object columns of a frame without objects (empty, read-only)."""
+    return dict.fromkeys(OBJECT_COLUMNS, _NO_OBJECTS)
 
 
 CLASS_SUMMARY = "class_summary"
@@ -185,6 +190,7 @@ class FrameProcessor:
         self.critical_errors: list[str] = []
         self.class_values: dict[str, list[float]] = {}
         self._lock = threading.Lock()
+        self._skip_reasons: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
     def setup(self, run: Mapping[str, Any]) -> None:
@@ -282,14 +288,22 @@ class FrameProcessor:
         return result
 
     def skipped(self, frame: Frame, reason: str = "backlog policy 'latest'") -> FrameResult:
-        """Dispatch a frame that was not segmented (its image is stored; resegment later)."""
+        """Dispatch a frame that was not segmented (its image is stored; resegment later).
+
+        At camera rate under ``latest`` most frames take this path, so it stays cheap:
+        the labels are one shared read-only empty plane, and events.jsonl gets one
+        ``skipped`` record for the first skipped frame of a reason (frames.csv has a
+        ``skipped`` row for every one).
+        """
         result = FrameResult(
-            labels=empty_labels(frame.shape),
+            labels=shared_empty_labels(frame.shape),
             status=FrameStatus.SKIPPED,
             error=reason,
             extra={"latency_ms": float("nan"), "segment_ms": float("nan")},
         )
-        self.record("skipped", frame=frame.index, reason=reason)
+        if reason not in self._skip_reasons:
+            self._skip_reasons.add(reason)
+            self.record("skipped", frame=frame.index, reason=reason, note=_SKIPPED_NOTE)
         self._count(frame, result, {})
         self._dispatch(frame, result, empty_objects())
         return result

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,9 +80,16 @@ def _now() -> str:
 
 
 class _CsvLog:
-    """An append-only CSV file, flushed per write; thread-safe."""
+    """An append-only CSV file; thread-safe.
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    With ``flush_interval_s`` 0 every write is flushed at once. A live run passes
+    ``storage.index_interval_s``: rows then reach the file at most that long after they
+    were written (a flusher thread catches the last ones), so a camera-rate stream of
+    rows costs one system call per interval instead of one per frame. A kill loses at
+    most that window's rows, and a partly written last line, which readers skip.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str], flush_interval_s: float = 0.0) -> None:
         self.path = path
         self.columns = list(columns)
         new = not path.exists() or path.stat().st_size == 0
@@ -95,6 +103,12 @@ class _CsvLog:
             self._writer.writeheader()
             self._fh.flush()
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._interval = flush_interval_s
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        self._closed = False
+        self._flusher: threading.Thread | None = None
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
@@ -104,12 +118,43 @@ class _CsvLog:
         for row in rows:
             w.writerow({k: _cell(v) for k, v in row.items()})
         with self._lock:
-            self._fh.write(buf.getvalue())  # one write per frame: a kill cuts at most one line
-            self._fh.flush()
+            self._fh.write(buf.getvalue())  # whole lines: a kill cuts at most the last one
+            now = time.monotonic()
+            if self._interval <= 0 or now - self._last_flush >= self._interval:
+                self._flush_locked(now)
+                return
+            self._dirty = True
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name=f"liveseg-{self.path.name}", daemon=True
+                )
+                self._flusher.start()
+            self._wake.notify()
+
+    def _flush_locked(self, now: float) -> None:
+        self._fh.flush()
+        self._last_flush = now
+        self._dirty = False
+
+    def _flush_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                if not self._dirty:
+                    self._wake.wait()
+                    continue
+                left = self._last_flush + self._interval - time.monotonic()
+                if left > 0:
+                    self._wake.wait(left)
+                    continue
+                self._flush_locked(time.monotonic())
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._wake.notify_all()
             self._fh.close()
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
 
 
 def _cell(v: Any) -> Any:

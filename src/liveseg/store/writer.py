@@ -36,7 +36,11 @@ log = logging.getLogger("liveseg.store")
 
 
 class RunStore:
-    """Writes one run directory. Thread-safe: workers write while the runner acquires."""
+    """Writes one run directory. Thread-safe: workers write while the runner acquires.
+
+    ``flush_interval_s``: how long frames.csv and objects.csv rows may wait in the file
+    buffer (0: flushed per write; a live run uses ``storage.index_interval_s``).
+    """
 
     def __init__(
         self,
@@ -44,18 +48,22 @@ class RunStore:
         *,
         label_name: str = "segmentation",
         extra_object_columns: Sequence[str] = ("score",),
+        flush_interval_s: float = 0.0,
     ) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.images_path = self.path / IMAGES
         self.label_name = label_name
-        self._frames = _CsvLog(self.path / "frames.csv", FRAME_COLUMNS)
+        self._frames = _CsvLog(self.path / "frames.csv", FRAME_COLUMNS, flush_interval_s)
         obj_cols = ["frame", *OBJECT_COLUMNS, *extra_object_columns, "extra"]
-        self._objects = _CsvLog(self.path / "objects.csv", obj_cols)
+        self._objects = _CsvLog(self.path / "objects.csv", obj_cols, flush_interval_s)
         self._events_fh = (self.path / "events.jsonl").open("a", encoding="utf-8")
         self._events_lock = threading.Lock()
         self._labels_lock = threading.Lock()
         self._label_arrays: dict[tuple[int, str], tuple[Any, list[str]]] = {}
+        # Label arrays created empty by this store: the planes written to each so far.
+        # An empty plane for any other index is not written (a missing chunk reads as 0).
+        self._untouched: dict[tuple[int, str], set[tuple[int, ...]]] = {}
         self._run_info: dict[str, Any] = {}
         self._lock: Any = None
 
@@ -162,6 +170,11 @@ class RunStore:
             new_shape = tuple(max(k + 1, s) for k, s in zip(key, arr.shape[:-2], strict=False))
             with self._labels_lock:
                 arr.resize((*new_shape, *arr.shape[-2:]))
+        untouched = self._untouched.get((position, name))
+        if untouched is not None:
+            if key not in untouched and not plane.any():
+                return  # the chunk is missing, so it reads as the empty plane it would hold
+            untouched.add(key)  # from here on this plane is written, also when empty
         arr[key] = np.asarray(plane, dtype=dtype)
 
     def _label_array(
@@ -175,9 +188,11 @@ class RunStore:
         with self._labels_lock:
             key = (position, name)
             if key not in self._label_arrays:
-                self._label_arrays[key] = create_label_array(
+                arr, _dims = self._label_arrays[key] = create_label_array(
                     self.images_path, position, name, plane, dtype=dtype, image_label=image_label
                 )
+                if _is_blank(arr):
+                    self._untouched[key] = set()
             return self._label_arrays[key]
 
     def close(self) -> None:
@@ -197,3 +212,11 @@ class RunStore:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _is_blank(arr: Any) -> bool:
+    """Whether a label array has no chunk stored yet and reads 0 where it has none."""
+    try:
+        return bool(arr.fill_value == 0) and int(arr.nchunks_initialized) == 0
+    except Exception:  # another array API: write every plane
+        return False

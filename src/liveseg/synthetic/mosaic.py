@@ -1,16 +1,17 @@
 """A synthetic nuclei mosaic of any size, written chunk by chunk to OME-Zarr.
 
 :func:`liveseg.synthetic.generate` draws one frame in memory; a 20 000 × 20 000 px
-slide does not fit that way. Here nuclei are placed per grid cell from the cell's own
-seed, and each chunk draws the nuclei of its cell and its eight neighbours, so a nucleus
-that crosses a chunk border is drawn whole and identically on both sides (no seams), and
-no chunk needs any other chunk's pixels. Dask computes the chunks; memory is a few
-chunks, never the image.
+slide does not fit that way. Here nuclei are placed per grid cell (128 px by default)
+from the cell's own seed, and each chunk draws the nuclei of the cells under it and
+around it, so a nucleus that crosses a chunk border is drawn whole and identically on
+both sides (no seams), and no chunk needs any other chunk's pixels. Dask computes the
+chunks; memory is a few chunks, never the image.
 
 The store gets the image (``uint16``, axes ``yx``, the pixel size) and, with
 ``truth=True``, its exact instance labels as ``labels/truth`` (ids unique but not
 consecutive: the ``j``-th nucleus of grid cell ``(iy, ix)`` is
-``(iy * 256 + ix) * 65536 + j + 1``, unique up to 256 × 256 cells).
+``(iy * 256 + ix) * 65536 + j + 1``, unique up to 256 × 256 cells, 32 768 px square at
+the default cell).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["MosaicStyle", "render_mosaic_chunk", "write_nuclei_mosaic"]
 
 _STRIDE = 65536  # truth ids per grid cell
-_GRID = 256  # truth ids stay unique up to 256 x 256 cells (262 144 px at chunk=1024)
+_GRID = 256  # truth ids stay unique up to 256 x 256 cells (32 768 px at cell=128)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,13 +148,20 @@ def write_nuclei_mosaic(
     truth: bool = True,
     style: MosaicStyle | None = None,
     levels: tuple[int, ...] = (),
+    cell: int = 128,
 ) -> Path:
     """Write a nuclei mosaic of ``shape`` to the OME-Zarr ``path`` chunk by chunk.
 
     Runs on whatever Dask scheduler is current (threads by default; inside
     ``with distributed.Client(...)`` on the cluster). ``levels`` are extra pyramid
-    levels (downsampling factors; none by default). Returns ``path``.
+    levels (downsampling factors; none by default). ``cell`` is the placement grid
+    (at most ``chunk``; larger than the biggest nucleus): a chunk also draws the
+    nucleus lists of the cells around it, so a cell much smaller than the chunk wastes
+    little of that work. Returns ``path``.
     """
+    cell = min(int(cell), int(chunk))
+    if cell < 64:
+        raise ValueError(f"cell must be at least 64 px (nuclei span up to ~40), got {cell}")
     import dask.array as da
     import zarr
 
@@ -164,7 +172,7 @@ def write_nuclei_mosaic(
         both = base.map_blocks(
             _chunk,
             seed=seed,
-            cell=chunk,
+            cell=cell,
             style=st,
             truth=True,
             new_axis=0,
@@ -173,7 +181,7 @@ def write_nuclei_mosaic(
         )
         image = both[0].astype(np.uint16)
     else:
-        image = base.map_blocks(_chunk, seed=seed, cell=chunk, style=st, truth=False)
+        image = base.map_blocks(_chunk, seed=seed, cell=cell, style=st, truth=False)
     from liveseg.mosaic import write_ome_mosaic
 
     out = Path(path)

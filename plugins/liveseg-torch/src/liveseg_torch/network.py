@@ -19,6 +19,11 @@ costs little time because its maps are tiny. It did not raise AP@0.5 on the hard
 3 levels, 143 k parameters, 86 ms on 1 thread / 36 ms on 2; 4 levels, 623 k parameters,
 87 ms / 46 ms; 3 levels at ``c = 24`` (322 k) 139 ms / 68 ms.
 
+``decoder`` (:data:`DECODERS`) chooses how the decoder joins the skips: ``concat`` (the
+original U-Net, the default, so checkpoints saved before the field load unchanged) or
+``add`` (additive skips, about 0.65x the multiply-adds; ``benchmarks/model_speed.py``'s
+``decoder_variants`` times both).
+
 ``full_res_head=True`` adds a light refinement head at full resolution for objects
 thinner than the half-resolution maps can draw (rods 3-8 px wide, the ``bacteria``
 model): one 3x3 convolution of the input at full resolution (8 channels) plus a 1x1
@@ -37,13 +42,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OUTPUTS", "NetConfig", "UNetLite", "fold_batch_norm"]
+__all__ = ["DECODERS", "OUTPUTS", "NetConfig", "UNetLite", "fold_batch_norm"]
 
 OUTPUTS = ("foreground_logit", "distance_logit")
 """Output channels, in order."""
 
 _FR = 8
 """Channels of the full-resolution head (``NetConfig.full_res_head``)."""
+
+DECODERS = ("concat", "add")
+"""How a decoder level joins the upsampled coarse features with the encoder's skip.
+
+``concat`` (the original design; checkpoints without the field load as it): concatenate
+both, then a 3x3 convolution over ``3x`` the skip's width. ``add``: a 1x1 projection of
+the coarse features to the skip's width (at the coarse resolution, before upsampling, so
+it is cheap), added to the skip, then a 3x3 convolution at the skip's width. The two 3x3
+decoder convolutions at 1/2 and 1/4 resolution were more than half of the network's
+multiply-adds; ``add`` cuts them to a third (about 1.66 -> 1.07 GMAC at 512x512).
+"""
 
 
 @dataclass(frozen=True)
@@ -55,9 +71,12 @@ class NetConfig:
     out_channels: int = len(OUTPUTS)
     levels: int = 3
     batch_norm: bool = False  # pretraining only; checkpoints are folded (fold_batch_norm)
+    decoder: str = "concat"  # how skips join the decoder: DECODERS
     full_res_head: bool = False  # full-resolution refinement head (thin objects, rods)
 
     def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.levels not in (3, 4):
             raise ValueError(f"levels must be 3 or 4, got {self.levels}")
         if self.channels < 1:
@@ -98,9 +117,19 @@ class UNetLite(nn.Module):  # type: ignore[misc,unused-ignore]
         if cfg.levels == 4:
             self.down4 = _conv(4 * c, 8 * c, 2, bn)  # H/16
             self.enc4 = nn.Sequential(_conv(8 * c, 8 * c, 1, bn), _conv(8 * c, 8 * c, 1, bn))
-            self.dec3 = _conv(12 * c, 4 * c, 1, bn)
-        self.dec2 = _conv(6 * c, 2 * c, 1, bn)
-        self.dec1 = _conv(3 * c, c, 1, bn)
+            if cfg.decoder == "concat":
+                self.dec3 = _conv(12 * c, 4 * c, 1, bn)
+        if cfg.decoder == "add":
+            if cfg.levels == 4:
+                self.dec3 = _conv(4 * c, 4 * c, 1, bn)
+                self.proj3 = nn.Conv2d(8 * c, 4 * c, 1)
+            self.proj2 = nn.Conv2d(4 * c, 2 * c, 1)
+            self.proj1 = nn.Conv2d(2 * c, c, 1)
+            self.dec2 = _conv(2 * c, 2 * c, 1, bn)
+            self.dec1 = _conv(c, c, 1, bn)
+        else:
+            self.dec2 = _conv(6 * c, 2 * c, 1, bn)
+            self.dec1 = _conv(3 * c, c, 1, bn)
         if cfg.full_res_head:
             self.fr_in = _conv(cfg.in_channels, _FR, 1, bn)  # H, from the input
             self.fr_proj = nn.Conv2d(c, _FR, 1)  # H/2, from the decoder
@@ -119,11 +148,17 @@ class UNetLite(nn.Module):  # type: ignore[misc,unused-ignore]
         a = self.enc1(self.stem(x))
         b = self.enc2(self.down2(a))
         z = self.enc3(self.down3(b))
-        if self.config.levels == 4:
-            q = self.enc4(self.down4(z))
-            z = self.dec3(torch.cat([_up(q), z], 1))
-        u = self.dec2(torch.cat([_up(z), b], 1))
-        u = self.dec1(torch.cat([_up(u), a], 1))
+        if self.config.decoder == "add":
+            if self.config.levels == 4:
+                z = self.dec3(_up(self.proj3(self.enc4(self.down4(z)))) + z)
+            u = self.dec2(_up(self.proj2(z)) + b)
+            u = self.dec1(_up(self.proj1(u)) + a)
+        else:
+            if self.config.levels == 4:
+                q = self.enc4(self.down4(z))
+                z = self.dec3(torch.cat([_up(q), z], 1))
+            u = self.dec2(torch.cat([_up(z), b], 1))
+            u = self.dec1(torch.cat([_up(u), a], 1))
         if self.config.full_res_head:
             up = F.interpolate(self.fr_proj(u), scale_factor=2.0, mode="bilinear")
             return self.head(self.fr_mix(F.relu(self.fr_in(x) + up)))
