@@ -161,3 +161,14 @@ def test_fine_tuning_a_rod_checkpoint_trains_its_own_representation(tmp_path):
     assert evaluate_loss(child.model, samples) < evaluate_loss(
         load_checkpoint(d / "default.pt").model, samples
     )
+
+
+def test_bioimageio_export_of_a_rod_checkpoint_is_refused_in_one_line(tmp_path):
+    """Its package would record the watershed decoder, which is wrong for interior maps."""
+    from liveseg_torch.bioimageio import export_package
+
+    d = _rod_checkpoint(tmp_path)
+    with pytest.raises(ModelError, match=r"no bioimage\.io decoder") as exc:
+        export_package(d, tmp_path / "pkg")
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "pkg").exists()
