@@ -15,8 +15,11 @@ used to choose anything. They are skipped cleanly when absent.
 ``--extra SPEC`` (repeatable: a model folder, ``name@N``...) scores a candidate beside
 the shipped models, e.g. a fresh ``pretrain --out DIR`` before it replaces one.
 
+``--kinds bacteria,...`` restricts the sets and the shipped models scored to those types
+(the nuclei model always runs too, for the "why switch" column).
+
 Usage: ``python benchmarks/model_accuracy.py [--n 24] [--size 256] [--realdev DIR]
-[--no-realdev] [--extra SPEC]...``. Prints JSON.
+[--no-realdev] [--extra SPEC]... [--kinds K,...]``. Prints JSON.
 """
 
 from __future__ import annotations
@@ -85,7 +88,13 @@ def main() -> None:
     p.add_argument("--realdev", type=Path, default=Path("../shared/realdev"))
     p.add_argument("--no-realdev", action="store_true")
     p.add_argument("--extra", action="append", default=[], help="another model to score")
+    p.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated sample types to score"
+    )
     a = p.parse_args()
+    kinds = tuple(k for k in KINDS if k in a.kinds.split(","))
+    if not kinds:
+        p.error(f"--kinds: none of {a.kinds!r} is one of {', '.join(KINDS)}")
 
     import torch
 
@@ -94,7 +103,7 @@ def main() -> None:
     from liveseg_torch.evaluation import score
 
     torch.set_num_threads(1)
-    specs = [*KINDS, CLASSICAL, *a.extra]
+    specs = [*dict.fromkeys(("nuclei", *kinds)), CLASSICAL, *a.extra]
     segmenters = {s: _segmenter(s) for s in specs}
     keep = ("ap@0.5", "ap@0.75", "precision@0.5", "recall@0.5", "mean_matched_iou")
 
@@ -112,7 +121,7 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "model_accuracy", "frames_per_set": a.n}
     synthetic: dict[str, object] = {}
     targets: dict[str, object] = {}
-    for kind in KINDS:
+    for kind in kinds:
         pairs = list(iter_samples(kind, a.n, 2, (a.size, a.size), "test"))
         b = block(pairs)
         b["style"] = "test_hard" if kind == "nuclei" else "test"
@@ -130,7 +139,7 @@ def main() -> None:
     # styles also draw photon-starved frames (20-200) that phase contrast and brightfield
     # never produce, where even the outlines are invisible to a person.
     bright: dict[str, object] = {}
-    for kind in ("bacteria", "transmitted"):
+    for kind in [k for k in ("bacteria", "transmitted") if k in kinds]:
         from liveseg.synthetic import (
             BACTERIA_STYLES,
             TRANSMITTED_STYLES,
@@ -161,6 +170,8 @@ def main() -> None:
     else:
         real: dict[str, object] = {"note": "pseudo-labels: indicative only, never a target"}
         for name, (kind, pairs) in _realdev_sets(a.realdev).items():
+            if kind not in kinds:
+                continue
             b = block(pairs)
             b["type"] = kind
             real[name] = b
