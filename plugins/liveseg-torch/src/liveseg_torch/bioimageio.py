@@ -220,13 +220,18 @@ def export_package(
     from liveseg_torch.inference import prepare_image
     from liveseg_torch.representation import decode
     from liveseg_torch.runtime import OPSET, OnnxEngine, _export_bytes, _weights_in
-    from liveseg_torch.weights import load_checkpoint
+    from liveseg_torch.weights import REPRESENTATION, load_checkpoint
 
     src, dest = Path(model_dir), Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ModelError(f"export target {dest} exists and is not an empty folder")
     weights = _weights_in(src)
     ckpt = load_checkpoint(weights)
+    if ckpt.representation != REPRESENTATION:
+        raise ModelError(
+            f"{weights}: representation {ckpt.representation!r} has no bioimage.io decoder "
+            f"yet (only {REPRESENTATION!r} exports); run it through liveseg instead"
+        )
     card_path = src / "model.json"
     card: dict[str, Any] = (
         json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}

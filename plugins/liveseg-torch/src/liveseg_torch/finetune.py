@@ -101,8 +101,9 @@ def finetune(
     base = _resolve_base(base_weights)
     ckpt = load_checkpoint(base)  # a fresh in-memory copy; the file is only read
     norm = (ckpt.normalize.get("low", 1.0), ckpt.normalize.get("high", 99.8))
-    samples = [make_sample(it.image, it.labels, it.valid, norm) for it in items]
-    vals = [make_sample(it.image, it.labels, it.valid, norm) for it in val_items]
+    rep = ckpt.representation
+    samples = [make_sample(it.image, it.labels, it.valid, norm, rep) for it in items]
+    vals = [make_sample(it.image, it.labels, it.valid, norm, rep) for it in val_items]
     area = sum(s.image.size for s in samples)
     steps_per_epoch = max(1, math.ceil(area / (crop * crop) / batch_size))
     total = steps_per_epoch * epochs

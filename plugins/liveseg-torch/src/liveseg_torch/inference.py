@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from liveseg.builtins.normalize import normalize_image
-from liveseg_torch.representation import decode, object_scores
+from liveseg_torch.representation import FG_INTERIOR, decode, decode_interior, object_scores
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -247,6 +247,15 @@ class Predictor:
         self, prob: np.ndarray, dist: np.ndarray, s: dict[str, float]
     ) -> tuple[np.ndarray, dict[int, float]]:
         """Labels and per-object scores from the network's two maps."""
+        if self.ckpt.representation == FG_INTERIOR:  # full resolution whatever decode_scale
+            labels = decode_interior(
+                prob,
+                dist,
+                prob_threshold=s["prob_threshold"],
+                seed_threshold=s["seed_threshold"],
+                min_size=int(s["min_size"]),
+            )
+            return labels, object_scores(labels, prob)
         labels = decode(
             prob,
             dist,

@@ -155,3 +155,64 @@ def object_scores(labels: np.ndarray, prob: np.ndarray) -> dict[int, float]:
     sums = np.bincount(flat, weights=prob.ravel()[where], minlength=n + 1)
     counts = np.bincount(flat, minlength=n + 1)
     return {i: float(sums[i] / counts[i]) for i in range(1, n + 1) if counts[i] > 0}
+
+
+FG_INTERIOR = "foreground+interior"
+"""Representation for thin touching objects (rods): foreground and interior maps."""
+
+NORMDIST = "foreground+normdist"
+"""The default representation (the module docstring)."""
+
+REPRESENTATIONS = (NORMDIST, FG_INTERIOR)
+"""Every representation a checkpoint may name."""
+
+
+def interior_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and *interior* maps (float32 0/1) for :data:`FG_INTERIOR`.
+
+    A pixel is interior when it and its four neighbours carry the same label: every
+    object loses a one-pixel rim, so two touching objects' interiors lie two pixels
+    apart and their connected components separate them, however thin and long the
+    objects are (a seam a distance map cannot show at rod widths of 3-8 px). The frame
+    edge counts as the object's own label, so objects cut by a crop keep their interior.
+    """
+    lab = np.asarray(labels)
+    pad = np.pad(lab, 1, mode="edge")
+    core = lab > 0
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        core &= pad[dy : dy + lab.shape[0], dx : dx + lab.shape[1]] == lab
+    return (lab > 0).astype(np.float32), core.astype(np.float32)
+
+
+def decode_interior(
+    prob: np.ndarray,
+    interior: np.ndarray,
+    *,
+    prob_threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: int = 8,
+    grow: int = 2,
+) -> np.ndarray:
+    """Labels (``uint32``) from foreground and interior maps (:data:`FG_INTERIOR`).
+
+    Seeds are the connected components (8-connected) of ``interior > seed_threshold``
+    inside the foreground; each is grown back over the foreground mask by ``grow``
+    3x3 dilations (the rim the interior lacks), the larger label winning where two
+    meet. Foreground left without a seed keeps its own component. Everything runs at
+    full resolution with array filters, a few ms at 512x512 (no watershed).
+    """
+    mask = prob > prob_threshold
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.uint32)
+    seeds, n = ndi.label(mask & (interior > seed_threshold), structure=np.ones((3, 3)))
+    labels = seeds.astype(np.int64)
+    for _ in range(max(0, int(grow))):
+        free = mask & (labels == 0)
+        if not free.any():
+            break
+        grown = ndi.grey_dilation(labels, size=(3, 3))
+        labels = np.where(free, grown, labels)
+    rest, n_rest = ndi.label(mask & (labels == 0))
+    if n_rest:
+        labels = np.where(rest > 0, rest + n, labels)
+    return _relabel(labels, np.bincount, min_size)

@@ -3,7 +3,9 @@
 Samples are normalised once, targets computed once; each step draws random crops with
 flips / 90-degree rotations and a mild intensity jitter. The loss is a masked sum of a
 binary cross-entropy on the foreground and a mean squared error on the normalised
-distance; pixels outside an item's ``valid`` region (and padding) weigh zero.
+distance; pixels outside an item's ``valid`` region (and padding) weigh zero. For the
+``foreground+interior`` representation (thin rods) the second map is the interior and
+its loss is a binary cross-entropy too (``INTERIOR_WEIGHT``).
 """
 
 from __future__ import annotations
@@ -16,17 +18,27 @@ import torch
 import torch.nn.functional as F
 
 from liveseg_torch.inference import prepare_image
-from liveseg_torch.representation import targets
+from liveseg_torch.representation import FG_INTERIOR, NORMDIST, interior_targets, targets
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from liveseg_torch.network import UNetLite
 
-__all__ = ["DISTANCE_WEIGHT", "Sample", "make_sample", "masked_loss", "train_steps"]
+__all__ = [
+    "DISTANCE_WEIGHT",
+    "INTERIOR_WEIGHT",
+    "Sample",
+    "make_sample",
+    "masked_loss",
+    "train_steps",
+]
 
 DISTANCE_WEIGHT = 2.0
 """Weight of the distance MSE relative to the foreground BCE."""
+
+INTERIOR_WEIGHT = 2.0
+"""Weight of the interior BCE relative to the foreground BCE (``foreground+interior``)."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +47,9 @@ class Sample:
 
     image: np.ndarray  # float32, normalised
     foreground: np.ndarray  # float32 0/1
-    distance: np.ndarray  # float32 0..1
+    distance: np.ndarray  # float32 0..1 (the interior map for FG_INTERIOR)
     valid: np.ndarray  # float32 0/1
+    representation: str = NORMDIST
 
 
 def make_sample(
@@ -44,20 +57,21 @@ def make_sample(
     labels: np.ndarray,
     valid: np.ndarray | None = None,
     normalize: tuple[float, float] = (1.0, 99.8),
+    representation: str = NORMDIST,
 ) -> Sample:
-    """Normalise ``image`` and compute targets from ``labels``."""
+    """Normalise ``image`` and compute ``representation``'s targets from ``labels``."""
     img = prepare_image(image, *normalize)
     lab = np.asarray(labels)
     if lab.shape != img.shape:
         raise ValueError(f"labels shape {lab.shape} does not match image shape {img.shape}")
-    fg, dist = targets(lab)
+    fg, dist = interior_targets(lab) if representation == FG_INTERIOR else targets(lab)
     if valid is None:
         v = np.ones(img.shape, dtype=np.float32)
     else:
         if np.shape(valid) != img.shape:
             raise ValueError(f"valid shape {np.shape(valid)} does not match image {img.shape}")
         v = np.asarray(valid, dtype=bool).astype(np.float32)
-    return Sample(img, fg, dist, v)
+    return Sample(img, fg, dist, v, representation)
 
 
 def _crop(rng: np.random.Generator, s: Sample, size: int, jitter: bool) -> np.ndarray:
@@ -79,11 +93,16 @@ def _crop(rng: np.random.Generator, s: Sample, size: int, jitter: bool) -> np.nd
     return crop
 
 
-def masked_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_loss(
+    logits: torch.Tensor, target: torch.Tensor, representation: str = NORMDIST
+) -> torch.Tensor:
     """Loss of ``(N, 2, H, W)`` logits against ``(N, 3, H, W)`` fg / dist / valid targets."""
     fg, dist, valid = target[:, 0], target[:, 1], target[:, 2]
     denom = valid.sum().clamp_min(1.0)
     bce = F.binary_cross_entropy_with_logits(logits[:, 0], fg, reduction="none")
+    if representation == FG_INTERIOR:
+        inner = F.binary_cross_entropy_with_logits(logits[:, 1], dist, reduction="none")
+        return ((bce + INTERIOR_WEIGHT * inner) * valid).sum() / denom
     mse = (torch.sigmoid(logits[:, 1]) - dist) ** 2
     return ((bce + DISTANCE_WEIGHT * mse) * valid).sum() / denom
 
@@ -130,7 +149,7 @@ def train_steps(
         y = torch.from_numpy(batch[:, 1:])
         for g in opt.param_groups:
             g["lr"] = lr_at(i)
-        loss = masked_loss(model(x), y)
+        loss = masked_loss(model(x), y, samples[0].representation)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -157,5 +176,5 @@ def evaluate_loss(model: UNetLite, samples: Sequence[Sample]) -> float:
             stack = np.pad(stack, ((0, 0), (0, ph), (0, pw)))
             x = torch.from_numpy(stack[None, :1].copy())
             y = torch.from_numpy(stack[None, 1:].copy())
-            total += float(masked_loss(model(x), y))
+            total += float(masked_loss(model(x), y, s.representation))
     return total / len(samples)

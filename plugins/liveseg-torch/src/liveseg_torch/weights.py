@@ -21,6 +21,7 @@ import torch
 
 from liveseg.errors import ModelError
 from liveseg_torch.network import NetConfig, UNetLite, fold_batch_norm
+from liveseg_torch.representation import NORMDIST, REPRESENTATIONS
 
 __all__ = [
     "DEFAULT_CARD",
@@ -33,7 +34,8 @@ __all__ = [
 
 FORMAT = "liveseg-torch/unet"
 FORMAT_VERSION = 1
-REPRESENTATION = "foreground+normdist"
+REPRESENTATION = NORMDIST
+"""The representation of checkpoints that name none (all before ``foreground+interior``)."""
 DEFAULT_CARD = "model.json"
 _REGENERATE = "regenerate the default with `python -m liveseg_torch.pretrain --out DIR`"
 
@@ -52,6 +54,7 @@ class Checkpoint:
     decode: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    representation: str = REPRESENTATION
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
@@ -67,7 +70,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": model.config.as_dict(),
-        "representation": REPRESENTATION,
+        "representation": ckpt.representation,
         "normalize": dict(ckpt.normalize),
         "decode": dict(ckpt.decode),
         "meta": json.loads(json.dumps(ckpt.meta)),  # plain JSON types only
@@ -115,6 +118,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"newer than this liveseg-torch understands ({FORMAT_VERSION}); upgrade "
             f"liveseg-torch."
         )
+    representation = str(raw.get("representation", REPRESENTATION))
+    if representation not in REPRESENTATIONS:
+        raise ModelError(
+            f"weights file {str(path)!r} uses the representation {representation!r}, which "
+            f"this liveseg-torch does not know ({', '.join(REPRESENTATIONS)}); upgrade "
+            f"liveseg-torch."
+        )
     try:
         config = NetConfig(**raw["arch"])
         model = UNetLite(config)
@@ -133,4 +143,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         decode={k: float(v) for k, v in dict(raw.get("decode", {})).items()},
         meta=dict(raw.get("meta", {})),
         path=path,
+        representation=representation,
     )
