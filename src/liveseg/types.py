@@ -118,6 +118,8 @@ def label_ids(labels: np.ndarray) -> np.ndarray:
     if flat.size == 0:
         return np.zeros(0, dtype=np.int64)
     top = int(flat.max())
+    if top == 0:  # an empty plane (a blank frame): no histogram needed
+        return np.zeros(0, dtype=np.int64)
     if top <= 4 * flat.size + 1024:
         ids = np.flatnonzero(np.bincount(flat, minlength=1))
     else:

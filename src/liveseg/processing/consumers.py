@@ -152,6 +152,12 @@ class LabelsConsumer(BaseConsumer):
         self.store = store
         self.triggered = triggered
 
+    def setup(self, run: Mapping[str, Any]) -> None:
+        """Warm label writing up before the first frame (see ``warm_up_label_writing``)."""
+        from liveseg.store.ngff import warm_up_label_writing
+
+        warm_up_label_writing()
+
     def frame(self, frame: Frame, result: FrameResult, objects: Mapping[str, np.ndarray]) -> None:
         """Write the labels of an ok frame."""
         if result.status is not FrameStatus.OK:

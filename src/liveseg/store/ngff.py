@@ -210,6 +210,24 @@ def _dump(model: Any) -> dict[str, Any]:
     return out
 
 
+def warm_up_label_writing() -> None:
+    """Pay label writing's one-time costs now, not on the first frame of a run.
+
+    The first label image of a process imports zarr's codec pipeline and yaozarrs'
+    writer, reads the codec entry points and starts zarr's I/O thread: about 0.4 s of
+    Python that, during a live run, would hold the GIL the acquisition thread needs.
+    A tiny array in memory goes through the same steps.
+    """
+    import zarr
+    from yaozarrs.write.v05 import LabelsBuilder  # noqa: F401
+
+    _label_models()
+    arr = zarr.create_array(
+        store=zarr.storage.MemoryStore(), shape=(1, 8, 8), chunks=(1, 8, 8), dtype="uint32"
+    )
+    arr[0] = np.ones((8, 8), dtype=np.uint32)
+
+
 def open_label_array(
     image: Path,
     name: str,
