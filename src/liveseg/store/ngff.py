@@ -210,13 +210,14 @@ def _dump(model: Any) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def warm_up_label_writing() -> None:
     """Pay label writing's one-time costs now, not on the first frame of a run.
 
     The first label image of a process imports zarr's codec pipeline and yaozarrs'
     writer, reads the codec entry points and starts zarr's I/O thread: about 0.4 s of
     Python that, during a live run, would hold the GIL the acquisition thread needs.
-    A tiny array in memory goes through the same steps.
+    A tiny array in memory goes through the same steps, once per process.
     """
     import zarr
     from yaozarrs.write.v05 import LabelsBuilder  # noqa: F401
