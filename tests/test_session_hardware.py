@@ -112,11 +112,14 @@ def test_backlog_all_segments_every_frame_even_when_slow(make_session, tmp_path)
 
 
 def test_latest_policy_skips_and_resegment_fills_in(make_session, tmp_path):
+    import gc
+
     from liveseg.offline import resegment_run
 
     host, _ = _fake_host(delay_s=0.15)
     session = make_session(_fake_config("latest", 10), host=host)
     session.run(output=tmp_path / "run")
+    assert gc.get_freeze_count() == 0  # the run froze the heap and handed it back
     run = liveseg.open_run(tmp_path / "run")
     skipped = [r["index"] for r in run.frames() if r["status"] == "skipped"]
     assert skipped, "a slow backend in latest mode must skip frames"

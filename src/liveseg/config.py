@@ -103,6 +103,12 @@ class BacklogConfig(_Model):
         description="under 'all', up to this many frames already waiting are segmented "
         "together (a step with segment_batch shares forward passes); 1: one at a time",
     )
+    freeze_heap: bool = Field(
+        default=True,
+        description="during a live run, keep the objects that existed before it out of "
+        "Python's garbage collections (gc.freeze), whose walks of the whole heap stall "
+        "the acquisition thread",
+    )
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -11,13 +11,15 @@ with or without triggers:
 
 When a frame's image is on disk the writer appends its frame-index row (status
 ``acquired``) to ``frames.csv``, so ``open_run`` and ``liveseg resegment`` find every
-image a run wrote. The sink's tensorstore backend writes asynchronously: the row is
-queued from the write's completion callback, the moment the bytes are stored, and a
-flusher thread appends the queued rows with one write every ``index_interval_s``
-(50 ms) — one flush per frame at a fast camera's rate costs the acquisition thread
-~10 % of its frame rate in GIL hand-offs. A run killed inside that window leaves at
-most that many images without a row; :class:`~liveseg.store.RunReader` recovers them
-from the image store's chunks, so every image on disk stays reachable.
+image a run wrote. The sink's tensorstore backend writes asynchronously; the
+acquisition thread only notes each frame's write future, and a watcher thread collects
+the completed ones every ``index_interval_s`` (50 ms) and appends their rows together
+(the store's ``frames.csv`` log flushes them within the same interval). Per-frame
+completion callbacks would take the GIL from a foreign thread at the camera's rate,
+which at hundreds of frames/s costs the acquisition thread several per cent of its
+frame rate. A run killed inside that window leaves at most that many images without a
+row; :class:`~liveseg.store.RunReader` recovers them from the image store's chunks, so
+every image on disk stays reachable.
 
 A failed write is never silent: the frame gets a ``write_failed`` row (which outranks
 any later segmentation row, see :meth:`RunReader.frames`), ``events.jsonl`` a
@@ -27,11 +29,11 @@ consecutive failures the acquisition is stopped rather than imaging into the voi
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import shutil
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -147,8 +149,7 @@ class ImageWriter:
         self._on_stop = on_stop
         self.pixel_size_um = pixel_size_um
         self._lock = threading.Lock()  # the sink (runner thread; close waits for writes)
-        self._state = threading.Condition()  # counters (also write-completion callbacks)
-        self._pending = 0  # completion callbacks not yet run
+        self._state = threading.Lock()  # the counters (runner and watcher threads)
         self._ready = False
         self._setup_error: str | None = None
         self._consecutive = 0
@@ -157,11 +158,10 @@ class ImageWriter:
         self.stopped: str | None = None
         self.close_error: str | None = None
         self.index_interval_s = index_interval_s
-        self._rows: list[dict[str, Any]] = []  # index rows waiting for the flusher
         self._futures: list[Any] | None = None  # the tensorstore backend's write futures
-        self._rows_cv = threading.Condition()
-        self._closing = False
-        self._flusher: threading.Thread | None = None
+        self._inflight: collections.deque[tuple[Frame, Any]] = collections.deque()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     # -- sink protocol (runner thread) ------------------------------------------------
     def setup(self, sequence: Any = None, meta: Any = None) -> None:
@@ -179,10 +179,11 @@ class ImageWriter:
             futures = getattr(backend, "_futures", None)
             self._futures = futures if isinstance(futures, list) else None
             self._complete_metadata()
-        self._flusher = threading.Thread(
-            target=self._flush_loop, name="liveseg-frame-index", daemon=True
-        )
-        self._flusher.start()
+        if self._futures is not None:
+            self._watcher = threading.Thread(
+                target=self._watch_loop, name="liveseg-image-writes", daemon=True
+            )
+            self._watcher.start()
 
     def _complete_metadata(self) -> None:
         """Finish what ome-writers leaves out of the store's OME-NGFF metadata.
@@ -233,10 +234,7 @@ class ImageWriter:
                 self._failed(frame, f"{type(exc).__name__}: {exc}")
                 return
         if futures is not None and len(futures) > n_before:
-            # tensorstore: the bytes are stored when the future completes.
-            with self._state:
-                self._pending += 1
-            futures[-1].add_done_callback(lambda fut: self._completed(frame, fut))
+            self._inflight.append((frame, futures[-1]))  # stored when it completes
         else:
             self._written(frame)
 
@@ -263,31 +261,40 @@ class ImageWriter:
                 self.close_error = f"{type(exc).__name__}: {exc}"
                 log.error("closing the image store failed: %s", self.close_error)
                 self.store.event(WRITE_FAILED, frame=None, error=self.close_error)
-        with self._state:  # every completed write has its row before the store closes
-            self._state.wait_for(lambda: self._pending == 0, timeout=30)
-        with self._rows_cv:
-            self._closing = True
-            self._rows_cv.notify_all()
-        if self._flusher is not None:
-            self._flusher.join(timeout=30)
-        self._flush_rows()
+        self._closing.set()  # the sink waited for its writes: the watcher takes the rest
+        if self._watcher is not None:
+            self._watcher.join(timeout=30)
+        self._collect(final=True)
 
     # -- the frame index ----------------------------------------------------------------
-    def _flush_loop(self) -> None:
-        """Append queued index rows, batched over ``index_interval_s``, until closed."""
-        while True:
-            with self._rows_cv:
-                self._rows_cv.wait_for(lambda: bool(self._rows) or self._closing)
-                deadline = time.monotonic() + self.index_interval_s  # let a batch gather
-                while not self._closing and (left := deadline - time.monotonic()) > 0:
-                    self._rows_cv.wait(left)
-                if self._closing:
-                    return  # close() appends what is left
-            self._flush_rows()
+    def _watch_loop(self) -> None:
+        """Every ``index_interval_s``, record the writes that have completed, until closed."""
+        while not self._closing.wait(self.index_interval_s):
+            self._collect()
 
-    def _flush_rows(self) -> None:
-        with self._rows_cv:
-            rows, self._rows = self._rows, []
+    def _collect(self, final: bool = False) -> None:
+        """Record completed writes in acquisition order (``final``: wait for every one)."""
+        rows: list[dict[str, Any]] = []
+        inflight = self._inflight
+        while inflight:
+            frame, future = inflight[0]
+            if not final and not future.done():
+                break
+            inflight.popleft()
+            try:
+                future.result(timeout=30)
+            except Exception as exc:
+                self._append(rows)
+                rows = []
+                self._failed(frame, f"{type(exc).__name__}: {exc}")
+                continue
+            rows.append(index_row(frame, ACQUIRED))
+            with self._state:
+                self._consecutive = 0
+                self.frames_written += 1
+        self._append(rows)
+
+    def _append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         try:
@@ -296,24 +303,9 @@ class ImageWriter:
             log.error("appending %d frame-index rows failed: %s", len(rows), exc)
 
     # -- outcomes ---------------------------------------------------------------------
-    def _completed(self, frame: Frame, future: Any) -> None:
-        try:
-            future.result()
-        except Exception as exc:
-            self._failed(frame, f"{type(exc).__name__}: {exc}")
-        else:
-            self._written(frame)
-        finally:
-            with self._state:
-                self._pending -= 1
-                self._state.notify_all()
-
     def _written(self, frame: Frame) -> None:
-        row = index_row(frame, ACQUIRED)  # not the frame: its image must not wait here
-        with self._rows_cv:
-            self._rows.append(row)
-            if len(self._rows) == 1:
-                self._rows_cv.notify()
+        """A synchronous write (no tensorstore future) is on disk: its row goes now."""
+        self._append([index_row(frame, ACQUIRED)])
         with self._state:
             self._consecutive = 0
             self.frames_written += 1
@@ -350,7 +342,6 @@ class ImageWriter:
             self._failed(frame, f"{type(exc).__name__}: {exc}")
             return
         self._written(frame)
-        self._flush_rows()  # triggered planes are rare and not recovered from chunks
 
     @property
     def failed(self) -> bool:

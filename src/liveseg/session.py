@@ -22,7 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from liveseg.acquisition import Controller, FrameQueue, QueueItem, apply_pixel_size
+from liveseg.acquisition import (
+    Controller,
+    FrameQueue,
+    QueueItem,
+    apply_pixel_size,
+    frozen_heap,
+)
 from liveseg.assembly import assemble
 from liveseg.errors import ConfigError, LivesegError
 from liveseg.events import SessionEvents, SignallingStore
@@ -357,6 +363,9 @@ class Session:
             self._bar = tqdm(total=total, desc="frames", unit="frame", leave=False)
         for w in workers:
             w.start()
+        heap = contextlib.ExitStack()  # until the workers are done
+        if cfg.backlog.freeze_heap:
+            heap.enter_context(frozen_heap())
         t0 = time.perf_counter()
         status = "finished"
         try:
@@ -372,6 +381,7 @@ class Session:
             acq_s = time.perf_counter() - t0
             queue.close()
             self._join(workers)
+            heap.close()
             if writer.failed:
                 status = WRITE_FAILED
             if self._stop_requested:

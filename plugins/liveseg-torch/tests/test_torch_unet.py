@@ -88,6 +88,17 @@ def test_blank_and_tiny_frames(predictor):
         labels, scores = predictor.predict(np.full(shape, 100, np.uint16))
         assert labels.shape == shape
         assert labels.max() == 0 and scores == {}
+    # Blank, saturated and constant float frames: no objects, without the network.
+    for frame in (
+        np.zeros((96, 64), np.uint16),
+        np.full((96, 64), 65535, np.uint16),
+        np.full((96, 64), 0.25, np.float32),
+    ):
+        labels, scores = predictor.predict(frame)
+        assert labels.shape == frame.shape and labels.dtype == np.uint32
+        assert labels.max() == 0 and scores == {}
+    with pytest.raises(ValueError, match="2-D"):
+        predictor.predict(np.zeros((2, 8, 8), np.uint16))
 
 
 def test_predict_batch_matches_predict(predictor):

@@ -98,10 +98,10 @@ class _CsvLog:
             with path.open(encoding="utf-8") as fh:
                 header = fh.readline().strip().split(",")
             self.columns = header
-        self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
         if new:
-            self._writer.writeheader()
+            csv.writer(self._fh).writerow(self.columns)
             self._fh.flush()
+        self._csv = csv.writer(self._fh)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._interval = flush_interval_s
@@ -113,16 +113,16 @@ class _CsvLog:
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
-        for row in rows:
-            w.writerow({k: _cell(v) for k, v in row.items()})
+        columns = self.columns
+        lines = [[_cell(row.get(c, "")) for c in columns] for row in rows]
         with self._lock:
-            self._fh.write(buf.getvalue())  # whole lines: a kill cuts at most the last one
+            self._csv.writerows(lines)  # into the file's buffer; flushed below or later
             now = time.monotonic()
             if self._interval <= 0 or now - self._last_flush >= self._interval:
                 self._flush_locked(now)
                 return
+            if self._dirty:
+                return  # the flusher is already counting down to this interval's flush
             self._dirty = True
             if self._flusher is None:
                 self._flusher = threading.Thread(
@@ -158,11 +158,12 @@ class _CsvLog:
 
 
 def _cell(v: Any) -> Any:
-    if isinstance(v, float | np.floating):
+    t = type(v)
+    if t is str or t is int:  # most cells
+        return v
+    if t is float or isinstance(v, np.floating):
         return f"{float(v):.6g}"
-    if isinstance(v, bool | np.bool_):
-        return int(v)
-    if isinstance(v, np.integer):
+    if isinstance(v, bool | np.bool_ | np.integer):
         return int(v)
     return v
 

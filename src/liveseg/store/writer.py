@@ -166,13 +166,14 @@ class RunStore:
     ) -> None:
         arr, dims = self._label_array(position, plane.shape, name, dtype, image_label)
         key = tuple(int(index.get(d, 0)) for d in dims[:-2])
-        if any(k >= s for k, s in zip(key, arr.shape[:-2], strict=False)):
-            new_shape = tuple(max(k + 1, s) for k, s in zip(key, arr.shape[:-2], strict=False))
+        shape = arr.shape
+        if any(k >= s for k, s in zip(key, shape[:-2], strict=False)):
+            new_shape = tuple(max(k + 1, s) for k, s in zip(key, shape[:-2], strict=False))
             with self._labels_lock:
-                arr.resize((*new_shape, *arr.shape[-2:]))
+                arr.resize((*new_shape, *shape[-2:]))
         untouched = self._untouched.get((position, name))
         if untouched is not None:
-            if key not in untouched and not plane.any():
+            if key not in untouched and _is_empty(plane):
                 return  # the chunk is missing, so it reads as the empty plane it would hold
             untouched.add(key)  # from here on this plane is written, also when empty
         arr[key] = np.asarray(plane, dtype=dtype)
@@ -212,6 +213,15 @@ class RunStore:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def _is_empty(plane: np.ndarray) -> bool:
+    """Whether a label or class plane is all zero (``max`` is about 3x faster than ``any``)."""
+    if plane.size == 0:
+        return True
+    if plane.dtype.kind == "u":
+        return bool(plane.max() == 0)
+    return not plane.any()
 
 
 def _is_blank(arr: Any) -> bool:

@@ -235,9 +235,12 @@ class Predictor:
         min_size: int | None = None,
     ) -> tuple[np.ndarray, dict[int, float]]:
         """Labels (``uint32``) and per-object confidence of one frame."""
+        image = np.asarray(image)
+        if image.ndim == 2 and image.size and image.min() == image.max():
+            return np.zeros(image.shape, dtype=np.uint32), {}  # blank or saturated: no objects
         norm = self.ckpt.normalize
         img = prepare_image(image, norm.get("low", 1.0), norm.get("high", 99.8))
-        if not img.any():  # a constant frame (normalised to zeros) holds no objects
+        if not img.any():  # normalised to zeros: nothing to find either
             return np.zeros(img.shape, dtype=np.uint32), {}
         prob, dist = self._maps_prepared(img)
         s = self.decode_settings(prob_threshold, seed_threshold, min_size)
