@@ -93,3 +93,37 @@ def test_frozen_heap_skips_old_objects_collects_new_ones_and_unfreezes():
         gc.collect()
         assert probe() is None
     assert gc.get_freeze_count() == 0  # handed back at the end
+
+
+def test_latest_rate_limit_hands_out_the_newest_frame_at_most_that_often():
+    import time
+
+    q = FrameQueue("latest", maxsize=4, max_rate_hz=20)
+    got: list[tuple[int, bool]] = []
+
+    def consume() -> None:
+        while (item := q.get()) is not None:
+            got.append((item.frame.index, item.skipped))
+
+    worker = threading.Thread(target=consume)
+    t0 = time.monotonic()
+    worker.start()
+    for i in range(400):  # a fast camera: ~1 kHz for about 0.4 s
+        q.put(_frame(i))
+        time.sleep(0.001)
+    q.close()
+    worker.join(timeout=10)
+    elapsed = time.monotonic() - t0
+    fresh = [i for i, skipped in got if not skipped]
+    # Every frame comes out exactly once, fresh or skipped; the last one at once on close.
+    assert sorted(i for i, _ in got) == list(range(400))
+    assert fresh[-1] == 399
+    assert 2 <= len(fresh) <= elapsed * 20 + 2
+
+
+def test_latest_without_a_rate_limit_hands_out_every_frame_a_free_worker_can_take():
+    q = FrameQueue("latest", maxsize=4, max_rate_hz=None)
+    for i in range(5):
+        q.put(_frame(i))
+        item = q.get(timeout=1)
+        assert item is not None and item.frame.index == i and not item.skipped

@@ -3,7 +3,8 @@
 :class:`FrameQueue` is what pymmcore-plus's ``frameReady`` handler talks to: ``put`` is
 O(1) and never blocks. Under the ``all`` policy frames beyond ``maxsize`` are moved to a
 disk spool by a background thread (so memory stays bounded and nothing is lost); under
-``latest`` a new frame replaces the waiting one, which is reported as skipped.
+``latest`` a new frame replaces the waiting one, which is reported as skipped, and the
+newest frame is handed out at most ``max_rate_hz`` times a second.
 :class:`Controller` connects a ``CMMCorePlus`` MDA run to the queue.
 """
 
@@ -61,10 +62,16 @@ class FrameQueue:
         policy: Literal["all", "latest"] = "all",
         maxsize: int = 16,
         spool_dir: Path | None = None,
+        max_rate_hz: float | None = None,
     ) -> None:
         self.policy = policy
         self.maxsize = maxsize
         self.spool_dir = spool_dir
+        # Under 'latest': the newest frame is handed out at most this often (skipped
+        # frames are reported at once); no limit once the queue is closed.
+        self._interval = 1.0 / max_rate_hz if policy == "latest" and max_rate_hz else 0.0
+        self._next_fresh = 0.0
+        self._pacing = False  # a worker waits for the rate limit: a put need not wake it
         self._items: collections.deque[QueueItem] = collections.deque()
         self._skipped: collections.deque[QueueItem] = collections.deque()
         self._cond = threading.Condition()
@@ -90,7 +97,8 @@ class FrameQueue:
             self._items.append(item)
             self._in_memory += 1
             self.max_backlog = max(self.max_backlog, len(self._items))
-            self._cond.notify_all()
+            if not self._pacing:
+                self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         """Next item (skipped ones first, flagged ``skipped``); None when closed and empty."""
@@ -99,17 +107,27 @@ class FrameQueue:
             while True:
                 if self._skipped:
                     return self._skipped.popleft()
-                if self._items:
+                now = time.monotonic()
+                early = self._next_fresh - now if self._interval and not self._closed else 0.0
+                if self._items and early <= 0:
                     item = self._items.popleft()
                     if item.spool is None:
                         self._in_memory -= 1
+                    self._next_fresh = now + self._interval
                     break
-                if self._closed:
+                if self._closed and not self._items:
                     return None
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     return None
-                self._cond.wait(remaining)
+                pacing = bool(self._items)  # the newest frame waits for the rate limit
+                if pacing:
+                    remaining = early if remaining is None else min(remaining, early)
+                self._pacing = pacing
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._pacing = False
         if item.spool is not None:
             image = np.load(item.spool)
             item.spool.unlink(missing_ok=True)

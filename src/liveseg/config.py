@@ -103,6 +103,14 @@ class BacklogConfig(_Model):
         description="under 'all', up to this many frames already waiting are segmented "
         "together (a step with segment_batch shares forward passes); 1: one at a time",
     )
+    max_rate_hz: float | None = Field(
+        default=100.0,
+        gt=0,
+        description="under 'latest', the newest frame is segmented at most this many "
+        "times a second (the others are skipped as usual); null: as often as the chain "
+        "can. Live results are for eyes and triggers; segmenting blank or trivial frames "
+        "at a fast camera's full rate would only take the interpreter from acquisition",
+    )
     freeze_heap: bool = Field(
         default=True,
         description="during a live run, keep the objects that existed before it out of "

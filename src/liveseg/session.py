@@ -281,7 +281,12 @@ class Session:
         )
         self._store = store
         self.run_dir = run_dir
-        queue = FrameQueue(cfg.backlog.policy, cfg.backlog.queue_size, run_dir / ".spool")
+        queue = FrameQueue(
+            cfg.backlog.policy,
+            cfg.backlog.queue_size,
+            run_dir / ".spool",
+            max_rate_hz=cfg.backlog.max_rate_hz,
+        )
         self.queue = queue
         try:
             triggers = build_trigger_controller(
