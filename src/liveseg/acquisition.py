@@ -71,7 +71,6 @@ class FrameQueue:
         # frames are reported at once); no limit once the queue is closed.
         self._interval = 1.0 / max_rate_hz if policy == "latest" and max_rate_hz else 0.0
         self._next_fresh = 0.0
-        self._pacing = False  # a worker waits for the rate limit: a put need not wake it
         self._items: collections.deque[QueueItem] = collections.deque()
         self._skipped: collections.deque[QueueItem] = collections.deque()
         self._cond = threading.Condition()
@@ -89,7 +88,8 @@ class FrameQueue:
         """Enqueue a frame: O(1), never blocks, never drops pixels under ``all``."""
         item = QueueItem(frame, time.perf_counter())
         with self._cond:
-            if self.policy == "latest" and self._items:
+            replaced = self.policy == "latest" and bool(self._items)
+            if replaced:
                 old = self._items.popleft()
                 old.skipped = True
                 self._skipped.append(old)
@@ -97,7 +97,9 @@ class FrameQueue:
             self._items.append(item)
             self._in_memory += 1
             self.max_backlog = max(self.max_backlog, len(self._items))
-            if not self._pacing:
+            # A frame was waiting under a rate limit: any waiting worker is waiting for
+            # the limit and wakes by itself then; waking it per frame would cost the GIL.
+            if not (replaced and self._interval):
                 self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
@@ -120,14 +122,9 @@ class FrameQueue:
                 remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     return None
-                pacing = bool(self._items)  # the newest frame waits for the rate limit
-                if pacing:
+                if self._items:  # the newest frame waits for the rate limit
                     remaining = early if remaining is None else min(remaining, early)
-                self._pacing = pacing
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._pacing = False
+                self._cond.wait(remaining)
         if item.spool is not None:
             image = np.load(item.spool)
             item.spool.unlink(missing_ok=True)

@@ -284,31 +284,29 @@ class ImageWriter:
             try:
                 future.result(timeout=30)
             except Exception as exc:
-                self._append(rows)
+                self._stored(rows)  # in order: the rows before the failure first
                 rows = []
                 self._failed(frame, f"{type(exc).__name__}: {exc}")
                 continue
             rows.append(index_row(frame, ACQUIRED))
-            with self._state:
-                self._consecutive = 0
-                self.frames_written += 1
-        self._append(rows)
+        self._stored(rows)
 
-    def _append(self, rows: list[dict[str, Any]]) -> None:
+    # -- outcomes ---------------------------------------------------------------------
+    def _stored(self, rows: list[dict[str, Any]]) -> None:
+        """Count written images and append their index rows."""
         if not rows:
             return
+        with self._state:
+            self._consecutive = 0
+            self.frames_written += len(rows)
         try:
             self.store.frame_rows(rows)
         except Exception as exc:  # the disk filled between the image and its row
             log.error("appending %d frame-index rows failed: %s", len(rows), exc)
 
-    # -- outcomes ---------------------------------------------------------------------
     def _written(self, frame: Frame) -> None:
         """A synchronous write (no tensorstore future) is on disk: its row goes now."""
-        self._append([index_row(frame, ACQUIRED)])
-        with self._state:
-            self._consecutive = 0
-            self.frames_written += 1
+        self._stored([index_row(frame, ACQUIRED)])
 
     def _failed(self, frame: Frame, error: str) -> None:
         """Record a frame whose image is not on disk; stop after too many in a row."""

@@ -114,22 +114,22 @@ class UNetLite(nn.Module):  # type: ignore[misc,unused-ignore]
         self.enc2 = _conv(2 * c, 2 * c, 1, bn)
         self.down3 = _conv(2 * c, 4 * c, 2, bn)  # H/8
         self.enc3 = nn.Sequential(_conv(4 * c, 4 * c, 1, bn), _conv(4 * c, 4 * c, 1, bn))
+        # A decoder level's input: the skip (add) or skip + upsampled coarse (concat),
+        # the coarse features being twice the skip's width. Layers are created in the
+        # same order as the shipped weights were trained with (seeded initialisation).
+        add = cfg.decoder == "add"
+        width = (lambda skip: skip) if add else (lambda skip: 3 * skip)
         if cfg.levels == 4:
             self.down4 = _conv(4 * c, 8 * c, 2, bn)  # H/16
             self.enc4 = nn.Sequential(_conv(8 * c, 8 * c, 1, bn), _conv(8 * c, 8 * c, 1, bn))
-            if cfg.decoder == "concat":
-                self.dec3 = _conv(12 * c, 4 * c, 1, bn)
-        if cfg.decoder == "add":
-            if cfg.levels == 4:
-                self.dec3 = _conv(4 * c, 4 * c, 1, bn)
+            self.dec3 = _conv(width(4 * c), 4 * c, 1, bn)
+            if add:
                 self.proj3 = nn.Conv2d(8 * c, 4 * c, 1)
+        if add:
             self.proj2 = nn.Conv2d(4 * c, 2 * c, 1)
             self.proj1 = nn.Conv2d(2 * c, c, 1)
-            self.dec2 = _conv(2 * c, 2 * c, 1, bn)
-            self.dec1 = _conv(c, c, 1, bn)
-        else:
-            self.dec2 = _conv(6 * c, 2 * c, 1, bn)
-            self.dec1 = _conv(3 * c, c, 1, bn)
+        self.dec2 = _conv(width(2 * c), 2 * c, 1, bn)
+        self.dec1 = _conv(width(c), c, 1, bn)
         if cfg.full_res_head:
             self.fr_in = _conv(cfg.in_channels, _FR, 1, bn)  # H, from the input
             self.fr_proj = nn.Conv2d(c, _FR, 1)  # H/2, from the decoder
@@ -148,21 +148,20 @@ class UNetLite(nn.Module):  # type: ignore[misc,unused-ignore]
         a = self.enc1(self.stem(x))
         b = self.enc2(self.down2(a))
         z = self.enc3(self.down3(b))
-        if self.config.decoder == "add":
-            if self.config.levels == 4:
-                z = self.dec3(_up(self.proj3(self.enc4(self.down4(z)))) + z)
-            u = self.dec2(_up(self.proj2(z)) + b)
-            u = self.dec1(_up(self.proj1(u)) + a)
-        else:
-            if self.config.levels == 4:
-                q = self.enc4(self.down4(z))
-                z = self.dec3(torch.cat([_up(q), z], 1))
-            u = self.dec2(torch.cat([_up(z), b], 1))
-            u = self.dec1(torch.cat([_up(u), a], 1))
+        if self.config.levels == 4:
+            z = self.dec3(self._join(self.enc4(self.down4(z)), z, 3))
+        u = self.dec2(self._join(z, b, 2))
+        u = self.dec1(self._join(u, a, 1))
         if self.config.full_res_head:
             up = F.interpolate(self.fr_proj(u), scale_factor=2.0, mode="bilinear")
             return self.head(self.fr_mix(F.relu(self.fr_in(x) + up)))
         return F.interpolate(self.head(u), scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def _join(self, coarse: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
+        """Upsampled coarse features joined with the skip of decoder ``level`` (DECODERS)."""
+        if self.config.decoder == "add":
+            return _up(getattr(self, f"proj{level}")(coarse)) + skip
+        return torch.cat([_up(coarse), skip], 1)
 
 
 def fold_batch_norm(model: UNetLite) -> UNetLite:
