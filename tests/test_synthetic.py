@@ -205,6 +205,32 @@ def test_phase_contrast_bacteria_are_dark_with_bright_halo():
     assert np.median(img[cells]) < np.median(img[far]) < np.median(img[ring])
 
 
+def test_held_out_brightfield_bacteria_stay_visible():
+    """The held-out style is hard, but its rods' outlines stand out of the background.
+
+    The former held-out style (``test_photon_starved``: 20-200 photons, a quarter of the
+    phase contrast) drew brightfield rods that vanish in the noise even for a person.
+    """
+    from scipy import ndimage as ndi
+
+    from liveseg.synthetic import BACTERIA_STYLES, generate_bacteria
+
+    def edge_over_background(style_name: str) -> float:
+        style = BACTERIA_STYLES[style_name].replace(phase_fraction=0.0)
+        ratios = []
+        for seed in range(8):
+            img, lab = generate_bacteria(seed, (192, 192), style)
+            grad = ndi.gaussian_gradient_magnitude(img.astype(np.float64), 1.0)
+            cells = lab > 0
+            edges = ndi.binary_dilation(cells) & ~ndi.binary_erosion(cells)
+            far = ~ndi.binary_dilation(cells, iterations=10)
+            ratios.append(np.median(grad[edges]) / np.median(grad[far]))
+        return float(np.median(ratios))
+
+    assert edge_over_background("test") > 2.0
+    assert edge_over_background("test_photon_starved") < 1.6
+
+
 def test_bacteria_are_rods():
     from skimage.measure import regionprops
 

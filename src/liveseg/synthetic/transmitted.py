@@ -96,7 +96,9 @@ class TransmittedStyle(StyleBase):
     edge: Range = (0.06, 0.5)
     illumination: Range = (0.0, 0.6)
     blur: Range = (0.6, 2.0)
-    photons: Range = (40.0, 3000.0)
+    # The background is the lamp, exposed to a good part of the camera's well
+    # (thousands of photo-electrons), never the tens of a dim stain.
+    photons: Range = (200.0, 20000.0)
     read_noise: Range = (0.5, 6.0)
     bit_depths: tuple[int, ...] = (8, 12, 16, 32)
     min_area: int = 20
@@ -117,11 +119,12 @@ TRANSMITTED_STYLES: dict[str, TransmittedStyle] = {
         edge=(0.06, 0.3),
         illumination=(0.2, 0.6),
         blur=(0.9, 2.0),
-        photons=(40.0, 600.0),
+        photons=(200.0, 1500.0),
         read_noise=(1.5, 6.0),
     ),
     # Held out: crowded, touching, more irregular cells; tightly packed, more
-    # polydisperse emulsions; weaker relief and edges; more fall-off; fewer photons.
+    # polydisperse emulsions; weaker relief and edges; more fall-off; fewer photons (the
+    # dim end of what a transmitted-light camera collects, below the train range).
     "test": TransmittedStyle(
         cell_density=(5.0, 9.0),
         packing=(0.7, 0.9),
@@ -131,12 +134,17 @@ TRANSMITTED_STYLES: dict[str, TransmittedStyle] = {
         edge=(0.08, 0.3),
         illumination=(0.3, 0.5),
         blur=(1.0, 1.8),
-        photons=(60.0, 500.0),
+        photons=(100.0, 1000.0),
         read_noise=(2.0, 5.0),
     ),
 }
+# The held-out style until issue 14's fourth session, at 60-500 photons. Kept to compare
+# with the numbers measured on it; a diagnostic, not a target.
+TRANSMITTED_STYLES["test_photon_starved"] = TRANSMITTED_STYLES["test"].replace(
+    photons=(60.0, 500.0)
+)
 """Presets: ``train`` (what the ``transmitted`` model learns from), ``val`` (to choose
-with) and ``test`` (held out)."""
+with), ``test`` (held out) and ``test_photon_starved`` (the former held-out style)."""
 
 
 def _objects(
