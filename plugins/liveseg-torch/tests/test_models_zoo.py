@@ -114,3 +114,18 @@ def test_each_model_fine_tunes(tmp_path, name):
     assert {p.name: _digest(p) for p in directory.iterdir() if p.is_file()} == before
     card = json.loads((tmp_path / "ft" / "model.json").read_text())
     assert card["parent"] == str(parent)
+
+
+@pytest.mark.slow
+def test_thresholds_are_picked_on_the_hard_validation_frames_too():
+    """Cells and transmitted pick decoding thresholds on their crowded `val` preset too."""
+    from liveseg.synthetic import iter_samples
+    from liveseg_torch.pretrain import kind_sets
+
+    val, test = kind_sets("cells")
+    hard = next(iter_samples("cells", 1, 1, (256, 256), "val"))
+    assert len(val) == 16 + 24 and len(test) == 24
+    assert any(np.array_equal(img, hard[0]) for img, _ in val)
+    assert not any(np.array_equal(img, t) for img, _ in val for t, _ in test)
+    val_b, _ = kind_sets("bacteria")  # no `val` preset: its train-style frames only
+    assert len(val_b) == 16
