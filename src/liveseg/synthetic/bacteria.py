@@ -8,7 +8,11 @@ What a field of *E. coli* / *B. subtilis*-like rods looks like on an agarose pad
 - dividing cells: two daughters end to end, touching at a constriction, labelled as two
   cells;
 - dense micro-colonies (rods packed side by side in locally aligned rows, touching along
-  their long sides) or sparse fields, or both;
+  their long sides) or sparse fields, or both; a monolayer: a rod that would lie over
+  cells already placed is left out, as a growing colony pushes its cells apart;
+- a rod is a cylinder with round caps, so its optical path (and the darkening it causes)
+  falls from the centre line to zero at its edge: touching cells meet at a thin lighter
+  line, and wide cells look paler towards their edges;
 - phase contrast: dark bodies with a bright halo that fades outwards, a faint bright
   line between touching cells, shade-off (paler middles) in wide cells;
 - brightfield: low-contrast bodies with a thin bright or dark refractive edge
@@ -169,6 +173,22 @@ def _rod_field(
     return (slice(y0, y1), slice(x0, x1)), (dist / (width / 2)).astype(np.float32)
 
 
+def _monolayer(
+    fields: list[tuple[tuple[slice, slice], np.ndarray]], shape: tuple[int, int]
+) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The fields in order, less those lying over earlier ones (5 % of their area or more)."""
+    taken = np.zeros(shape, dtype=bool)
+    kept = []
+    for sl, field in fields:
+        body = field < 1.0
+        area = int(body.sum())
+        if area == 0 or (taken[sl] & body).sum() >= 0.05 * area:
+            continue
+        taken[sl] |= body
+        kept.append((sl, field))
+    return kept
+
+
 def _rods(
     rng: np.random.Generator, st: BacteriaStyle, shape: tuple[int, int], width: float
 ) -> list[tuple[float, float, float, float, float, float]]:
@@ -279,12 +299,14 @@ def generate_bacteria(
     read_noise = draw_range(rng, st.read_noise)
     bits = int(rng.choice(np.asarray(st.bit_depths)))
 
-    fields = [
-        f for rod in _rods(rng, st, (h, w), width) if (f := _rod_field(*rod, (h, w))) is not None
-    ]
+    rods = _rods(rng, st, (h, w), width)
+    fields = _monolayer([f for r in rods if (f := _rod_field(*r, (h, w))) is not None], (h, w))
     labels, best = assign(fields, (h, w))
     labels = relabel(labels, st.min_area)
-    cells = (labels > 0).astype(np.float32)
+    inside = labels > 0
+    # Optical path through a cylinder: sqrt(1 - d^2) of its diameter, d the distance to
+    # the centre line over the radius.
+    cells = np.where(inside, np.sqrt(np.clip(1.0 - best**2, 0.0, None)), 0.0).astype(np.float32)
 
     # Unlabelled debris: small specks and blobs, darker or brighter than background.
     junk = np.zeros((h, w), dtype=np.float32)
@@ -307,7 +329,7 @@ def generate_bacteria(
         image = 1.0 - contrast * body * shade + halo * np.clip(spread - body, 0, None) * 1.5
         image += 0.5 * halo * spot
         if seam_light > 0:
-            seams = boundaries(labels) & (labels > 0)
+            seams = boundaries(labels) & inside
             image += seam_light * contrast * ndi.gaussian_filter(seams.astype(np.float32), 0.6)
     else:
         c = 0.5 * contrast
