@@ -15,6 +15,10 @@ used to choose anything. They are skipped cleanly when absent.
 ``--extra SPEC`` (repeatable: a model folder, ``name@N``...) scores a candidate beside
 the shipped models, e.g. a fresh ``pretrain --out DIR`` before it replaces one.
 
+``bacteria_test_by_condition`` splits the bacteria test set by modality (phase,
+brightfield) and magnification (rods 10-25 or 3-8 px wide), for the bacteria model and
+the classical chain: where the pooled AP is lost.
+
 ``--kinds bacteria,...`` restricts the sets and the shipped models scored to those types
 (the nuclei model always runs too, for the "why switch" column).
 
@@ -81,6 +85,34 @@ def _realdev_sets(root: Path) -> dict[str, tuple[str, list[tuple[np.ndarray, np.
     return out
 
 
+def _by_condition(n: int, size: int, specs: list[str], segmenters) -> dict[str, object]:
+    """The bacteria ``test`` set split by modality and magnification (where AP is lost).
+
+    Low-magnification brightfield colonies pack the most rods per frame and show the
+    least of them, so they weigh most in the pooled AP.
+    """
+    from liveseg.synthetic import bacteria_conditions, generate_sample
+    from liveseg_torch.evaluation import score
+
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for i in range(n):
+        seed = 2 * 1_000_003 + i  # the frames of iter_samples(..., seed=2)
+        c = bacteria_conditions(seed, (size, size), "test")
+        groups.setdefault(f"{c['modality']}, {c['magnification']} magnification", []).append(
+            generate_sample("bacteria", seed, (size, size), "test")
+        )
+    out: dict[str, object] = {}
+    for name, pairs in sorted(groups.items()):
+        entry: dict[str, object] = {
+            "frames": len(pairs),
+            "objects": int(sum(int(lab.max()) for _, lab in pairs)),
+        }
+        for spec in specs:
+            entry[spec] = round(float(score(segmenters[spec], pairs)["ap@0.5"]), 4)
+        out[name] = entry
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=24, help="frames per synthetic set")
@@ -143,6 +175,10 @@ def main() -> None:
         b["style"] = "test_photon_starved"
         starved[kind] = b
     result["synthetic_test_photon_starved"] = starved
+    if "bacteria" in kinds:
+        result["bacteria_test_by_condition"] = _by_condition(
+            a.n, a.size, [s for s in specs if s in ("bacteria", CLASSICAL)], segmenters
+        )
     result["targets"] = targets
     if a.no_realdev:
         result["realdev"] = {"skipped": "--no-realdev"}

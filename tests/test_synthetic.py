@@ -279,6 +279,28 @@ def test_touching_phase_rods_meet_at_a_lighter_line():
     assert np.median(seam) > np.median(centre) * 1.05
 
 
+def test_bacteria_conditions_tell_how_each_frame_was_drawn():
+    """The breakdown of ``model_accuracy.py`` groups frames by these: they must match."""
+    from skimage.measure import regionprops
+
+    from liveseg.synthetic import bacteria_conditions, generate_bacteria
+
+    seen = set()
+    checked = 0
+    for seed in range(12):
+        cond = bacteria_conditions(seed, (160, 160), "test")
+        _, lab = generate_bacteria(seed, (160, 160), "test")
+        widths = [p.axis_minor_length for p in regionprops(lab)]
+        if len(widths) < 3:  # a sparse field with hardly a rod in it
+            continue
+        checked += 1
+        assert abs(np.median(widths) / cond["width"] - 1) < 0.25
+        assert (cond["magnification"] == "high") == (cond["width"] >= 10)
+        seen.add((cond["modality"], cond["magnification"]))
+    assert checked >= 8
+    assert {m for m, _ in seen} == {"phase", "brightfield"}
+
+
 def test_bacteria_are_rods():
     from skimage.measure import regionprops
 

@@ -31,7 +31,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from liveseg.synthetic.bacteria import BACTERIA_STYLES, BacteriaStyle, generate_bacteria
+from liveseg.synthetic.bacteria import (
+    BACTERIA_STYLES,
+    BacteriaStyle,
+    bacteria_conditions,
+    generate_bacteria,
+)
 from liveseg.synthetic.cells import CELL_STYLES, CellStyle, generate_cells
 from liveseg.synthetic.nuclei import (
     STYLES,
@@ -62,6 +67,7 @@ __all__ = [
     "CellStyle",
     "SyntheticStyle",
     "TransmittedStyle",
+    "bacteria_conditions",
     "generate",
     "generate_bacteria",
     "generate_batch",

@@ -41,7 +41,7 @@ from liveseg.synthetic._common import (
     smooth_noise,
 )
 
-__all__ = ["BACTERIA_STYLES", "BacteriaStyle", "generate_bacteria"]
+__all__ = ["BACTERIA_STYLES", "BacteriaStyle", "bacteria_conditions", "generate_bacteria"]
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,32 @@ def _rods(
     return out
 
 
+def _conditions(rng: np.random.Generator, st: BacteriaStyle) -> tuple[bool, float, bool]:
+    """A frame's first draws: high magnification or not, rod width, phase contrast or not."""
+    high = bool(rng.random() < st.high_mag_fraction)
+    width = draw_range(rng, st.width_high if high else st.width_low)
+    return high, width, bool(rng.random() < st.phase_fraction)
+
+
+def bacteria_conditions(
+    seed: int,
+    shape: tuple[int, int] = (256, 256),
+    style: str | BacteriaStyle = "train",
+) -> dict[str, object]:
+    """How :func:`generate_bacteria` images the frame of these arguments, without drawing it.
+
+    ``modality`` (``phase`` or ``brightfield``), ``magnification`` (``high`` or ``low``)
+    and the rod ``width`` in pixels: what a per-condition accuracy breakdown groups by.
+    """
+    st = BACTERIA_STYLES[style] if isinstance(style, str) else style
+    high, width, phase = _conditions(seeded(seed, (int(shape[0]), int(shape[1])), 3), st)
+    return {
+        "modality": "phase" if phase else "brightfield",
+        "magnification": "high" if high else "low",
+        "width": round(width, 2),
+    }
+
+
 def generate_bacteria(
     seed: int,
     shape: tuple[int, int] = (256, 256),
@@ -286,9 +312,7 @@ def generate_bacteria(
     st = BACTERIA_STYLES[style] if isinstance(style, str) else style
     h, w = int(shape[0]), int(shape[1])
     rng = seeded(seed, (h, w), 3)
-    high = rng.random() < st.high_mag_fraction
-    width = draw_range(rng, st.width_high if high else st.width_low)
-    phase = rng.random() < st.phase_fraction
+    _, width, phase = _conditions(rng, st)
     contrast = draw_range(rng, st.contrast)
     halo = draw_range(rng, st.halo)
     seam_light = draw_range(rng, st.seam_light)
