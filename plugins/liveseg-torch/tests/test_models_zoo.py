@@ -118,7 +118,7 @@ def test_each_model_fine_tunes(tmp_path, name):
 
 @pytest.mark.slow
 def test_thresholds_are_picked_on_the_hard_validation_frames_too():
-    """Cells and transmitted pick decoding thresholds on their crowded `val` preset too."""
+    """Cells, bacteria and transmitted pick decoding thresholds on their `val` preset too."""
     from liveseg.synthetic import iter_samples
     from liveseg_torch.pretrain import kind_sets
 
@@ -127,5 +127,5 @@ def test_thresholds_are_picked_on_the_hard_validation_frames_too():
     assert len(val) == 16 + 24 and len(test) == 24
     assert any(np.array_equal(img, hard[0]) for img, _ in val)
     assert not any(np.array_equal(img, t) for img, _ in val for t, _ in test)
-    val_b, _ = kind_sets("bacteria")  # no `val` preset: its train-style frames only
-    assert len(val_b) == 16
+    val_b, _ = kind_sets("bacteria")
+    assert len(val_b) == 16 + 24

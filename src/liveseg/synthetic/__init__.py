@@ -53,13 +53,14 @@ from liveseg.synthetic.transmitted import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     import numpy as np
 
 __all__ = [
     "BACTERIA_STYLES",
     "CELL_STYLES",
+    "PRESETS",
     "SAMPLE_TYPES",
     "STYLES",
     "TRANSMITTED_STYLES",
@@ -86,6 +87,14 @@ SAMPLE_TYPES: dict[str, str] = {
     "transmitted": "eukaryotic cells and droplets in brightfield / DIC-like light",
 }
 """Sample type -> one-line description; :func:`generate_sample` takes these names."""
+
+PRESETS: dict[str, Mapping[str, object]] = {
+    "nuclei": STYLES,
+    "cells": CELL_STYLES,
+    "bacteria": BACTERIA_STYLES,
+    "transmitted": TRANSMITTED_STYLES,
+}
+"""Sample type -> its style presets (``train``, ``test``...; ``val`` where it has one)."""
 
 
 def generate_sample(

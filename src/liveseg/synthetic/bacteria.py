@@ -115,6 +115,22 @@ class BacteriaStyle(StyleBase):
 
 BACTERIA_STYLES: dict[str, BacteriaStyle] = {
     "train": BacteriaStyle(),
+    # For choosing between runs (seed 1), never trained on: the crowded, low-contrast,
+    # low-photon end of the train ranges. Not the held-out test style, and other seeds.
+    "val": BacteriaStyle(
+        colony_fraction=0.8,
+        fill=(0.3, 0.6),
+        gap=(0.0, 1.0),
+        dividing_fraction=(0.1, 0.25),
+        contrast=(0.3, 0.5),
+        halo=(0.2, 0.5),
+        seam_light=(0.0, 0.25),
+        debris=(1.0, 4.0),
+        illumination=(0.2, 0.4),
+        blur=(0.8, 1.4),
+        photons=(200.0, 1500.0),
+        read_noise=(1.5, 4.0),
+    ),
     # Held out: dense touching colonies, longer and more curved rods, more division,
     # weaker contrast and seams, more debris and fall-off, fewer photons (the dim end
     # of what a transmitted-light camera collects, below the train range).
@@ -140,8 +156,8 @@ BACTERIA_STYLES: dict[str, BacteriaStyle] = {
 # vanish in the noise there even for a person. Kept to compare with the numbers measured
 # on it; a diagnostic, not a target.
 BACTERIA_STYLES["test_photon_starved"] = BACTERIA_STYLES["test"].replace(photons=(20.0, 200.0))
-"""Presets: ``train`` (what the ``bacteria`` model learns from), ``test`` (held out) and
-``test_photon_starved`` (the former held-out style)."""
+"""Presets: ``train`` (what the ``bacteria`` model learns from), ``val`` (choosing between
+runs), ``test`` (held out) and ``test_photon_starved`` (the former held-out style)."""
 
 
 def _rod_field(

@@ -330,10 +330,10 @@ def kind_sets(
     """
     if kind == "nuclei":
         return dataset("val"), dataset("test_hard")
-    from liveseg.synthetic import CELL_STYLES, TRANSMITTED_STYLES, iter_samples
+    from liveseg.synthetic import PRESETS, iter_samples
 
     val = list(iter_samples(kind, 16, 1, (256, 256), "train"))
-    if "val" in {"cells": CELL_STYLES, "transmitted": TRANSMITTED_STYLES}.get(kind, {}):
+    if "val" in PRESETS[kind]:
         val += iter_samples(kind, 24, 1, (256, 256), "val")
     return val, list(iter_samples(kind, 24, 2, (256, 256), "test"))
 
