@@ -114,6 +114,38 @@ def test_each_model_fine_tunes(tmp_path, name):
     assert {p.name: _digest(p) for p in directory.iterdir() if p.is_file()} == before
     card = json.loads((tmp_path / "ft" / "model.json").read_text())
     assert card["parent"] == str(parent)
+    # It decodes as its parent was scored (bacteria: full resolution).
+    assert card.get("step_params") == json.loads((directory / "model.json").read_text()).get(
+        "step_params"
+    )
+
+
+def test_a_chain_step_naming_a_model_decodes_as_its_card_says(tmp_path):
+    """``params: {model: bacteria}`` in a config decodes at full resolution, like
+    ``--model bacteria``: thin rods are what its card's ``step_params`` were scored with."""
+    from liveseg.pipeline import StepContext
+    from liveseg.types import Frame
+    from liveseg_torch.plugin import UnetBackend, UnetParams
+
+    ctx = StepContext(home=tmp_path / "home", threads=1)
+
+    def step(**kw):
+        return UnetBackend(UnetParams(runtime="torch", **kw), ctx)
+
+    assert json.loads((_directory("bacteria") / "model.json").read_text())["step_params"] == {
+        "decode_scale": 1
+    }
+    named, full, half = (
+        step(model="bacteria"),
+        step(model="bacteria", decode_scale=1),
+        step(model="bacteria", decode_scale=2),
+    )
+    assert step(model="nuclei").predictor.decode_scale == 2
+    # A low-magnification colony of rods 3-8 px wide (seed 2_000_006 of the test set).
+    frame = Frame(index=0, image=generate_sample("bacteria", 2_000_006, (256, 256), "test")[0])
+    got = named.segment(frame, None).labels
+    assert np.array_equal(got, full.segment(frame, None).labels)
+    assert not np.array_equal(got, half.segment(frame, None).labels)
 
 
 @pytest.mark.slow

@@ -178,6 +178,7 @@ def finetune(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": parent_card.get("architecture", ckpt.model.config.as_dict()),
         "representation": parent_card.get("representation", {}),
+        **({"step_params": parent_card["step_params"]} if "step_params" in parent_card else {}),
         "decode": ckpt.decode,
         "training_items": [
             {

@@ -10,6 +10,7 @@ Example chain step::
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -59,8 +60,10 @@ class UnetParams(BaseModel):
     min_size: int | None = Field(default=None, ge=0, description="smallest object kept")
     test_time_flips: bool = Field(default=False, description="average 4 flips (4x slower)")
     batch_size: int = Field(default=4, ge=1, description="tiles per forward pass")
-    decode_scale: Literal[1, 2] = Field(
-        default=2, description="2: watershed at half resolution (fast); 1: full resolution"
+    decode_scale: Literal[1, 2] | None = Field(
+        default=None,
+        description="2: watershed at half resolution (fast); 1: full resolution; "
+        "unset: what the model's card records (step_params), else 2",
     )
     runtime: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
@@ -115,6 +118,20 @@ def resolve_weights(spec: str, home: Path | None = None) -> Path:
     return path
 
 
+def card_decode_scale(weights: Path) -> Literal[1, 2]:
+    """The decoding scale the model card beside ``weights`` records, else 2 (half resolution).
+
+    A model scored with full-resolution decoding (thin rods) says so in its card's
+    ``step_params``, so a chain step naming it decodes as it was scored.
+    """
+    card = weights.parent / "model.json"
+    try:
+        scale = json.loads(card.read_text(encoding="utf-8")).get("step_params", {})["decode_scale"]
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return 2
+    return 1 if scale == 1 else 2
+
+
 class UnetBackend:
     """Chain step: the default deep model (foreground + distance maps -> watershed).
 
@@ -157,7 +174,7 @@ class UnetBackend:
             overlap=params.overlap,
             batch_size=params.batch_size,
             test_time_flips=params.test_time_flips,
-            decode_scale=params.decode_scale,
+            decode_scale=params.decode_scale or card_decode_scale(self.weights_path),
             engine=engine,
             overlap_decode=params.overlap_decode,
         )
