@@ -212,6 +212,25 @@ def test_four_level_network_trains_on_any_crop_size():
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
+def test_noise_augmentation_adds_zero_mean_noise_to_half_the_crops_only():
+    """``pretrain --noise``: about half the crops get extra noise, their targets never."""
+    from liveseg_torch.train import _crop, make_sample
+
+    sample = make_sample(*generate(4, (64, 64)))
+
+    def crops(noise):
+        return [_crop(np.random.default_rng(i), sample, 64, False, noise) for i in range(40)]
+
+    plain, noisy = crops(0.0), crops(0.5)
+    # The same crop positions and flips per seed (the noise draws come after them).
+    extra = [n[0] - p[0] for p, n in zip(plain, noisy, strict=True)]
+    assert all(np.array_equal(p[1:], n[1:]) for p, n in zip(plain, noisy, strict=True))
+    changed = [e for e in extra if np.abs(e).max() > 0]
+    assert 10 <= len(changed) <= 30  # about half
+    assert all(abs(e.mean()) < 0.05 and e.std() < 0.5 * 1.1 for e in changed)
+    assert max(e.std() for e in changed) > 0.25
+
+
 def test_batch_norm_training_is_saved_as_an_equivalent_plain_network(tmp_path):
     # Pretraining uses BatchNorm; the checkpoint must hold the folded network that
     # computes the same maps, so inference and fine-tuning never see batch statistics.

@@ -141,6 +141,7 @@ def pretrain(
     init: Path | None = None,
     representation: str = REPRESENTATION,
     full_res_head: bool = False,
+    noise: float = 0.0,
 ) -> dict[str, Any]:
     """Train a model and write ``default.pt`` + ``model.json``.
 
@@ -155,7 +156,8 @@ def pretrain(
     name and shape match (the encoder and the head) and starts its decoder at random;
     the same for ``full_res_head`` on weights without the head (the new head starts
     random). ``representation`` picks the targets and the decoder
-    (:data:`liveseg_torch.representation.REPRESENTATIONS`).
+    (:data:`liveseg_torch.representation.REPRESENTATIONS`). ``noise`` adds Gaussian
+    noise to half the training crops (:func:`liveseg_torch.train.train_steps`).
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -212,6 +214,7 @@ def pretrain(
         crop=crop,
         learning_rate=learning_rate,
         seed=seed,
+        noise=noise,
         on_step=on_step,
     )
     bar.close()
@@ -273,7 +276,8 @@ def pretrain(
             "loss": f"masked BCE(foreground) + {INTERIOR_WEIGHT} * BCE(interior)"
             if representation == FG_INTERIOR
             else f"masked BCE(foreground) + {DISTANCE_WEIGHT} * MSE(distance)",
-            "augmentation": "random crops, flips, 90-degree rotations, intensity jitter",
+            "augmentation": "random crops, flips, 90-degree rotations, intensity jitter"
+            + (f", Gaussian noise up to {noise:g} on half the crops" if noise else ""),
             "batch_norm": (
                 "after every convolution while training, then folded into the convolutions"
                 if batch_norm
@@ -300,6 +304,7 @@ def pretrain(
             + (f" --decoder {decoder}" if decoder != "concat" else "")
             + (" --full-res-head" if full_res_head else "")
             + (f" --representation {representation}" if representation != REPRESENTATION else "")
+            + (f" --noise {noise:g}" if noise else "")
             + (f" --init {init}" if init is not None else "")
         ),
     }
@@ -423,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         help="add the full-resolution refinement head (objects a few pixels wide)",
     )
     p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="extra Gaussian noise on half the training crops, standard deviation drawn up "
+        "to this (normalised units; 0 = none)",
+    )
+    p.add_argument(
         "--decode-scale",
         type=int,
         choices=(1, 2),
@@ -459,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         init=a.init,
         representation=a.representation,
         full_res_head=a.full_res_head,
+        noise=a.noise,
     )
     print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
     return 0

@@ -74,8 +74,15 @@ def make_sample(
     return Sample(img, fg, dist, v, representation)
 
 
-def _crop(rng: np.random.Generator, s: Sample, size: int, jitter: bool) -> np.ndarray:
-    """A random augmented crop as a (4, size, size) array: image, fg, dist, valid."""
+def _crop(
+    rng: np.random.Generator, s: Sample, size: int, jitter: bool, noise: float = 0.0
+) -> np.ndarray:
+    """A random augmented crop as a (4, size, size) array: image, fg, dist, valid.
+
+    ``noise`` > 0: half the crops get extra Gaussian noise of a standard deviation drawn
+    up to ``noise`` (in normalised units, 1 = the frame's 1-99.8 % range), so the network
+    sees each frame at lower photon counts too.
+    """
     stack = np.stack([s.image, s.foreground, s.distance, s.valid])
     h, w = stack.shape[1:]
     if h < size or w < size:  # pad small images; padding is invalid (valid = 0)
@@ -90,6 +97,8 @@ def _crop(rng: np.random.Generator, s: Sample, size: int, jitter: bool) -> np.nd
     crop = np.array(crop, dtype=np.float32)
     if jitter:
         crop[0] = crop[0] * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)
+    if noise > 0 and rng.random() < 0.5:
+        crop[0] += rng.normal(0.0, rng.uniform(0.0, noise), crop[0].shape).astype(np.float32)
     return crop
 
 
@@ -117,13 +126,15 @@ def train_steps(
     learning_rate: float,
     seed: int,
     jitter: bool = True,
+    noise: float = 0.0,
     warmup: int = 50,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` Adam steps (cosine decay); return losses.
 
     Deterministic for a given ``seed`` and thread count: crops come from a numpy
-    generator seeded with ``seed`` and no stochastic layer exists.
+    generator seeded with ``seed`` and no stochastic layer exists. ``noise``: see
+    :func:`_crop` (0: none, the draws of earlier runs unchanged).
     """
     if not samples:
         raise ValueError("no training samples")
@@ -144,7 +155,7 @@ def train_steps(
     losses: list[float] = []
     for i in range(steps):
         idx = rng.integers(0, len(samples), size=batch_size)
-        batch = np.stack([_crop(rng, samples[j], crop, jitter) for j in idx])
+        batch = np.stack([_crop(rng, samples[j], crop, jitter, noise) for j in idx])
         x = torch.from_numpy(batch[:, :1]).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(batch[:, 1:])
         for g in opt.param_groups:
