@@ -85,22 +85,22 @@ def _realdev_sets(root: Path) -> dict[str, tuple[str, list[tuple[np.ndarray, np.
     return out
 
 
-def _by_condition(n: int, size: int, specs: list[str], segmenters) -> dict[str, object]:
-    """The bacteria ``test`` set split by modality and magnification (where AP is lost).
+def _by_condition(
+    pairs: list[tuple[np.ndarray, np.ndarray]], specs: list[str], segmenters
+) -> dict[str, object]:
+    """The bacteria ``test`` frames (seed 2) split by modality and magnification.
 
-    Low-magnification brightfield colonies pack the most rods per frame and show the
-    least of them, so they weigh most in the pooled AP.
+    Where the pooled AP is lost: low-magnification brightfield colonies pack the most
+    rods per frame and show the least of them, so they weigh most in it.
     """
-    from liveseg.synthetic import bacteria_conditions, generate_sample
+    from liveseg.synthetic import bacteria_conditions
     from liveseg_torch.evaluation import score
 
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for i in range(n):
-        seed = 2 * 1_000_003 + i  # the frames of iter_samples(..., seed=2)
-        c = bacteria_conditions(seed, (size, size), "test")
-        groups.setdefault(f"{c['modality']}, {c['magnification']} magnification", []).append(
-            generate_sample("bacteria", seed, (size, size), "test")
-        )
+    for i, pair in enumerate(pairs):
+        # Frame i of iter_samples(..., seed=2) has seed 2 * 1_000_003 + i.
+        c = bacteria_conditions(2 * 1_000_003 + i, pair[0].shape, "test")
+        groups.setdefault(f"{c['modality']}, {c['magnification']} magnification", []).append(pair)
     out: dict[str, object] = {}
     for name, pairs in sorted(groups.items()):
         entry: dict[str, object] = {
@@ -153,8 +153,8 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "model_accuracy", "frames_per_set": a.n}
     synthetic: dict[str, object] = {}
     targets: dict[str, object] = {}
-    for kind in kinds:
-        pairs = list(iter_samples(kind, a.n, 2, (a.size, a.size), "test"))
+    test_sets = {k: list(iter_samples(k, a.n, 2, (a.size, a.size), "test")) for k in kinds}
+    for kind, pairs in test_sets.items():
         b = block(pairs)
         b["style"] = "test_hard" if kind == "nuclei" else "test"
         b["seed"] = 2
@@ -177,7 +177,7 @@ def main() -> None:
     result["synthetic_test_photon_starved"] = starved
     if "bacteria" in kinds:
         result["bacteria_test_by_condition"] = _by_condition(
-            a.n, a.size, [s for s in specs if s in ("bacteria", CLASSICAL)], segmenters
+            test_sets["bacteria"], [s for s in specs if s in ("bacteria", CLASSICAL)], segmenters
         )
     result["targets"] = targets
     if a.no_realdev:

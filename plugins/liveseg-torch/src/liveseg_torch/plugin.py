@@ -60,8 +60,8 @@ class UnetParams(BaseModel):
     min_size: int | None = Field(default=None, ge=0, description="smallest object kept")
     test_time_flips: bool = Field(default=False, description="average 4 flips (4x slower)")
     batch_size: int = Field(default=4, ge=1, description="tiles per forward pass")
-    decode_scale: Literal[1, 2] | None = Field(
-        default=None,
+    decode_scale: Literal[1, 2] = Field(
+        default=2,
         description="2: watershed at half resolution (fast); 1: full resolution; "
         "unset: what the model's card records (step_params), else 2",
     )
@@ -118,18 +118,20 @@ def resolve_weights(spec: str, home: Path | None = None) -> Path:
     return path
 
 
-def card_decode_scale(weights: Path) -> Literal[1, 2]:
-    """The decoding scale the model card beside ``weights`` records, else 2 (half resolution).
+def with_card_defaults(params: UnetParams, weights: Path) -> UnetParams:
+    """``params``, what it leaves unset taken from the card's ``step_params``.
 
-    A model scored with full-resolution decoding (thin rods) says so in its card's
-    ``step_params``, so a chain step naming it decodes as it was scored.
+    The card beside ``weights`` records the settings its model was scored with (e.g.
+    ``decode_scale: 1``), so a chain step naming a model runs it as ``--model`` does; an
+    unreadable card or invalid values leave ``params`` as they are.
     """
-    card = weights.parent / "model.json"
     try:
-        scale = json.loads(card.read_text(encoding="utf-8")).get("step_params", {})["decode_scale"]
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        return 2
-    return 1 if scale == 1 else 2
+        card = json.loads((weights.parent / "model.json").read_text(encoding="utf-8"))
+        recorded = dict(card.get("step_params") or {})
+        extra = {k: v for k, v in recorded.items() if k in UnetParams.model_fields}
+        return UnetParams(**{**extra, **params.model_dump(exclude_unset=True)})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return params
 
 
 class UnetBackend:
@@ -148,12 +150,12 @@ class UnetBackend:
         from liveseg_torch.runtime import OnnxEngine, choose_runtime, onnx_for_weights
         from liveseg_torch.weights import load_checkpoint
 
-        self.params = params
         self.logger = context.logger
         threads = int(context.threads) if context.threads and context.threads > 0 else 0
         if threads:
             torch.set_num_threads(threads)
         self.weights_path = resolve_weights(params.model, context.home)
+        self.params = params = with_card_defaults(params, self.weights_path)
         ckpt = load_checkpoint(self.weights_path)
         device = resolve_device(context.device)
         runtime = choose_runtime(params.runtime, device.type)
@@ -174,7 +176,7 @@ class UnetBackend:
             overlap=params.overlap,
             batch_size=params.batch_size,
             test_time_flips=params.test_time_flips,
-            decode_scale=params.decode_scale or card_decode_scale(self.weights_path),
+            decode_scale=params.decode_scale,
             engine=engine,
             overlap_decode=params.overlap_decode,
         )
