@@ -282,6 +282,47 @@ def test_pretrain_from_weights_with_another_decoder_keeps_their_encoder(tmp_path
     assert "--decoder add" in card["command"] and f"--init {old}" in card["command"]
 
 
+@pytest.mark.slow
+def test_pretrain_command_with_noise_trains_on_noisier_crops_and_says_so(tmp_path):
+    # The documented command, as a user runs it: `python -m liveseg_torch.pretrain --noise S`.
+    # From the same weights and seed, the noise reaches the training (other weights than
+    # a run without it), and the card records it; a negative level is refused up front.
+    import json
+
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.weights import Checkpoint
+
+    torch.manual_seed(0)
+    old = save_checkpoint(Checkpoint(model=UNetLite(NetConfig(channels=4))), tmp_path / "old.pt")
+    base = [sys.executable, "-m", "liveseg_torch.pretrain", "--steps", "3", "--n-train", "2"]
+    base += ["--batch-size", "2", "--crop", "32", "--lr", "1e-2", "--threads", "1"]
+    base += ["--no-progress", "--init", str(old)]
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, "--out", str(out), *extra], capture_output=True, text=True, timeout=600
+        )
+
+    for out, extra in ((tmp_path / "plain", ()), (tmp_path / "noisy", ("--noise", "0.5"))):
+        done = run(out, *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "ap@0.5" in json.loads(done.stdout.strip().splitlines()[-1])["metrics"]["test_hard"]
+    plain = load_checkpoint(tmp_path / "plain" / "default.pt").model.state_dict()
+    noisy = load_checkpoint(tmp_path / "noisy" / "default.pt").model.state_dict()
+    assert not torch.equal(plain["stem.0.weight"], noisy["stem.0.weight"])
+    card = json.loads((tmp_path / "noisy" / "model.json").read_text())
+    assert "--noise 0.5" in card["command"]
+    assert "Gaussian noise up to 0.5 on half the crops" in card["training"]["augmentation"]
+    plain_card = json.loads((tmp_path / "plain" / "model.json").read_text())
+    assert "--noise" not in plain_card["command"]
+    assert "noise" not in plain_card["training"]["augmentation"].lower()
+
+    refused = run(tmp_path / "bad", "--noise", "-0.2")
+    assert refused.returncode == 2
+    assert "--noise: must be a number >= 0, got -0.2" in refused.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)

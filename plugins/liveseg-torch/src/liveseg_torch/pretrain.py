@@ -382,6 +382,17 @@ def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dic
     return card
 
 
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite float >= 0 (a noise level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(
@@ -429,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--noise",
-        type=float,
+        type=_non_negative,
         default=0.0,
         help="extra Gaussian noise on half the training crops, standard deviation drawn up "
         "to this (normalised units; 0 = none)",
