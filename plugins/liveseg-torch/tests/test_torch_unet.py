@@ -283,10 +283,11 @@ def test_pretrain_from_weights_with_another_decoder_keeps_their_encoder(tmp_path
 
 
 @pytest.mark.slow
-def test_pretrain_command_with_noise_trains_on_noisier_crops_and_says_so(tmp_path):
-    # The documented command, as a user runs it: `python -m liveseg_torch.pretrain --noise S`.
-    # From the same weights and seed, the noise reaches the training (other weights than
-    # a run without it), and the card records it; a negative level is refused up front.
+def test_pretrain_command_noise_and_train_style_reach_the_training_and_the_card(tmp_path):
+    # The documented command, as a user runs it: `python -m liveseg_torch.pretrain` with
+    # `--noise S` and with `--train-style NAME`. From the same weights and seed, each
+    # reaches the training (other weights than a run without it) and the card records
+    # it; a negative noise level or an unknown style is refused before anything is written.
     import json
 
     from liveseg_torch.network import NetConfig, UNetLite
@@ -303,8 +304,9 @@ def test_pretrain_command_with_noise_trains_on_noisier_crops_and_says_so(tmp_pat
             [*base, "--out", str(out), *extra], capture_output=True, text=True, timeout=600
         )
 
-    for out, extra in ((tmp_path / "plain", ()), (tmp_path / "noisy", ("--noise", "0.5"))):
-        done = run(out, *extra)
+    runs = {"plain": (), "noisy": ("--noise", "0.5"), "dim": ("--train-style", "low_snr")}
+    for name, extra in runs.items():
+        done = run(tmp_path / name, *extra)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "ap@0.5" in json.loads(done.stdout.strip().splitlines()[-1])["metrics"]["test_hard"]
     plain = load_checkpoint(tmp_path / "plain" / "default.pt").model.state_dict()
@@ -317,9 +319,19 @@ def test_pretrain_command_with_noise_trains_on_noisier_crops_and_says_so(tmp_pat
     assert "--noise" not in plain_card["command"]
     assert "noise" not in plain_card["training"]["augmentation"].lower()
 
+    dim = load_checkpoint(tmp_path / "dim" / "default.pt").model.state_dict()
+    assert not torch.equal(plain["stem.0.weight"], dim["stem.0.weight"])
+    dim_card = json.loads((tmp_path / "dim" / "model.json").read_text())
+    assert dim_card["training_data"]["style"] == "low_snr"
+    assert plain_card["training_data"]["style"] == "train"
+    assert "--train-style low_snr" in dim_card["command"]
+
     refused = run(tmp_path / "bad", "--noise", "-0.2")
     assert refused.returncode == 2
     assert "--noise: must be a number >= 0, got -0.2" in refused.stderr
+    refused = run(tmp_path / "bad", "--kind", "bacteria", "--train-style", "tset")
+    assert refused.returncode == 2
+    assert "--train-style: unknown bacteria style 'tset'; known: train, val" in refused.stderr
     assert not (tmp_path / "bad").exists()
 
 

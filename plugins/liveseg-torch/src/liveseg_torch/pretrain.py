@@ -142,6 +142,7 @@ def pretrain(
     representation: str = REPRESENTATION,
     full_res_head: bool = False,
     noise: float = 0.0,
+    train_style: str | None = None,
 ) -> dict[str, Any]:
     """Train a model and write ``default.pt`` + ``model.json``.
 
@@ -158,6 +159,10 @@ def pretrain(
     random). ``representation`` picks the targets and the decoder
     (:data:`liveseg_torch.representation.REPRESENTATIONS`). ``noise`` adds Gaussian
     noise to half the training crops (:func:`liveseg_torch.train.train_steps`).
+    ``train_style`` draws the training frames from another preset of the type (still at
+    seed 0, so never the held-out frames): a diagnostic, e.g. ``test`` to measure how far
+    the network gets when it trains on the very conditions it is scored on. The card
+    records it; the shipped models use the default.
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -167,8 +172,10 @@ def pretrain(
 
     if kind not in SAMPLE_TYPES:
         raise ValueError(f"unknown sample type {kind!r}; known: {', '.join(SAMPLE_TYPES)}")
+    split = train_style or (spec["style"] if kind == "nuclei" else "train")
+    if split not in _presets(kind):
+        raise ValueError(_style_error(kind, split))
     val_set, test_set = kind_sets(kind)
-    split = spec["style"] if kind == "nuclei" else "train"
     samples = []
     for i in tqdm(range(n_train), desc="synthetic frames", disable=not progress):
         img, lab = generate_sample(kind, spec["seed"] * 1_000_003 + i, spec["shape"], split)
@@ -305,6 +312,7 @@ def pretrain(
             + (" --full-res-head" if full_res_head else "")
             + (f" --representation {representation}" if representation != REPRESENTATION else "")
             + (f" --noise {noise:g}" if noise else "")
+            + (f" --train-style {train_style}" if train_style else "")
             + (f" --init {init}" if init is not None else "")
         ),
     }
@@ -382,6 +390,17 @@ def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dic
     return card
 
 
+def _presets(kind: str) -> list[str]:
+    """The style presets of a sample type (``generate_sample``'s ``split`` values)."""
+    from liveseg.synthetic import PRESETS
+
+    return [*PRESETS[kind]] if kind in PRESETS else []
+
+
+def _style_error(kind: str, style: str) -> str:
+    return f"unknown {kind} style {style!r}; known: {', '.join(_presets(kind))}"
+
+
 def _non_negative(text: str) -> float:
     """An argparse type: a finite float >= 0 (a noise level)."""
     try:
@@ -446,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         "to this (normalised units; 0 = none)",
     )
     p.add_argument(
+        "--train-style",
+        default=None,
+        help="preset to draw the training frames from (default: train). Another one, "
+        "e.g. test, only as a diagnostic of what the network can reach on those "
+        "conditions: the held-out seeds stay unseen and the card records the style",
+    )
+    p.add_argument(
         "--decode-scale",
         type=int,
         choices=(1, 2),
@@ -460,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         "--rescore", action="store_true", help="only re-tune decoding and re-score DIR/default.pt"
     )
     a = p.parse_args(argv)
+    if a.train_style is not None and a.train_style not in _presets(a.kind):
+        p.error(f"--train-style: {_style_error(a.kind, a.train_style)}")
     if a.rescore:
         card = rescore(a.out, a.threads, a.decode_scale)
         print(json.dumps({"metrics": card["metrics"]}))
@@ -483,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         representation=a.representation,
         full_res_head=a.full_res_head,
         noise=a.noise,
+        train_style=a.train_style,
     )
     print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
     return 0
