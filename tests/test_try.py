@@ -105,3 +105,7 @@ def test_try_with_reference_picks_the_model_for_the_sample_type(tmp_path, kind):
     assert rows[kind]["pick"] == "yes", aps
     assert aps[kind] > aps["classical"], aps
     assert f"start from: {kind}" in res.output
+    # A model its card marks below target says so where the user reads the pick.
+    below = kind in ("bacteria", "transmitted")
+    assert ("its model card marks it below target" in res.output) is below, res.output
+    assert ("liveseg retrain" in (out / "summary.md").read_text()) is below

@@ -244,6 +244,28 @@ def _pick(cands: list[Candidate], ranked_by_ap: bool) -> tuple[Candidate, str]:
     )
 
 
+def _card_caveat(name: str, shipped: dict[str, tuple[Path, str]]) -> str:
+    """A warning for the reason when the picked model's card marks it below target.
+
+    Its ``status`` says so; the user reads the pick, not the card, and should not take a
+    weak model's outlines on trust.
+    """
+    if name not in shipped:
+        return ""
+    try:
+        card = json.loads((shipped[name][0] / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not str(card.get("status", "")).startswith("below target"):
+        return ""
+    ap = (card.get("metrics", {}).get("test") or {}).get("ap@0.5")
+    score = f" (AP@0.5 {ap:.2f} on its held-out synthetic test set)" if ap is not None else ""
+    return (
+        f"; its model card marks it below target{score}: fine-tune it on a few of your "
+        f"corrected frames with `liveseg retrain`"
+    )
+
+
 def _run(
     cands: list[Candidate],
     images: list[tuple[str, np.ndarray]],
@@ -466,6 +488,7 @@ def try_models(
     cands = [Candidate(s, described.get(s, ""), resolve_model_spec(s, home_dir)) for s in specs]
     _run(cands, images, home_dir, refs, progress)
     pick, reason = _pick(cands, bool(refs))
+    reason += _card_caveat(pick.name, shipped)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = _rows(cands, pick)
     _write_tables(out_dir, rows, reason, pick, cands, images)
