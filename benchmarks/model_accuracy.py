@@ -21,7 +21,9 @@ the classical chain: where the pooled AP is lost.
 
 ``test_at_10x_photons`` scores each new type's own model on the same held-out frames
 with ten times the light (identical objects and labels, less shot noise): how much of the
-gap to 0.80 is camera noise and how much the model's.
+gap to 0.80 is camera noise and how much the model's. ``decoder_on_ideal_maps`` feeds
+the decoder the maps computed from the true labels (at both decoding scales): the
+ceiling of the representation itself.
 
 ``--kinds bacteria,...`` restricts the sets and the shipped models scored to those types
 (the nuclei model always runs too, for the "why switch" column).
@@ -144,6 +146,26 @@ def _more_light(
     return [generate(2 * 1_000_003 + i, (size, size), style) for i in range(n)]  # type: ignore[arg-type]
 
 
+def _ideal_maps_ceiling(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Pooled AP@0.5 of the decoder fed the maps computed from the true labels.
+
+    The ceiling of the representation and decoder: a gap between it and a model is in
+    the network's maps, not in how they are turned into objects.
+    """
+    from liveseg.metrics import average_precision
+    from liveseg_torch.representation import decode, targets
+
+    out: dict[str, float] = {}
+    for scale in (2, 1):
+        tp = fp = fn = 0
+        for _, lab in pairs:
+            fg, dist = targets(lab)
+            r = average_precision(lab, decode(fg, dist, min_size=1, scale=scale))
+            tp, fp, fn = tp + r.tp[0.5], fp + r.fp[0.5], fn + r.fn[0.5]
+        out[f"decode_scale_{scale}"] = round(tp / max(tp + fp + fn, 1), 4)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=24, help="frames per synthetic set")
@@ -228,6 +250,7 @@ def main() -> None:
             entry["by_condition"] = _by_condition(pairs, ["bacteria"], segmenters)
         brighter[kind] = entry
     result["test_at_10x_photons"] = brighter
+    result["decoder_on_ideal_maps"] = {k: _ideal_maps_ceiling(test_sets[k]) for k in kinds}
     result["targets"] = targets
     if a.no_realdev:
         result["realdev"] = {"skipped": "--no-realdev"}
