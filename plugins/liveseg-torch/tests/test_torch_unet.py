@@ -335,6 +335,56 @@ def test_pretrain_command_noise_and_train_style_reach_the_training_and_the_card(
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
+def test_pretrain_widen_keeps_the_trained_network_and_adds_channels(tmp_path, capsys):
+    # `pretrain --init OLD.pt --widen C`: the old network embedded in a wider one computes
+    # the same maps before training (here at a negligible rate, so after it too), the card
+    # says how it was made, and a narrower width or a missing --init is refused.
+    import json
+
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.pretrain import main, widen_network
+    from liveseg_torch.weights import Checkpoint
+
+    torch.manual_seed(0)
+    config = NetConfig(channels=4, levels=4, decoder="add")
+    old = save_checkpoint(Checkpoint(model=UNetLite(config)), tmp_path / "old.pt")
+    source = load_checkpoint(old).model.eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        expected = source(x)
+        wide = widen_network(source, 7).eval()
+        assert wide.config == NetConfig(channels=7, levels=4, decoder="add")
+        torch.testing.assert_close(wide(x), expected)
+        assert not torch.equal(wide.state_dict()["enc1.0.weight"][4:, :4], torch.zeros(3, 4, 3, 3))
+
+    out = tmp_path / "new"
+    args = ["--out", str(out), "--steps", "2", "--n-train", "2", "--batch-size", "2"]
+    args += ["--crop", "32", "--lr", "1e-12", "--threads", "1", "--no-progress"]
+    assert main([*args, "--init", str(old), "--widen", "6"]) == 0
+    trained = load_checkpoint(out / "default.pt").model.eval()
+    assert trained.config.channels == 6
+    with torch.inference_mode():
+        torch.testing.assert_close(trained(x), expected, rtol=1e-4, atol=1e-4)
+    card = json.loads((out / "model.json").read_text())
+    assert card["architecture"]["channels"] == 6
+    assert "--widen 6" in card["command"] and f"--init {old}" in card["command"]
+
+    capsys.readouterr()
+    for extra, message in (
+        (
+            ["--init", str(old), "--widen", "4"],
+            "--widen: widen to 4 channels: must be more than the network's 4",
+        ),
+        (["--widen", "8"], "--widen: needs --init (the weights to widen)"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args[:1], str(tmp_path / "refused"), *args[2:], *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)

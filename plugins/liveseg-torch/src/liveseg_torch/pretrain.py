@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 import liveseg_torch
+from liveseg.errors import ModelError
 from liveseg_torch.evaluation import DATASETS, dataset, score
 from liveseg_torch.inference import Predictor
 from liveseg_torch.network import DECODERS, NetConfig, UNetLite, fold_batch_norm
@@ -143,6 +144,7 @@ def pretrain(
     full_res_head: bool = False,
     noise: float = 0.0,
     train_style: str | None = None,
+    widen: int | None = None,
 ) -> dict[str, Any]:
     """Train a model and write ``default.pt`` + ``model.json``.
 
@@ -162,7 +164,9 @@ def pretrain(
     ``train_style`` draws the training frames from another preset of the type (still at
     seed 0, so never the held-out frames): a diagnostic, e.g. ``test`` to measure how far
     the network gets when it trains on the very conditions it is scored on. The card
-    records it; the shipped models use the default.
+    records it; the shipped models use the default. ``widen`` (with ``init``) embeds the
+    weights in a network with that many base channels, computing the same maps
+    (:func:`widen_network`), and trains it from there: more capacity without starting over.
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -175,6 +179,8 @@ def pretrain(
     split = train_style or (spec["style"] if kind == "nuclei" else "train")
     if split not in _presets(kind):
         raise ValueError(_style_error(kind, split))
+    if widen is not None:
+        _check_widen(init, widen)
     val_set, test_set = kind_sets(kind)
     samples = []
     for i in tqdm(range(n_train), desc="synthetic frames", disable=not progress):
@@ -193,6 +199,9 @@ def pretrain(
         if full_res_head and not model.config.full_res_head:
             model = _transplant(model, replace(model.config, full_res_head=True))
         decoder, full_res_head = model.config.decoder, model.config.full_res_head
+        if widen is not None:
+            model = widen_network(model, widen)
+            channels = widen
     else:
         decoder = decoder or "concat"
         model = UNetLite(
@@ -313,6 +322,7 @@ def pretrain(
             + (f" --representation {representation}" if representation != REPRESENTATION else "")
             + (f" --noise {noise:g}" if noise else "")
             + (f" --train-style {train_style}" if train_style else "")
+            + (f" --widen {widen}" if widen is not None else "")
             + (f" --init {init}" if init is not None else "")
         ),
     }
@@ -388,6 +398,47 @@ def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dic
     save_checkpoint(ckpt, out / "default.pt")
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def widen_network(source: UNetLite, channels: int) -> UNetLite:
+    """``source`` embedded in a network of ``channels`` base channels, same output.
+
+    Every convolution keeps its trained weights in its leading slice; the new output
+    channels start at the new network's random initialisation, and every weight that
+    reads a new channel starts at zero, so the new channels change nothing until training
+    moves those weights (Net2Net-style widening).
+    """
+    if channels <= source.config.channels:
+        raise ValueError(_widen_error(source.config.channels, channels))
+    target = UNetLite(replace(source.config, channels=channels))
+    old = source.state_dict()
+    own = target.state_dict()
+    for name, tensor in own.items():
+        w = old[name]
+        t = tensor.clone()
+        if t.ndim == 4:  # convolution weights (out, in, kh, kw)
+            t[:, w.shape[1] :] = 0
+            t[: w.shape[0], : w.shape[1]] = w
+        else:  # biases
+            t[w.shape[0] :] = 0
+            t[: w.shape[0]] = w
+        own[name] = t
+    target.load_state_dict(own)
+    return target
+
+
+def _check_widen(init: Path | None, widen: int) -> None:
+    if init is None:
+        raise ValueError("needs --init (the weights to widen)")
+    from liveseg_torch.weights import load_checkpoint
+
+    have = load_checkpoint(init).model.config.channels
+    if widen <= have:
+        raise ValueError(_widen_error(have, widen))
+
+
+def _widen_error(have: int, want: int) -> str:
+    return f"widen to {want} channels: must be more than the network's {have}"
 
 
 def _presets(kind: str) -> list[str]:
@@ -472,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
         "conditions: the held-out seeds stay unseen and the card records the style",
     )
     p.add_argument(
+        "--widen",
+        type=int,
+        default=None,
+        help="with --init: embed its weights in a network with this many base channels "
+        "(same output at first; the new channels start random and unused), then train",
+    )
+    p.add_argument(
         "--decode-scale",
         type=int,
         choices=(1, 2),
@@ -488,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.train_style is not None and a.train_style not in _presets(a.kind):
         p.error(f"--train-style: {_style_error(a.kind, a.train_style)}")
+    if a.widen is not None:
+        try:
+            _check_widen(a.init, a.widen)
+        except (ValueError, ModelError) as exc:
+            p.error(f"--widen: {exc}")
     if a.rescore:
         card = rescore(a.out, a.threads, a.decode_scale)
         print(json.dumps({"metrics": card["metrics"]}))
@@ -512,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         full_res_head=a.full_res_head,
         noise=a.noise,
         train_style=a.train_style,
+        widen=a.widen,
     )
     print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
     return 0
