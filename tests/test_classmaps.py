@@ -16,7 +16,7 @@ import pytest
 import liveseg
 from liveseg.builtins.classes import ClassTable
 from liveseg.plugins import PluginHost
-from liveseg.testing import classical_config
+from liveseg.testing import classical_config, run_liveseg
 
 SIZE = 256
 SMALL_CAMERA = [["Camera", "OnCameraCCDXSize", SIZE], ["Camera", "OnCameraCCDYSize", SIZE]]
@@ -151,33 +151,23 @@ def test_class_fraction_trigger_fires_and_class_maps_are_ngff_labels(tmp_path, m
 def test_materials_demo_prints_g_per_frame_matching_the_section(tmp_path):
     """``liveseg run configs/materials-demo.yaml``: a grain sample, G per frame ≈ truth."""
     import re
-    import subprocess
-    import sys
     from pathlib import Path
 
     from liveseg.materials import grain_size
     from liveseg.materials.sample import grain_sample
 
     config = Path(__file__).parents[1] / "configs" / "materials-demo.yaml"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liveseg",
-            "run",
-            str(config),
-            "-o",
-            str(tmp_path / "run"),
-            "--home",
-            str(tmp_path / "home"),
-            "--set",
-            "sequence.time_plan.loops=1",
-            "--set",
-            "backlog.policy=all",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_liveseg(
+        "run",
+        config,
+        "-o",
+        tmp_path / "run",
+        "--home",
+        tmp_path / "home",
+        "--set",
+        "sequence.time_plan.loops=1",
+        "--set",
+        "backlog.policy=all",
     )
     assert out.returncode == 0, out.stderr
     printed = {
@@ -290,8 +280,6 @@ def test_resegment_with_a_semantic_chain_adds_class_maps(make_session, tmp_path)
 @pytest.mark.slow
 def test_class_map_scribbles_flow_queue_retrain_validate_promote_through_the_cli(tmp_path):
     """Sparse class-map scribbles: queue add --classes → retrain → per-class IoU → promote."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     import tifffile
@@ -304,12 +292,7 @@ def test_class_map_scribbles_flow_queue_retrain_validate_promote_through_the_cli
     home = tmp_path / "home"
 
     def cli(*args):
-        out = subprocess.run(
-            [sys.executable, "-m", "liveseg", *map(str, args), "--home", str(home)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = run_liveseg(*args, "--home", home)
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from liveseg.coords import CameraGeometry, pixel_to_stage, stage_to_pixel
+from liveseg.testing import run_liveseg
 
 
 def _xy(row, col, **kw):
@@ -93,18 +94,14 @@ def test_configured_pixel_size_reaches_objects_ome_zarr_and_run_json(tmp_path):
     """``liveseg run configs/demo.yaml --set hardware.pixel_size_um=0.65`` (the shipped
     default chain): area_um2 is 0.65² area_px, every image and label scale is 0.65 µm."""
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
     repo = Path(__file__).resolve().parents[1]
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "liveseg", "run", "configs/demo.yaml"]
-    cmd += ["--set", "hardware.pixel_size_um=0.65", "-o", str(run_dir)]
-    cmd += ["--home", str(tmp_path / "home")]
-    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=400)
+    args = ["run", "configs/demo.yaml", "--set", "hardware.pixel_size_um=0.65"]
+    done = run_liveseg(*args, "-o", run_dir, "--home", tmp_path / "home", cwd=repo, timeout=400)
     assert done.returncode == 0, done.stderr
     objects = pq.read_table(run_dir / "objects.parquet").to_pydict()
     ratio = np.asarray(objects["area_um2"]) / np.asarray(objects["area_px"])

@@ -16,7 +16,7 @@ import useq
 import liveseg
 from liveseg.image_writer import ImageWriter
 from liveseg.store import RunStore, TriggeredStore
-from liveseg.testing import classical_config
+from liveseg.testing import classical_config, run_liveseg
 from liveseg.types import Frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,23 +114,13 @@ def test_a_full_disk_fails_the_run_loudly(tmp_path, monkeypatch):
     disk = tmp_path / "disk"
     mounted = _mount_small_disk(disk)
     try:
-        cmd = [
-            sys.executable,
-            "-m",
-            "liveseg",
-            "run",
-            str(_demo_config(tmp_path)),
-            "-o",
-            str(disk / "run"),
-            "--home",
-            str(tmp_path / "home"),
-        ]
+        args = ["run", _demo_config(tmp_path), "-o", disk / "run", "--home", tmp_path / "home"]
         env = None
         if not mounted:  # inject the failure at the third-party sink, in the child
             env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "inject")}
             (tmp_path / "inject").mkdir()
             (tmp_path / "inject" / "sitecustomize.py").write_text(INJECT)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        done = run_liveseg(*args, env=env)
         run_dir = disk / "run"
         assert done.returncode != 0, done.stdout + done.stderr
         assert "write_failed" in done.stderr
@@ -299,12 +289,7 @@ def _assert_every_plane_reachable(run_dir: Path) -> int:
 
 
 def _resegment_labels_everything(run_dir: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "liveseg", "resegment", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_liveseg("resegment", run_dir)
     assert done.returncode == 0, done.stderr
     run = liveseg.open_run(run_dir)
     for row in run.frames():
@@ -348,12 +333,7 @@ def test_images_without_a_frame_row_are_recovered_from_the_store(tmp_path):
 
     run_dir = tmp_path / "run"
     config = _two_position_config(tmp_path, loops=8)
-    done = subprocess.run(
-        [sys.executable, "-m", "liveseg", "run", str(config), "-o", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_liveseg("run", config, "-o", run_dir)
     assert done.returncode == 0, done.stderr
     frames = run_dir / "frames.csv"
     with frames.open(newline="") as fh:

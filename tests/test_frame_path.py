@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import liveseg
 from liveseg.cli import main
 from liveseg.hookspecs import hookimpl
-from liveseg.testing import disk_image
+from liveseg.testing import disk_image, run_liveseg
 
 PLUGIN = textwrap.dedent(
     '''
@@ -252,9 +252,17 @@ def test_backend_that_hangs_fails_its_frames_and_the_run_finishes(
     cfg = tmp_path / "hang.yaml"
     cfg.write_text(json.dumps(HANG_CONFIG))
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "liveseg", "run", str(cfg), "-o", str(run_dir)]
-    cmd += ["--plugins-dir", str(plugins_dir), "--home", str(liveseg_home)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = run_liveseg(
+        "run",
+        cfg,
+        "-o",
+        run_dir,
+        "--plugins-dir",
+        plugins_dir,
+        "--home",
+        liveseg_home,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     run = liveseg.open_run(run_dir)
     assert run.run_info["status"] == "finished"

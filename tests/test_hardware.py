@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from liveseg.cli import main
+from liveseg.testing import run_liveseg
 
 pytestmark = pytest.mark.hardware
 
@@ -26,16 +26,8 @@ def _config(tmp_path: Path, hardware: str, name: str = "cfg.yaml") -> Path:
 
 
 def _liveseg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The real command, in its own process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "liveseg", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-        env={**os.environ, "LIVESEG_HOME": str(cwd / "home")},
-    )
+    """The real command, in its own process, with a private home under ``cwd``."""
+    return run_liveseg(*args, cwd=cwd, env={**os.environ, "LIVESEG_HOME": str(cwd / "home")})
 
 
 def test_validate_config_names_device_and_property(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from liveseg.imageio import read_image, read_pixel_size
 from liveseg.metrics import average_precision
 from liveseg.mosaic import LABELS_NAME, ChainSpec, TileChain, read_provenance, segment_mosaic
 from liveseg.synthetic.mosaic import render_mosaic_chunk, write_nuclei_mosaic
+from liveseg.testing import run_liveseg
 
 PX = 0.65
 # The classical chain with a local threshold: a tile's objects then depend on their
@@ -166,8 +166,7 @@ def test_generated_mosaic_has_no_seams():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from liveseg.cli import main; main()", "mosaic", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return run_liveseg("mosaic", *args, timeout=120)
 
 
 @pytest.mark.slow

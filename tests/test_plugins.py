@@ -17,7 +17,7 @@ from liveseg.defaults import default_steps
 from liveseg.errors import ModelError, PluginError
 from liveseg.hookspecs import hookimpl
 from liveseg.plugins import PluginHost, iter_hookspecs, shipped_models
-from liveseg.testing import classical_config, register_fake_backend
+from liveseg.testing import classical_config, register_fake_backend, run_liveseg
 from liveseg.types import Frame, FrameResult, FrameStatus, Proposal
 
 README = Path(__file__).parents[1] / "README.md"
@@ -53,16 +53,6 @@ def _write(directory: Path, name: str, source: str) -> Path:
     path = directory / f"{name}.py"
     path.write_text(textwrap.dedent(source))
     return path
-
-
-def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "liveseg", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
 
 
 def _frame(index: int = 0, shape=(8, 8)) -> tuple[Frame, FrameResult]:
@@ -227,7 +217,7 @@ def test_register_with_a_non_callable_factory_is_recorded(liveseg_host):
 def test_cli_plugins_lists_every_failure_as_one_line(tmp_path):
     _write(tmp_path, "raiser", RAISER)
     _write(tmp_path, "broken", "import does_not_exist\n")
-    out = _cli("plugins", "--plugins-dir", str(tmp_path))
+    out = run_liveseg("plugins", "--plugins-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stdout + out.stderr
     errors = [line for line in out.stdout.splitlines() if line.startswith("error: ")]
@@ -237,7 +227,7 @@ def test_cli_plugins_lists_every_failure_as_one_line(tmp_path):
     assert any("'broken'" in e and "broken.py" in e and "failed to import" in e for e in errors)
     assert "threshold" in out.stdout  # the listing itself is complete
 
-    js = _cli("plugins", "--plugins-dir", str(tmp_path), "--json")
+    js = run_liveseg("plugins", "--plugins-dir", str(tmp_path), "--json")
     rows = {r["name"]: r for r in json.loads(js.stdout)}
     assert len(rows["raiser"]["errors"]) == len(REGISTER_HOOKS)
     assert rows["broken"]["source"] == "error" and rows["broken"]["errors"]
@@ -251,7 +241,7 @@ def test_cli_plugins_reports_an_installed_plugin_that_fails_to_import(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[liveseg]\nbrokenplug = brokenplug_missing.plugin\n")
     env = {**__import__("os").environ, "PYTHONPATH": str(site)}
-    out = _cli("plugins", env=env)
+    out = run_liveseg("plugins", env=env)
     assert out.returncode == 0, out.stderr
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("error: ")]
     assert "'brokenplug'" in line and "brokenplug_missing.plugin" in line
@@ -268,7 +258,7 @@ def test_cli_run_completes_with_a_plugin_raising_in_every_register_hook(tmp_path
     cfg = data.model_dump(mode="json")
     cfg["home"] = str(tmp_path / "home")
     (tmp_path / "c.yaml").write_text(json.dumps(cfg))
-    out = _cli("run", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "run"))
+    out = run_liveseg("run", str(tmp_path / "c.yaml"), "--output", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
     assert "frames segmented" in out.stdout
     assert "Traceback" not in out.stderr
@@ -533,7 +523,7 @@ def test_cli_plugins_lists_what_a_config_loads(tmp_path):
     _write(plugins, "mine", _registers("register_sinks", "mysink", "dict"))
     cfg = classical_config(plugins={"deny": ["threshold"], "dir": str(plugins)})
     (tmp_path / "c.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
-    out = _cli("plugins", "--config", str(tmp_path / "c.yaml"), "--json")
+    out = run_liveseg("plugins", "--config", str(tmp_path / "c.yaml"), "--json")
     assert out.returncode == 0, out.stderr
     names = {r["name"]: r for r in json.loads(out.stdout)}
     assert "threshold" not in names and "normalize" in names

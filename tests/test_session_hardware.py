@@ -14,7 +14,7 @@ import pytest
 import liveseg
 from liveseg.errors import ConfigError
 from liveseg.plugins import PluginHost
-from liveseg.testing import classical_config, register_fake_backend
+from liveseg.testing import classical_config, register_fake_backend, run_liveseg
 
 pytestmark = pytest.mark.hardware
 
@@ -250,21 +250,7 @@ def test_cli_run_exits_cleanly_repeatedly(tmp_path):
     data["home"] = str(tmp_path / "home")
     cfg.write_text(json.dumps(data))
     for i in range(3):
-        cmd = [
-            sys.executable,
-            "-m",
-            "liveseg",
-            "run",
-            str(cfg),
-            "--output",
-            str(tmp_path / f"r{i}"),
-        ]
-        out = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = run_liveseg("run", cfg, "--output", tmp_path / f"r{i}")
         assert out.returncode == 0, out.stderr
         assert "frames segmented" in out.stdout
 
@@ -277,20 +263,22 @@ def test_cli_latest_rate_limit_from_the_config_and_resegment_fills_in(tmp_path):
     raw["home"] = str(tmp_path / "home")
     cfg.write_text(json.dumps(raw))
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "liveseg", "run", str(cfg), "--output", str(run_dir)]
-    cmd += ["--set", "backlog.policy=latest", "--set", "backlog.max_rate_hz=4"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    out = run_liveseg(
+        "run",
+        cfg,
+        "--output",
+        run_dir,
+        "--set",
+        "backlog.policy=latest",
+        "--set",
+        "backlog.max_rate_hz=4",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads((run_dir / "run.json").read_text())["summary"]
     # The classical chain takes a few ms a frame: only the limit keeps it this low.
     assert 1 <= summary["frames_segmented"] <= summary["wall_s"] * 4 + 2
     assert summary["frames_segmented"] + summary["frames_skipped"] == 60
-    redo = subprocess.run(
-        [sys.executable, "-m", "liveseg", "resegment", str(run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    redo = run_liveseg("resegment", run_dir)
     assert redo.returncode == 0, redo.stderr
     rows = liveseg.open_run(run_dir).frames()
     assert len(rows) == 60 and all(r["status"] == "ok" for r in rows)

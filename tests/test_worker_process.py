@@ -29,7 +29,7 @@ from liveseg.errors import ConfigError, LivesegError
 from liveseg.processing import LabelsCollector
 from liveseg.processing.processor import ConsumerSpec
 from liveseg.processing.worker_process import SEGMENT_PREFIX
-from liveseg.testing import classical_config, disk_image, register_fake_backend
+from liveseg.testing import classical_config, disk_image, register_fake_backend, run_liveseg
 from liveseg.types import Frame
 
 SHM = Path("/dev/shm")
@@ -263,9 +263,9 @@ def test_hung_worker_process_is_replaced_after_the_step_timeout(tmp_path, livese
         },
     )
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "liveseg", "run", str(cfg), "-o", str(run_dir)]
-    cmd += ["--plugins-dir", str(plugins), "--home", str(liveseg_home)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    done = run_liveseg(
+        "run", cfg, "-o", run_dir, "--plugins-dir", plugins, "--home", liveseg_home, timeout=180
+    )
     assert done.returncode == 0, done.stderr
     run = liveseg.open_run(run_dir)
     assert [r["status"] for r in run.frames()] == ["ok", "ok", "failed", "ok", "ok", "ok"]

@@ -16,10 +16,14 @@ against the real contract. :func:`contract_frames` gives a sink or trigger under
 one frame of each status (``ok``, ``skipped``, ``failed``) the way liveseg hands them
 over, and :func:`register_plugin` registers a plugin module on a fresh host (the
 ``liveseg_host`` fixture) and returns the host's load and registration errors.
+:func:`run_liveseg` runs the ``liveseg`` command the way a user types it: its own
+process, its real exit code, output and error text.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -31,7 +35,7 @@ from liveseg.plugins import PluginHost
 from liveseg.types import LABEL_DTYPE, Frame, FrameResult, FrameStatus, input_image
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterator
+    from collections.abc import Callable, Collection, Iterator, Mapping
     from pathlib import Path
 
     from liveseg.config import LivesegConfig
@@ -44,6 +48,7 @@ __all__ = [
     "disk_image",
     "register_fake_backend",
     "register_plugin",
+    "run_liveseg",
 ]
 
 
@@ -177,6 +182,30 @@ def contract_frames(
             {},
         ),
     ]
+
+
+def run_liveseg(
+    *args: object,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300.0,
+) -> subprocess.CompletedProcess[str]:
+    """``liveseg ARGS...`` in a child process (``python -m liveseg``), as from a shell.
+
+    Arguments are turned into strings, so paths can be passed as they are. The result is
+    not checked: tests assert on ``returncode``, ``stdout`` and ``stderr`` themselves,
+    failures included. ``env`` replaces the child's environment, as in
+    :func:`subprocess.run`.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "liveseg", *map(str, args)],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def classical_config(**sections: Any) -> LivesegConfig:

@@ -6,8 +6,6 @@ pytest plugin, active as soon as liveseg is installed; nothing here mocks livese
 """
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -34,6 +32,7 @@ from liveseg.testing import (
     disk_image,
     register_fake_backend,
     register_plugin,
+    run_liveseg,
 )
 from liveseg_example import plugin
 
@@ -170,10 +169,7 @@ def _liveseg_run(tmp_path, data):
     """``liveseg run c.yaml --output r`` in a subprocess, as a user runs it (private home)."""
     data["home"] = str(tmp_path / "home")
     (tmp_path / "c.yaml").write_text(json.dumps(data))
-    cmd = [sys.executable, "-m", "liveseg", "run", str(tmp_path / "c.yaml")]
-    out = subprocess.run(
-        [*cmd, "--output", str(tmp_path / "r")], capture_output=True, text=True, timeout=300
-    )
+    out = run_liveseg("run", tmp_path / "c.yaml", "--output", tmp_path / "r")
     assert out.returncode == 0, out.stderr
 
 
