@@ -108,6 +108,7 @@ def test_each_model_fine_tunes(tmp_path, name):
     )
     assert result.val_losses[-1] < result.hyperparameters["val_loss_before"]
     base, tuned = load_checkpoint(parent), load_checkpoint(result.weights_path)
+    assert tuned.weights_dtype == "float32"  # also from half-size shipped weights
     p0, _ = Predictor(base, device="cpu").maps(items[0].image)
     p1, _ = Predictor(tuned, device="cpu").maps(items[0].image)
     assert np.mean(np.abs(p0 - p1)) > 1e-3

@@ -385,6 +385,72 @@ def test_pretrain_widen_keeps_the_trained_network_and_adds_channels(tmp_path, ca
     assert not (tmp_path / "refused").exists()
 
 
+@pytest.mark.slow
+def test_pretrain_half_weights_halves_the_file_and_scores_what_it_saves(tmp_path):
+    # `pretrain --half-weights` stores float16 weights that load into the float32
+    # network; `--rescore --half-weights` converts a float32 file to exactly the weights
+    # and scores a training run with the flag would have written.
+    import json
+    import shutil
+
+    from liveseg_torch.network import NetConfig, UNetLite
+    from liveseg_torch.weights import Checkpoint
+
+    torch.manual_seed(0)
+    config = NetConfig(channels=8, levels=4, decoder="add")
+    old = save_checkpoint(Checkpoint(model=UNetLite(config)), tmp_path / "old.pt")
+    base = [sys.executable, "-m", "liveseg_torch.pretrain", "--steps", "3", "--n-train", "2"]
+    base += ["--batch-size", "2", "--crop", "32", "--lr", "1e-2", "--threads", "1"]
+    base += ["--no-progress", "--seed", "1", "--init", str(old)]
+
+    def pretrain(*extra: str) -> None:
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    pretrain("--out", str(tmp_path / "full"))
+    pretrain("--out", str(tmp_path / "half"), "--half-weights")
+    raw = {
+        name: torch.load(tmp_path / name / "default.pt", weights_only=True)["state_dict"]
+        for name in ("full", "half")
+    }
+    assert {v.dtype for v in raw["full"].values()} == {torch.float32}
+    assert {v.dtype for v in raw["half"].values()} == {torch.float16}
+    sizes = {name: (tmp_path / name / "default.pt").stat().st_size for name in raw}
+    assert sizes["half"] < 0.6 * sizes["full"]
+
+    full = load_checkpoint(tmp_path / "full" / "default.pt")
+    half = load_checkpoint(tmp_path / "half" / "default.pt")
+    assert (full.weights_dtype, half.weights_dtype) == ("float32", "float16")
+    for name, tensor in half.model.state_dict().items():
+        assert tensor.dtype == torch.float32
+        assert torch.equal(tensor, full.model.state_dict()[name].half().float()), name
+    image = generate(seed=5, shape=(64, 64))[0]
+    labels = Predictor(half, device="cpu").predict(image)[0]
+    assert labels.shape == image.shape
+
+    half_card = json.loads((tmp_path / "half" / "model.json").read_text())
+    assert half_card["architecture"]["weights_dtype"] == "float16"
+    assert half_card["command"].count(" --half-weights") == 1
+
+    converted = tmp_path / "converted"
+    shutil.copytree(tmp_path / "full", converted)
+    rescore = ["--out", str(converted), "--rescore", "--half-weights", "--threads", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "liveseg_torch.pretrain", *rescore],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = torch.load(converted / "default.pt", weights_only=True)["state_dict"]
+    for name, tensor in stored.items():
+        assert torch.equal(tensor, raw["half"][name]), name
+    card = json.loads((converted / "model.json").read_text())
+    assert card["architecture"]["weights_dtype"] == "float16"
+    assert card["command"].count("--half-weights") == 1
+    assert card["metrics"] == half_card["metrics"]
+
+
 def test_pickled_code_is_refused(tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"format": "liveseg-torch/unet", "obj": Path("x")}, evil)

@@ -161,6 +161,7 @@ def finetune(
         "parent": str(base),
         "finetune": hyper,
     }
+    ckpt.weights_dtype = "float32"  # a fine-tuned clone keeps every update, even of half weights
     save_checkpoint(ckpt, weights_path)
     parent_card: dict[str, Any] = {}
     if (base.parent / DEFAULT_CARD).is_file():

@@ -31,7 +31,7 @@ from liveseg_torch.inference import Predictor
 from liveseg_torch.network import DECODERS, NetConfig, UNetLite, fold_batch_norm
 from liveseg_torch.representation import FG_INTERIOR, REPRESENTATIONS
 from liveseg_torch.train import DISTANCE_WEIGHT, INTERIOR_WEIGHT, make_sample, train_steps
-from liveseg_torch.weights import REPRESENTATION, Checkpoint, save_checkpoint
+from liveseg_torch.weights import REPRESENTATION, Checkpoint, round_to_half, save_checkpoint
 
 __all__ = ["USES", "kind_sets", "main", "measure_speed", "pretrain", "tune_decoding"]
 
@@ -145,6 +145,7 @@ def pretrain(
     noise: float = 0.0,
     train_style: str | None = None,
     widen: int | None = None,
+    half_weights: bool = False,
 ) -> dict[str, Any]:
     """Train a model and write ``default.pt`` + ``model.json``.
 
@@ -167,6 +168,8 @@ def pretrain(
     records it; the shipped models use the default. ``widen`` (with ``init``) embeds the
     weights in a network with that many base channels, computing the same maps
     (:func:`widen_network`), and trains it from there: more capacity without starting over.
+    ``half_weights`` stores the weights as float16 (half the file; the network still
+    computes in float32); the scores are those of the rounded weights, as saved.
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -236,8 +239,14 @@ def pretrain(
     bar.close()
     t_train = time.perf_counter() - t_start - t_data
     model = fold_batch_norm(model)  # what is scored below is exactly what is saved
+    if half_weights:
+        round_to_half(model)
 
-    ckpt = Checkpoint(model=model, representation=representation)
+    ckpt = Checkpoint(
+        model=model,
+        representation=representation,
+        weights_dtype="float16" if half_weights else "float32",
+    )
     predictor = Predictor(ckpt, device="cpu")
     ckpt.decode = tune_decoding(predictor, val_set)
     test = score(lambda im: predictor.predict(im)[0], test_set)
@@ -259,6 +268,7 @@ def pretrain(
             ),
             **model.config.as_dict(),
             "parameters": int(sum(p.numel() for p in model.parameters())),
+            "weights_dtype": ckpt.weights_dtype,
         },
         "representation": {
             "name": representation,
@@ -323,6 +333,7 @@ def pretrain(
             + (f" --noise {noise:g}" if noise else "")
             + (f" --train-style {train_style}" if train_style else "")
             + (f" --widen {widen}" if widen is not None else "")
+            + (" --half-weights" if half_weights else "")
             + (f" --init {init}" if init is not None else "")
         ),
     }
@@ -361,7 +372,9 @@ def kind_sets(
     return val, list(iter_samples(kind, 24, 2, (256, 256), "test"))
 
 
-def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dict[str, Any]:
+def rescore(
+    out: Path, threads: int = 2, decode_scale: int | None = None, half_weights: bool = False
+) -> dict[str, Any]:
     """Re-pick decoding thresholds and re-score ``out/default.pt``; update both files.
 
     For a changed decoder or evaluation set, without retraining. The sample type comes
@@ -369,6 +382,8 @@ def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dic
     model's step decode at full resolution (recorded as ``step_params`` in the card,
     which :func:`liveseg.commands.try_models.resolve_model_spec` passes to the step);
     thin touching objects (rods 3-8 px wide) need it, at the cost of speed.
+    ``half_weights`` rewrites the weights as float16 (what ``pretrain --half-weights``
+    would have saved) and scores the rounded weights; a float16 file stays float16.
     """
     from liveseg_torch.weights import load_checkpoint
 
@@ -378,6 +393,12 @@ def rescore(out: Path, threads: int = 2, decode_scale: int | None = None) -> dic
     if decode_scale is None:
         decode_scale = int(card.get("step_params", {}).get("decode_scale", 2))
     ckpt = load_checkpoint(out / "default.pt")
+    if half_weights and ckpt.weights_dtype != "float16":
+        round_to_half(ckpt.model)
+        ckpt.weights_dtype = "float16"
+        if " --half-weights" not in card.get("command", " --half-weights"):
+            card["command"] += " --half-weights"
+    card.setdefault("architecture", {})["weights_dtype"] = ckpt.weights_dtype
     predictor = Predictor(ckpt, device="cpu", decode_scale=decode_scale)
     val_set, test_set = kind_sets(kind)
     ckpt.decode = tune_decoding(predictor, val_set)
@@ -530,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         "(same output at first; the new channels start random and unused), then train",
     )
     p.add_argument(
+        "--half-weights",
+        action="store_true",
+        help="store the weights as float16: half the file, the same network in float32 "
+        "(the card's scores are the rounded weights')",
+    )
+    p.add_argument(
         "--decode-scale",
         type=int,
         choices=(1, 2),
@@ -552,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ModelError) as exc:
             p.error(f"--widen: {exc}")
     if a.rescore:
-        card = rescore(a.out, a.threads, a.decode_scale)
+        card = rescore(a.out, a.threads, a.decode_scale, a.half_weights)
         print(json.dumps({"metrics": card["metrics"]}))
         return 0
     card = pretrain(
@@ -576,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         noise=a.noise,
         train_style=a.train_style,
         widen=a.widen,
+        half_weights=a.half_weights,
     )
     print(json.dumps({"metrics": card["metrics"], "seconds": card["training"]["seconds"]}))
     return 0

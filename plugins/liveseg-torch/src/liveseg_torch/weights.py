@@ -7,6 +7,9 @@ A checkpoint is a plain ``dict`` saved with :func:`torch.save` and read back wit
      "arch": {...NetConfig...}, "representation": "foreground+normdist",
      "normalize": {"low": 1.0, "high": 99.8}, "decode": {...defaults...},
      "state_dict": {name: tensor}}
+
+Tensors are float32, or float16 for weights stored at half size (``weights_dtype``
+``float16``): they load into the float32 network, which then computes as before.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ __all__ = [
     "Checkpoint",
     "default_weights_path",
     "load_checkpoint",
+    "round_to_half",
     "save_checkpoint",
 ]
 
@@ -55,17 +59,39 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     representation: str = REPRESENTATION
+    weights_dtype: str = "float32"
+    """How the file stores the weights: ``float32``, or ``float16`` (half the size)."""
+
+
+def round_to_half(model: UNetLite) -> UNetLite:
+    """Round ``model``'s weights to float16 values in place (kept as float32 tensors).
+
+    What a ``float16`` checkpoint of it will load as, so that scores measured after this
+    are the scores of the saved file.
+    """
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write ``ckpt`` to ``path`` (parents created) and return the path.
 
-    A network trained with BatchNorm is saved folded (:func:`fold_batch_norm`).
+    A network trained with BatchNorm is saved folded (:func:`fold_batch_norm`); with
+    ``ckpt.weights_dtype`` ``float16`` the weights are stored at half size.
     """
+    if ckpt.weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"weights_dtype must be float32 or float16, not {ckpt.weights_dtype!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = fold_batch_norm(ckpt.model)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    dtype = torch.float16 if ckpt.weights_dtype == "float16" else torch.float32
+    state = {
+        k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -128,7 +154,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         config = NetConfig(**raw["arch"])
         model = UNetLite(config)
-        model.load_state_dict(raw["state_dict"])
+        stored = raw["state_dict"]
+        half = any(v.dtype == torch.float16 for v in stored.values())
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
+        )
     except Exception as exc:
         raise ModelError(
             f"weights file {str(path)!r} does not fit the liveseg-torch network "
@@ -144,4 +174,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta=dict(raw.get("meta", {})),
         path=path,
         representation=representation,
+        weights_dtype="float16" if half else "float32",
     )
