@@ -152,17 +152,17 @@ def _ideal_maps_ceiling(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str,
     The ceiling of the representation and decoder: a gap between it and a model is in
     the network's maps, not in how they are turned into objects.
     """
-    from liveseg.metrics import average_precision
+    from liveseg.metrics import aggregate, average_precision
     from liveseg_torch.representation import decode, targets
 
+    maps = [(lab, *targets(lab)) for _, lab in pairs]
     out: dict[str, float] = {}
     for scale in (2, 1):
-        tp = fp = fn = 0
-        for _, lab in pairs:
-            fg, dist = targets(lab)
-            r = average_precision(lab, decode(fg, dist, min_size=1, scale=scale))
-            tp, fp, fn = tp + r.tp[0.5], fp + r.fp[0.5], fn + r.fn[0.5]
-        out[f"decode_scale_{scale}"] = round(tp / max(tp + fp + fn, 1), 4)
+        results = [
+            average_precision(lab, decode(fg, dist, min_size=1, scale=scale))
+            for lab, fg, dist in maps
+        ]
+        out[f"decode_scale_{scale}"] = round(aggregate(results).ap[0.5], 4)
     return out
 
 

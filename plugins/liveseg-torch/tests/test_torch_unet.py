@@ -282,6 +282,21 @@ def test_pretrain_from_weights_with_another_decoder_keeps_their_encoder(tmp_path
     assert "--decoder add" in card["command"] and f"--init {old}" in card["command"]
 
 
+TINY_PRETRAIN = ["--steps", "3", "--n-train", "2", "--batch-size", "2", "--crop", "32"]
+TINY_PRETRAIN += ["--lr", "1e-2", "--threads", "1", "--no-progress"]
+"""A pretraining run of a few seconds: enough to reach the training and the card."""
+
+
+def _pretrain_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """``python -m liveseg_torch.pretrain ARGS``, the documented command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "liveseg_torch.pretrain", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.slow
 def test_pretrain_command_noise_and_train_style_reach_the_training_and_the_card(tmp_path):
     # The documented command, as a user runs it: `python -m liveseg_torch.pretrain` with
@@ -295,14 +310,9 @@ def test_pretrain_command_noise_and_train_style_reach_the_training_and_the_card(
 
     torch.manual_seed(0)
     old = save_checkpoint(Checkpoint(model=UNetLite(NetConfig(channels=4))), tmp_path / "old.pt")
-    base = [sys.executable, "-m", "liveseg_torch.pretrain", "--steps", "3", "--n-train", "2"]
-    base += ["--batch-size", "2", "--crop", "32", "--lr", "1e-2", "--threads", "1"]
-    base += ["--no-progress", "--init", str(old)]
 
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*base, "--out", str(out), *extra], capture_output=True, text=True, timeout=600
-        )
+        return _pretrain_cli(*TINY_PRETRAIN, "--init", old, "--out", out, *extra)
 
     runs = {"plain": (), "noisy": ("--noise", "0.5"), "dim": ("--train-style", "low_snr")}
     for name, extra in runs.items():
@@ -399,12 +409,9 @@ def test_pretrain_half_weights_halves_the_file_and_scores_what_it_saves(tmp_path
     torch.manual_seed(0)
     config = NetConfig(channels=8, levels=4, decoder="add")
     old = save_checkpoint(Checkpoint(model=UNetLite(config)), tmp_path / "old.pt")
-    base = [sys.executable, "-m", "liveseg_torch.pretrain", "--steps", "3", "--n-train", "2"]
-    base += ["--batch-size", "2", "--crop", "32", "--lr", "1e-2", "--threads", "1"]
-    base += ["--no-progress", "--seed", "1", "--init", str(old)]
 
     def pretrain(*extra: str) -> None:
-        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=600)
+        done = _pretrain_cli(*TINY_PRETRAIN, "--seed", "1", "--init", old, *extra)
         assert done.returncode == 0, done.stderr[-2000:]
 
     pretrain("--out", str(tmp_path / "full"))
@@ -434,13 +441,7 @@ def test_pretrain_half_weights_halves_the_file_and_scores_what_it_saves(tmp_path
 
     converted = tmp_path / "converted"
     shutil.copytree(tmp_path / "full", converted)
-    rescore = ["--out", str(converted), "--rescore", "--half-weights", "--threads", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "liveseg_torch.pretrain", *rescore],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _pretrain_cli("--out", converted, "--rescore", "--half-weights", "--threads", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     stored = torch.load(converted / "default.pt", weights_only=True)["state_dict"]
     for name, tensor in stored.items():

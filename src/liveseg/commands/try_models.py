@@ -97,6 +97,14 @@ def installed_models() -> dict[str, tuple[Path, str]]:
     return out
 
 
+def _read_card(directory: Path) -> dict[str, Any]:
+    """The ``model.json`` of a model directory; empty when missing or unreadable."""
+    try:
+        return dict(json.loads((directory / "model.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def _card_step(directory: Path, model: str) -> StepConfig:
     """The backend step of a model directory: backend and ``step_params`` from its card.
 
@@ -105,12 +113,7 @@ def _card_step(directory: Path, model: str) -> StepConfig:
     """
     from liveseg.config import StepConfig
 
-    card: dict[str, Any] = {}
-    if (directory / "model.json").is_file():
-        try:
-            card = json.loads((directory / "model.json").read_text())
-        except (OSError, ValueError):
-            card = {}
+    card = _read_card(directory)
     params = {**dict(card.get("step_params") or {}), "model": model}
     return StepConfig(backend=str(card.get("backend") or "unet"), params=params)
 
@@ -252,10 +255,7 @@ def _card_caveat(name: str, shipped: dict[str, tuple[Path, str]]) -> str:
     """
     if name not in shipped:
         return ""
-    try:
-        card = json.loads((shipped[name][0] / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
+    card = _read_card(shipped[name][0])
     if not str(card.get("status", "")).startswith("below target"):
         return ""
     ap = (card.get("metrics", {}).get("test") or {}).get("ap@0.5")

@@ -31,7 +31,7 @@ from liveseg_torch.inference import Predictor
 from liveseg_torch.network import DECODERS, NetConfig, UNetLite, fold_batch_norm
 from liveseg_torch.representation import FG_INTERIOR, REPRESENTATIONS
 from liveseg_torch.train import DISTANCE_WEIGHT, INTERIOR_WEIGHT, make_sample, train_steps
-from liveseg_torch.weights import REPRESENTATION, Checkpoint, round_to_half, save_checkpoint
+from liveseg_torch.weights import REPRESENTATION, Checkpoint, save_checkpoint, store_half
 
 __all__ = ["USES", "kind_sets", "main", "measure_speed", "pretrain", "tune_decoding"]
 
@@ -239,14 +239,10 @@ def pretrain(
     bar.close()
     t_train = time.perf_counter() - t_start - t_data
     model = fold_batch_norm(model)  # what is scored below is exactly what is saved
-    if half_weights:
-        round_to_half(model)
 
-    ckpt = Checkpoint(
-        model=model,
-        representation=representation,
-        weights_dtype="float16" if half_weights else "float32",
-    )
+    ckpt = Checkpoint(model=model, representation=representation)
+    if half_weights:
+        store_half(ckpt)
     predictor = Predictor(ckpt, device="cpu")
     ckpt.decode = tune_decoding(predictor, val_set)
     test = score(lambda im: predictor.predict(im)[0], test_set)
@@ -394,9 +390,8 @@ def rescore(
         decode_scale = int(card.get("step_params", {}).get("decode_scale", 2))
     ckpt = load_checkpoint(out / "default.pt")
     if half_weights and ckpt.weights_dtype != "float16":
-        round_to_half(ckpt.model)
-        ckpt.weights_dtype = "float16"
-        if " --half-weights" not in card.get("command", " --half-weights"):
+        store_half(ckpt)
+        if "command" in card and " --half-weights" not in card["command"]:
             card["command"] += " --half-weights"
     card.setdefault("architecture", {})["weights_dtype"] = ckpt.weights_dtype
     predictor = Predictor(ckpt, device="cpu", decode_scale=decode_scale)

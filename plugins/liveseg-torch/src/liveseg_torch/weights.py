@@ -32,8 +32,8 @@ __all__ = [
     "Checkpoint",
     "default_weights_path",
     "load_checkpoint",
-    "round_to_half",
     "save_checkpoint",
+    "store_half",
 ]
 
 FORMAT = "liveseg-torch/unet"
@@ -63,17 +63,18 @@ class Checkpoint:
     """How the file stores the weights: ``float32``, or ``float16`` (half the size)."""
 
 
-def round_to_half(model: UNetLite) -> UNetLite:
-    """Round ``model``'s weights to float16 values in place (kept as float32 tensors).
+def store_half(ckpt: Checkpoint) -> Checkpoint:
+    """Mark ``ckpt`` to be saved as float16 and round its weights to match, in place.
 
-    What a ``float16`` checkpoint of it will load as, so that scores measured after this
-    are the scores of the saved file.
+    The network keeps float32 tensors holding float16 values: what the saved file will
+    load as, so scores measured after this are the scores of the file.
     """
     with torch.no_grad():
-        for tensor in model.state_dict().values():
+        for tensor in ckpt.model.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
-    return model
+    ckpt.weights_dtype = "float16"
+    return ckpt
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
