@@ -10,25 +10,37 @@ difference of pooled AP@0.5 with its 90 % interval and the share of draws in whi
 candidate is ahead. Ship on ``val40``; the held-out ``test`` rows are printed for the
 record, never to choose.
 
+Each checkpoint decodes as the ``model.json`` beside it says (``step_params``, e.g.
+full resolution for ``bacteria``), else at the live default; ``--decode-scale`` forces one.
+
 Usage: ``python benchmarks/paired_bootstrap.py KIND PARENT.pt CANDIDATE.pt
-[--decode-scale 2] [--draws 4000]``. Prints JSON. A minute or two per pair on the dev VM.
+[--decode-scale 1|2] [--draws 4000]``. Prints JSON. Under a minute per pair on the dev VM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
 
-def _counts(path: str, pairs, decode_scale: int) -> np.ndarray:
+def _card_decode_scale(path: str) -> int:
+    """The decoding scale the card beside ``path`` was scored with (2 without one)."""
+    card = Path(path).with_name("model.json")
+    params = json.loads(card.read_text()).get("step_params", {}) if card.is_file() else {}
+    return int(params.get("decode_scale", 2))
+
+
+def _counts(path: str, pairs, decode_scale: int | None) -> np.ndarray:
     """(true positives at IoU 0.5, true objects, predicted objects) per frame."""
     from liveseg.metrics import average_precision
     from liveseg_torch.inference import Predictor
     from liveseg_torch.weights import load_checkpoint
 
-    predictor = Predictor(load_checkpoint(path), device="cpu", decode_scale=decode_scale)
+    scale = decode_scale or _card_decode_scale(path)
+    predictor = Predictor(load_checkpoint(path), device="cpu", decode_scale=scale)
     rows = []
     for image, labels in pairs:
         r = average_precision(labels, predictor.predict(image)[0], (0.5,))
@@ -66,13 +78,16 @@ def main() -> None:
     p.add_argument("kind", help="sample type: nuclei, cells, bacteria, transmitted")
     p.add_argument("parent")
     p.add_argument("candidate")
-    p.add_argument("--decode-scale", type=int, default=2, choices=(1, 2))
+    p.add_argument("--decode-scale", type=int, default=None, choices=(1, 2))
     p.add_argument("--draws", type=int, default=4000)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     val, test = kind_sets(a.kind)
-    out: dict[str, object] = {"kind": a.kind, "decode_scale": a.decode_scale}
+    scales = {
+        k: a.decode_scale or _card_decode_scale(getattr(a, k)) for k in ("parent", "candidate")
+    }
+    out: dict[str, object] = {"kind": a.kind, "decode_scale": scales}
     for name, pairs in (("val", val), ("test_for_the_record", test)):
         parent = _counts(a.parent, pairs, a.decode_scale)
         candidate = _counts(a.candidate, pairs, a.decode_scale)

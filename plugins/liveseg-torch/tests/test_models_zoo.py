@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +164,32 @@ def test_thresholds_are_picked_on_the_hard_validation_frames_too():
     assert not any(np.array_equal(img, t) for img, _ in val for t, _ in test)
     val_b, _ = kind_sets("bacteria")
     assert len(val_b) == 16 + 24
+
+
+@pytest.mark.slow
+def test_paired_bootstrap_command_tells_a_real_gain_from_none():
+    """The README's comparison command on shipped weights: a model against itself gains
+    nothing in any draw; the transmitted model against the nuclei model, on transmitted
+    frames, gains in every draw."""
+    script = Path(__file__).parents[3] / "benchmarks" / "paired_bootstrap.py"
+
+    def compare(parent: Path, candidate: Path) -> dict:
+        args = [sys.executable, str(script), "transmitted", str(parent), str(candidate)]
+        done = subprocess.run(
+            [*args, "--draws", "500"], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    def weights(name: str) -> Path:
+        directory = _directory(name)
+        return directory / json.loads((directory / "model.json").read_text())["weights"]
+
+    same = compare(weights("transmitted"), weights("transmitted"))["val"]
+    assert same["difference"] == 0 and same["ci90"] == [0, 0]
+    assert same["p_candidate_ahead"] == 0 and same["frames"] == 40
+    gain = compare(weights("nuclei"), weights("transmitted"))
+    assert gain["val"]["candidate"] == same["candidate"]
+    assert gain["val"]["difference"] > 0.2 and gain["val"]["ci90"][0] > 0
+    assert gain["val"]["p_candidate_ahead"] == 1.0
+    assert gain["decode_scale"] == {"parent": 2, "candidate": 2}
